@@ -1,0 +1,1 @@
+"""Generated protobuf modules of package mt5fleet.v1. Do not edit."""
