@@ -1,0 +1,322 @@
+"""The one place that names every NATS subject, JetStream stream, consumer and KV bucket.
+
+Pure data and pure functions: no NATS import. ``mt5fleet.proto.bootstrap`` applies these
+definitions to a server; every other module asks this one for a name instead of
+formatting its own. SPEC §2.2 is the contract this module encodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# A TradingClient's user id: a DNS label, hence a valid single NATS token.
+USER_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A canonical symbol: upper-case letters and digits (EURUSD, XAUUSD, US30, GER40), a
+# single NATS token. Brokers' aliases (EURUSD.m) never travel on the wire.
+SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{2,15}$")
+
+USER_PREFIX = "tc"
+SIGNALS_PREFIX = "signals"
+MARKET_DATA_PREFIX = "md"
+# Rolling correlations of the reference feed, for the operator's correlation pairs.
+CORRELATIONS_SUBJECT = "analytics.correlations"
+CONFIG_BUCKET = "tc-config"
+
+
+class Channel(str, enum.Enum):
+    """The per-user subjects ``tc.<uid>.<channel>``."""
+
+    PRICES = "prices"          # agent -> server, ClientPriceStream
+    ACCOUNT = "account"        # agent -> server, AccountProfile
+    SYMBOLS = "symbols"        # agent -> server, SymbolSpecList
+    EXECUTIONS = "executions"  # agent -> server, ExecutionReport
+    HEARTBEAT = "heartbeat"    # agent -> server, Heartbeat
+    COMMANDS = "commands"      # server -> agent, TradingCommand
+
+    @property
+    def from_agent(self) -> bool:
+        return self is not Channel.COMMANDS
+
+
+class InvalidName(ValueError):
+    """A user id or symbol that cannot be a NATS subject token."""
+
+
+def check_user_id(user_id: str) -> str:
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
+        raise InvalidName(f"user id {user_id!r} is not a DNS label (^[a-z0-9]([-a-z0-9]{{0,61}}[a-z0-9])?$)")
+    return user_id
+
+
+def check_symbol(symbol: str) -> str:
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+        raise InvalidName(f"symbol {symbol!r} is not a canonical symbol (^[A-Z][A-Z0-9]{{2,15}}$)")
+    return symbol
+
+
+def user_subject(user_id: str, channel: Channel) -> str:
+    return f"{USER_PREFIX}.{check_user_id(user_id)}.{Channel(channel).value}"
+
+
+def user_wildcard(channel: Channel) -> str:
+    """Every user's subject of one channel, e.g. ``tc.*.prices``."""
+    return f"{USER_PREFIX}.*.{Channel(channel).value}"
+
+
+def user_subjects_all(user_id: str) -> str:
+    return f"{USER_PREFIX}.{check_user_id(user_id)}.>"
+
+
+def parse_user_subject(subject: str) -> tuple[str, Channel]:
+    """``tc.alice.prices`` -> ("alice", Channel.PRICES); InvalidName for anything else."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != USER_PREFIX:
+        raise InvalidName(f"subject {subject!r} is not tc.<uid>.<channel>")
+    try:
+        channel = Channel(parts[2])
+    except ValueError:
+        raise InvalidName(f"subject {subject!r} has unknown channel {parts[2]!r}") from None
+    return check_user_id(parts[1]), channel
+
+
+def signal_subject(symbol: str) -> str:
+    return f"{SIGNALS_PREFIX}.{check_symbol(symbol)}"
+
+
+def market_data_subject(symbol: str) -> str:
+    return f"{MARKET_DATA_PREFIX}.{check_symbol(symbol)}"
+
+
+def symbol_of(subject: str) -> str:
+    """The symbol token of ``signals.<symbol>`` or ``md.<symbol>``."""
+    prefix, _, symbol = subject.partition(".")
+    if prefix not in (SIGNALS_PREFIX, MARKET_DATA_PREFIX):
+        raise InvalidName(f"subject {subject!r} is not signals.<symbol> or md.<symbol>")
+    return check_symbol(symbol)
+
+
+def command_msg_id(command_id: str) -> str:
+    """Nats-Msg-Id of a command: the command id itself, so a retried publish is deduped."""
+    return command_id
+
+
+# --------------------------------------------------------------------------- JetStream
+
+class Storage(str, enum.Enum):
+    FILE = "file"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream must look like. Durations in seconds, sizes in bytes; 0 = unlimited."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    storage: Storage = Storage.FILE
+    max_age_s: float = 0
+    max_msgs_per_subject: int = 0
+    max_bytes: int = 0
+    max_msg_size: int = 0
+    duplicate_window_s: float = 120
+    replicas: int = 1
+    allow_direct: bool = True
+
+    def evolve(self, **changes: Any) -> StreamSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class KvSpec:
+    bucket: str
+    description: str
+    history: int = 5
+    storage: Storage = Storage.FILE
+    replicas: int = 1
+    max_value_size: int = 64 * 1024
+
+    @property
+    def stream_name(self) -> str:
+        return f"KV_{self.bucket}"
+
+    def evolve(self, **changes: Any) -> KvSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer of the fleet (never one per user: see SPEC §2.2)."""
+
+    stream: str
+    durable: str
+    description: str
+    filter_subject: str = ""
+    ack_wait_s: float = 30
+    max_deliver: int = 20
+    max_ack_pending: int = 10_000
+
+    def evolve(self, **changes: Any) -> ConsumerSpec:
+        return dataclasses.replace(self, **changes)
+
+
+# Stream names.
+PRICES_STREAM = "TC_PRICES"
+ACCOUNT_STREAM = "TC_ACCOUNT"
+SYMBOLS_STREAM = "TC_SYMBOLS"
+EXECUTIONS_STREAM = "TC_EXECUTIONS"
+HEARTBEAT_STREAM = "TC_HEARTBEAT"
+COMMANDS_STREAM = "TC_COMMANDS"
+SIGNALS_STREAM = "SIGNALS"
+MARKET_DATA_STREAM = "MARKET_DATA"
+
+_DAY = 86_400.0
+
+DEFAULT_STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        PRICES_STREAM, (user_wildcard(Channel.PRICES),),
+        "Latest broker quote batches per user (best effort)",
+        storage=Storage.MEMORY, max_age_s=60, max_msgs_per_subject=3, duplicate_window_s=5,
+    ),
+    StreamSpec(
+        ACCOUNT_STREAM, (user_wildcard(Channel.ACCOUNT),),
+        "Account snapshots per user: the equity curve",
+        max_age_s=90 * _DAY,
+    ),
+    StreamSpec(
+        SYMBOLS_STREAM, (user_wildcard(Channel.SYMBOLS),),
+        "Latest broker symbol specifications per user",
+        max_msgs_per_subject=1,
+    ),
+    StreamSpec(
+        EXECUTIONS_STREAM, (user_wildcard(Channel.EXECUTIONS),),
+        "Execution reports: the audit trail of every command",
+        max_age_s=400 * _DAY, duplicate_window_s=_DAY,
+    ),
+    StreamSpec(
+        HEARTBEAT_STREAM, (user_wildcard(Channel.HEARTBEAT),),
+        "Latest agent heartbeat per user",
+        storage=Storage.MEMORY, max_age_s=_DAY, max_msgs_per_subject=1, duplicate_window_s=5,
+    ),
+    StreamSpec(
+        COMMANDS_STREAM, (user_wildcard(Channel.COMMANDS),),
+        "Adjusted trading commands per user: durability and catch-up after a reconnect",
+        max_age_s=7 * _DAY, max_msgs_per_subject=10_000, duplicate_window_s=_DAY,
+    ),
+    StreamSpec(
+        SIGNALS_STREAM, (f"{SIGNALS_PREFIX}.*",),
+        "Universal signals from signal engines",
+        max_age_s=30 * _DAY, duplicate_window_s=_DAY,
+    ),
+    StreamSpec(
+        MARKET_DATA_STREAM, (f"{MARKET_DATA_PREFIX}.*", CORRELATIONS_SUBJECT),
+        "Latest server-computed market data per symbol",
+        storage=Storage.MEMORY, max_age_s=_DAY, max_msgs_per_subject=1, duplicate_window_s=5,
+    ),
+)
+
+DEFAULT_BUCKETS: tuple[KvSpec, ...] = (
+    KvSpec(CONFIG_BUCKET, "Effective ClientConfig per user, written by the operator"),
+)
+
+# Durable consumers of the fleet's workers.
+ADJUST_CONSUMER = "adjust"
+EXECUTIONS_CONSUMER = "execution-feedback"
+HEARTBEAT_CONSUMER = "fleet-health"
+
+DEFAULT_CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ConsumerSpec(SIGNALS_STREAM, ADJUST_CONSUMER, "Adjustment workers: one command per user per signal"),
+    ConsumerSpec(EXECUTIONS_STREAM, EXECUTIONS_CONSUMER, "Execution feedback: positions, slippage, latency"),
+    ConsumerSpec(HEARTBEAT_STREAM, HEARTBEAT_CONSUMER, "Fleet health exporter", ack_wait_s=10, max_deliver=3),
+)
+
+
+@dataclass(frozen=True)
+class JetStreamLayout:
+    """Everything bootstrap ensures, after configuration is applied."""
+
+    streams: tuple[StreamSpec, ...] = DEFAULT_STREAMS
+    buckets: tuple[KvSpec, ...] = DEFAULT_BUCKETS
+    consumers: tuple[ConsumerSpec, ...] = DEFAULT_CONSUMERS
+
+    def stream(self, name: str) -> StreamSpec:
+        return _by_name(self.streams, name, lambda s: s.name)
+
+    def bucket(self, name: str) -> KvSpec:
+        return _by_name(self.buckets, name, lambda b: b.bucket)
+
+
+def _by_name(items: Iterable[Any], name: str, key: Any) -> Any:
+    for item in items:
+        if key(item) == name:
+            return item
+    raise KeyError(name)
+
+
+_STREAM_FIELDS = {f.name for f in dataclasses.fields(StreamSpec)} - {"name", "subjects", "description"}
+_KV_FIELDS = {f.name for f in dataclasses.fields(KvSpec)} - {"bucket", "description"}
+_CONSUMER_FIELDS = {f.name for f in dataclasses.fields(ConsumerSpec)} - {"stream", "durable", "description"}
+
+
+def build_layout(overrides: Mapping[str, Any] | None = None) -> JetStreamLayout:
+    """Apply configuration to the defaults.
+
+    ``overrides`` is the parsed TOML of ``mt5fleet nats bootstrap --config``::
+
+        replicas = 3                     # every stream and bucket
+        [streams.TC_PRICES]
+        max_age_s = 120
+        [buckets.tc-config]
+        history = 10
+        [consumers.adjust]
+        max_ack_pending = 20000
+
+    Unknown names or fields raise ValueError naming them: a typo must not be ignored.
+    """
+    overrides = dict(overrides or {})
+    unknown_top = set(overrides) - {"replicas", "streams", "buckets", "consumers"}
+    if unknown_top:
+        raise ValueError(f"unknown JetStream settings: {sorted(unknown_top)}")
+    replicas = overrides.get("replicas")
+    if replicas is not None and (not isinstance(replicas, int) or not 1 <= replicas <= 5):
+        raise ValueError(f"replicas must be an integer from 1 to 5, got {replicas!r}")
+    base = {} if replicas is None else {"replicas": replicas}
+    streams = _apply(DEFAULT_STREAMS, overrides.get("streams", {}), base, _STREAM_FIELDS, lambda s: s.name, "stream")
+    buckets = _apply(DEFAULT_BUCKETS, overrides.get("buckets", {}), base, _KV_FIELDS, lambda b: b.bucket, "bucket")
+    consumers = _apply(DEFAULT_CONSUMERS, overrides.get("consumers", {}), {}, _CONSUMER_FIELDS, lambda c: c.durable, "consumer")
+    return JetStreamLayout(streams, buckets, consumers)
+
+
+def _apply(defaults, per_name: Mapping[str, Any], base: dict, allowed: set[str], key, kind: str) -> tuple:
+    known = {key(item) for item in defaults}
+    unknown = set(per_name) - known
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {sorted(unknown)}; known: {sorted(known)}")
+    result = []
+    for item in defaults:
+        changes = {**base, **per_name.get(key(item), {})}
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"{kind} {key(item)}: unknown setting(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        if "storage" in changes:
+            changes["storage"] = Storage(changes["storage"])
+        result.append(item.evolve(**changes))
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class CatchUpSpec:
+    """The short-lived consumer an agent creates after a reconnect to read the commands it
+    missed: ephemeral, filtered to its own subject, gone after ``inactive_s`` idle."""
+
+    stream: str = COMMANDS_STREAM
+    inactive_s: float = 30
+    ack_wait_s: float = 30
+
+    def filter_subject(self, user_id: str) -> str:
+        return user_subject(user_id, Channel.COMMANDS)
