@@ -21,7 +21,7 @@ from mt5fleet.proto.subjects import ConsumerSpec, JetStreamLayout, KvSpec, Stora
 _NS = 1_000_000_000
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"

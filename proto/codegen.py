@@ -26,8 +26,8 @@ def proto_sources() -> list[Path]:
 
 def generate(output_dir: Path = OUTPUT_DIR) -> list[Path]:
     """Run protoc on every source and write the rewritten modules into ``output_dir``."""
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as raw:

@@ -40,21 +40,22 @@ class NatsServerError(RuntimeError):
 
 
 def find_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get(BINARY_ENV):
-        candidates.append(Path(os.environ[BINARY_ENV]))
-    candidates.append(Path(sysconfig.get_path("scripts")) / "nats-server")
-    candidates.append(Path(sys.executable).parent / "nats-server")
-    on_path = shutil.which("nats-server")
-    if on_path:
-        candidates.append(Path(on_path))
+    """An explicit path or $MT5FLEET_NATS_SERVER must exist: a choice is never silently
+    replaced by another binary."""
+    chosen = explicit or os.environ.get(BINARY_ENV)
+    if chosen:
+        path = Path(chosen)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise NatsServerError(f"nats-server not found or not executable at {path}; {INSTALL_HINT}")
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+        *([Path(found)] if (found := shutil.which("nats-server")) else []),
+    ]
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    if explicit or os.environ.get(BINARY_ENV):
-        raise NatsServerError(f"nats-server not found or not executable at {candidates[0]}; {INSTALL_HINT}")
     raise NatsServerError(INSTALL_HINT)
 
 
@@ -249,7 +250,9 @@ class EmbeddedNats:
             except (urllib.error.URLError, OSError) as exc:
                 last_error = str(exc)
             time.sleep(0.05)
-        raise NatsServerError(f"nats-server not healthy within {self.startup_timeout_s}s ({last_error}){self._log_tail()}")
+        raise NatsServerError(
+            f"nats-server not healthy within {self.startup_timeout_s}s ({last_error}){self._log_tail()}"
+        )
 
     def _fail_if_exited(self) -> None:
         if self._process is not None and self._process.poll() is not None:

@@ -28,7 +28,7 @@ CORRELATIONS_SUBJECT = "analytics.correlations"
 CONFIG_BUCKET = "tc-config"
 
 
-class Channel(str, enum.Enum):
+class Channel(enum.StrEnum):
     """The per-user subjects ``tc.<uid>.<channel>``."""
 
     PRICES = "prices"          # agent -> server, ClientPriceStream
@@ -107,7 +107,7 @@ def command_msg_id(command_id: str) -> str:
 
 # --------------------------------------------------------------------------- JetStream
 
-class Storage(str, enum.Enum):
+class Storage(enum.StrEnum):
     FILE = "file"
     MEMORY = "memory"
 
@@ -288,7 +288,9 @@ def build_layout(overrides: Mapping[str, Any] | None = None) -> JetStreamLayout:
     base = {} if replicas is None else {"replicas": replicas}
     streams = _apply(DEFAULT_STREAMS, overrides.get("streams", {}), base, _STREAM_FIELDS, lambda s: s.name, "stream")
     buckets = _apply(DEFAULT_BUCKETS, overrides.get("buckets", {}), base, _KV_FIELDS, lambda b: b.bucket, "bucket")
-    consumers = _apply(DEFAULT_CONSUMERS, overrides.get("consumers", {}), {}, _CONSUMER_FIELDS, lambda c: c.durable, "consumer")
+    consumers = _apply(
+        DEFAULT_CONSUMERS, overrides.get("consumers", {}), {}, _CONSUMER_FIELDS, lambda c: c.durable, "consumer"
+    )
     return JetStreamLayout(streams, buckets, consumers)
 
 
@@ -305,8 +307,23 @@ def _apply(defaults, per_name: Mapping[str, Any], base: dict, allowed: set[str],
             raise ValueError(f"{kind} {key(item)}: unknown setting(s) {sorted(bad)}; allowed: {sorted(allowed)}")
         if "storage" in changes:
             changes["storage"] = Storage(changes["storage"])
-        result.append(item.evolve(**changes))
+        result.append(_checked(item.evolve(**changes)))
     return tuple(result)
+
+
+def _checked(item):
+    """Refuse what the server would refuse, before anything is sent."""
+    if isinstance(item, StreamSpec):
+        if item.max_age_s and item.duplicate_window_s > item.max_age_s:
+            raise ValueError(
+                f"stream {item.name}: duplicate_window_s ({item.duplicate_window_s:g}) "
+                f"cannot exceed max_age_s ({item.max_age_s:g})"
+            )
+        if item.max_age_s < 0 or item.max_msgs_per_subject < 0 or item.max_bytes < 0:
+            raise ValueError(f"stream {item.name}: limits must be >= 0 (0 means unlimited)")
+    if isinstance(item, KvSpec) and not 1 <= item.history <= 64:
+        raise ValueError(f"bucket {item.bucket}: history must be 1..64, got {item.history}")
+    return item
 
 
 @dataclass(frozen=True)

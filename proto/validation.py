@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
+
 from mt5fleet.proto.domain import (
     Command,
     CommandType,

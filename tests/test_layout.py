@@ -38,7 +38,8 @@ def _run_in_repo_root(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("flags", [[], ["-S"]], ids=["site", "no-site"])
 def test_bare_operator_from_repo_root_is_the_stdlib(flags):
     # With -S nothing pre-imports operator, so the checkout's folder is found first.
-    result = _run_in_repo_root(*flags, "-c", "import operator, sys; print(operator.__file__); print(operator.add(2, 3))")
+    code = "import operator; print(operator.__file__); print(operator.add(2, 3))"
+    result = _run_in_repo_root(*flags, "-c", code)
     assert result.returncode == 0, result.stderr
     path, total = result.stdout.split()
     assert "site-packages" not in path and Path(path).name == "operator.py"

@@ -8,13 +8,20 @@ import struct
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor, descriptor_pool
 
 from mt5fleet.proto import codegen
 from mt5fleet.proto.v1 import (  # noqa: F401  (registers every file in the default pool)
-    account_pb2, commands_pb2, common_pb2, config_pb2, execution_pb2, heartbeat_pb2,
-    market_data_pb2, prices_pb2, signals_pb2, symbols_pb2,
+    account_pb2,
+    commands_pb2,
+    common_pb2,
+    config_pb2,
+    execution_pb2,
+    heartbeat_pb2,
+    market_data_pb2,
+    prices_pb2,
+    signals_pb2,
+    symbols_pb2,
 )
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"

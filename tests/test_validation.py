@@ -16,6 +16,7 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mt5fleet.proto.domain import (
     CommandType,
     ExecutionStatus,

@@ -1,0 +1,83 @@
+"""Subject names and the JetStream layout: the names every component relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from mt5fleet.proto import subjects as s
+
+
+def test_user_subjects_follow_the_contract():
+    assert s.user_subject("alice", s.Channel.PRICES) == "tc.alice.prices"
+    assert s.user_subject("user-42", s.Channel.COMMANDS) == "tc.user-42.commands"
+    assert s.user_wildcard(s.Channel.EXECUTIONS) == "tc.*.executions"
+    assert s.signal_subject("EURUSD") == "signals.EURUSD"
+    assert s.market_data_subject("XAUUSD") == "md.XAUUSD"
+
+
+@pytest.mark.parametrize("bad", ["Alice", "a.b", "a*", ">", "", "-a", "a-", "a" * 64, "alice\n", "a b"])
+def test_user_ids_that_are_not_dns_labels_are_refused(bad):
+    with pytest.raises(s.InvalidName, match="DNS label"):
+        s.user_subject(bad, s.Channel.PRICES)
+
+
+@pytest.mark.parametrize("bad", ["eurusd", "EURUSD.m", "EU", "EUR USD", "EURUSD\n", "*", "1EURUSD"])
+def test_broker_aliases_and_malformed_symbols_never_make_a_subject(bad):
+    with pytest.raises(s.InvalidName, match="canonical symbol"):
+        s.signal_subject(bad)
+
+
+def test_parsing_is_the_inverse_of_naming():
+    for channel in s.Channel:
+        assert s.parse_user_subject(s.user_subject("bob-7", channel)) == ("bob-7", channel)
+    assert s.symbol_of("md.GBPUSD") == "GBPUSD"
+    with pytest.raises(s.InvalidName, match="unknown channel"):
+        s.parse_user_subject("tc.bob.orders")
+    with pytest.raises(s.InvalidName):
+        s.parse_user_subject("tc.bob.prices.extra")
+
+
+def test_every_channel_has_exactly_one_stream():
+    layout = s.build_layout()
+    for channel in s.Channel:
+        owners = [st.name for st in layout.streams if s.user_wildcard(channel) in st.subjects]
+        assert len(owners) == 1, (channel, owners)
+
+
+def test_default_limits_match_the_contract():
+    layout = s.build_layout()
+    prices = layout.stream(s.PRICES_STREAM)
+    assert prices.max_msgs_per_subject <= 5 and 0 < prices.max_age_s <= 300  # latest batches, short age
+    assert layout.stream(s.SYMBOLS_STREAM).max_msgs_per_subject == 1
+    assert layout.stream(s.HEARTBEAT_STREAM).max_msgs_per_subject == 1
+    assert layout.stream(s.MARKET_DATA_STREAM).max_msgs_per_subject == 1
+    executions = layout.stream(s.EXECUTIONS_STREAM)
+    assert executions.storage is s.Storage.FILE and executions.max_msgs_per_subject == 0
+    commands = layout.stream(s.COMMANDS_STREAM)
+    assert commands.storage is s.Storage.FILE and commands.duplicate_window_s >= 600
+    assert layout.bucket(s.CONFIG_BUCKET).history >= 1
+    # Never one live consumer per user: the fleet's durables are few and fixed.
+    assert all("*" not in c.durable for c in layout.consumers) and len(layout.consumers) <= 5
+
+
+def test_overrides_change_only_what_they_name():
+    layout = s.build_layout({"replicas": 3, "streams": {"TC_PRICES": {"max_age_s": 120, "storage": "file"}}})
+    prices = layout.stream("TC_PRICES")
+    assert (prices.max_age_s, prices.storage, prices.replicas) == (120, s.Storage.FILE, 3)
+    assert layout.stream("TC_ACCOUNT").max_age_s == s.build_layout().stream("TC_ACCOUNT").max_age_s
+    assert all(st.replicas == 3 for st in layout.streams) and layout.bucket("tc-config").replicas == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"streams": {"TC_PRICE": {}}}, "unknown stream"),
+    ({"streams": {"TC_PRICES": {"max_agee_s": 1}}}, "unknown setting"),
+    ({"buckets": {"tc-config": {"colour": 1}}}, "unknown setting"),
+    ({"consumers": {"nope": {}}}, "unknown consumer"),
+    ({"replicas": 9}, "replicas"),
+    ({"stream": {}}, "unknown JetStream settings"),
+    ({"streams": {"TC_COMMANDS": {"max_age_s": 60}}}, "duplicate_window_s .* cannot exceed max_age_s"),
+    ({"buckets": {"tc-config": {"history": 0}}}, "history must be 1..64"),
+])
+def test_typos_in_overrides_are_errors_not_ignored(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        s.build_layout(overrides)
