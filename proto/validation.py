@@ -40,7 +40,7 @@ from mt5fleet.proto.validation_rules import (
     Checks,
     Limits,
     ValidationError,
-    keep_newest,
+    check_entries,
     none_if_zero,
 )
 
@@ -95,23 +95,13 @@ def check_price_batch(msg: ClientPriceStream, now_ms: int,
                              f"{limits.max_quotes_per_batch} allowed per batch")
     checks.raise_if_any("ClientPriceStream")
 
-    good: list[tuple[int, Quote]] = []
-    rejected: list[tuple[int, Violation]] = []
-    for index, price in enumerate(msg.prices):
-        quote_checks = checks.nested(f"prices[{index}]")
-        _check_quote(quote_checks, price)
-        if quote_checks.ok:
-            good.append((index, _quote(price)))
-        else:
-            rejected.extend((index, v) for v in quote_checks.violations)
-    kept, duplicates = keep_newest(good, key=lambda q: q.symbol, age=lambda q: q.time_ms,
-                                   path="prices", what="quote")
-    rejected.extend(duplicates)
-    rejected.sort(key=lambda item: item[0])  # stable: a quote's violations stay in order
+    kept, rejected = check_entries(
+        checks, msg.prices, path="prices", what="quote", check=_check_quote, build=_quote,
+        key=lambda q: q.symbol, age=lambda q: q.time_ms)
     batch = PriceBatch(
         user_id=msg.user_id, broker_name=msg.broker_name, account_number=msg.account_number,
-        sent_at_ms=msg.batch_timestamp, sequence=msg.sequence, quotes=tuple(kept))
-    return CheckedBatch(batch, tuple(v for _, v in rejected))
+        sent_at_ms=msg.batch_timestamp, sequence=msg.sequence, quotes=kept)
+    return CheckedBatch(batch, rejected)
 
 
 def _check_quote(checks: Checks, price: ClientPrice) -> None:

@@ -16,12 +16,11 @@ from mt5fleet.proto.domain import (
     HeartbeatInfo,
     SymbolSpecInfo,
     SymbolSpecs,
-    Violation,
 )
 from mt5fleet.proto.v1.account_pb2 import AccountProfile
 from mt5fleet.proto.v1.heartbeat_pb2 import Heartbeat
 from mt5fleet.proto.v1.symbols_pb2 import SymbolSpec, SymbolSpecList
-from mt5fleet.proto.validation_rules import DEFAULT_LIMITS, Checks, Limits, keep_newest
+from mt5fleet.proto.validation_rules import DEFAULT_LIMITS, Checks, Limits, check_entries
 
 MAX_DIGITS = 10
 # MT5 SYMBOL_TRADE_MODE_DISABLED (0) .. SYMBOL_TRADE_MODE_FULL (4).
@@ -78,22 +77,11 @@ def check_symbol_specs(msg: SymbolSpecList, now_ms: int,
                             f"{limits.max_specs_per_list} allowed per list")
     checks.raise_if_any("SymbolSpecList")
 
-    good: list[tuple[int, SymbolSpecInfo]] = []
-    rejected: list[tuple[int, Violation]] = []
-    for index, spec in enumerate(msg.specs):
-        spec_checks = checks.nested(f"specs[{index}]")
-        _check_spec(spec_checks, spec)
-        if spec_checks.ok:
-            good.append((index, _spec(spec)))
-        else:
-            rejected.extend((index, v) for v in spec_checks.violations)
     # Specs carry no time of their own: of two for one symbol the later one wins.
-    kept, duplicates = keep_newest(good, key=lambda s: s.symbol, age=lambda s: 0,
-                                   path="specs", what="spec")
-    rejected.extend(duplicates)
-    rejected.sort(key=lambda item: item[0])
-    return SymbolSpecs(user_id=msg.user_id, time_ms=msg.timestamp, specs=tuple(kept),
-                       rejected=tuple(v for _, v in rejected))
+    kept, rejected = check_entries(
+        checks, msg.specs, path="specs", what="spec", check=_check_spec, build=_spec,
+        key=lambda s: s.symbol, age=lambda s: 0)
+    return SymbolSpecs(user_id=msg.user_id, time_ms=msg.timestamp, specs=kept, rejected=rejected)
 
 
 def _check_spec(checks: Checks, spec: SymbolSpec) -> None:

@@ -19,6 +19,8 @@ from mt5fleet.proto.domain import Violation
 from mt5fleet.proto.subjects import InvalidName, check_symbol, check_user_id
 
 E = TypeVar("E", bound=IntEnum)
+M = TypeVar("M")  # a protobuf entry of a batch
+T = TypeVar("T")  # the domain value built from it
 
 _DAY_MS = 86_400_000
 # Timestamps below this (2001-09-09 in ms, 5138 AD in seconds) were almost certainly
@@ -351,7 +353,29 @@ def none_if_zero(value: float) -> float | None:
     return value if value != 0 else None
 
 
-T = TypeVar("T")
+
+
+def check_entries(checks: Checks, entries: Iterable[M], *, path: str, what: str,
+                  check: Callable[[Checks, M], None], build: Callable[[M], T],
+                  key: Callable[[T], str], age: Callable[[T], int]) -> tuple[tuple[T, ...], tuple[Violation, ...]]:
+    """Check each entry of a batch on its own: a bad entry only costs itself.
+
+    Returns the good entries (one per ``key``, the newest: see ``keep_newest``) in message
+    order, and every violation of the rest, in message order, under ``path[index]``.
+    """
+    good: list[tuple[int, T]] = []
+    rejected: list[tuple[int, Violation]] = []
+    for index, entry in enumerate(entries):
+        entry_checks = checks.nested(f"{path}[{index}]")
+        check(entry_checks, entry)
+        if entry_checks.ok:
+            good.append((index, build(entry)))
+        else:
+            rejected.extend((index, v) for v in entry_checks.violations)
+    kept, duplicates = keep_newest(good, key=key, age=age, path=path, what=what)
+    rejected.extend(duplicates)
+    rejected.sort(key=lambda item: item[0])  # stable: an entry's violations stay in order
+    return tuple(kept), tuple(v for _, v in rejected)
 
 
 def keep_newest(items: Iterable[tuple[int, T]], *, key: Callable[[T], str],
