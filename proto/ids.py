@@ -1,0 +1,41 @@
+"""Identifiers that cross process boundaries: command ids and their MT5 magic numbers.
+
+A command id is deterministic per (signal, user), so a redelivered signal or a restarted
+worker produces the same id, and JetStream's dedupe window drops the second publish. It
+must also fit MT5's order comment (31 characters; some brokers keep fewer), where a
+restarted agent looks for what it already did. Brokers may rewrite comments (``[sl 1.1]``)
+but never the magic number, so the magic is derived from the id too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+COMMAND_ID_PREFIX = "mf1"
+COMMAND_ID_RE = re.compile(r"^mf1[0-9a-v]{24}$")
+MT5_COMMENT_MAX = 31
+_BASE32 = "0123456789abcdefghijklmnopqrstuv"
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
+def command_id_for(signal_id: str, user_id: str, action: str = "") -> str:
+    """27 characters: 'mf1' + 120 bits of SHA-256 in base32hex (lower case)."""
+    number = int.from_bytes(_digest(signal_id, user_id, action)[:15], "big")
+    chars = []
+    for _ in range(24):
+        number, digit = divmod(number, 32)
+        chars.append(_BASE32[digit])
+    return COMMAND_ID_PREFIX + "".join(reversed(chars))
+
+
+def magic_for(command_id: str) -> int:
+    """A positive 63-bit MT5 magic number for the command (MT5 magic is ulong)."""
+    return int.from_bytes(_digest("magic", command_id)[:8], "big") >> 1
+
+
+def is_command_id(text: str) -> bool:
+    return bool(COMMAND_ID_RE.fullmatch(text))
