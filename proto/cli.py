@@ -27,7 +27,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mt5fleet {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_nats(commands)
+    _add_agent(commands)
     return parser
+
+
+def _add_agent(commands: argparse._SubParsersAction) -> None:
+    agent = commands.add_parser("agent", help="run the client agent beside MetaTrader 5",
+                                description="Run the client agent beside MetaTrader 5 (or a simulated terminal).")
+    agent.add_argument("--config", type=Path, help="agent TOML config file (see examples/agent.toml)")
+    actions = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="create the AES-256 key that seals the MT5 password")
+    keygen.add_argument("--out", type=Path, required=True, help="key file to create (never overwritten)")
+    seal = actions.add_parser("seal-password", help="seal an MT5 password for the config file's mt5.password")
+    seal.add_argument("--login", type=int, required=True)
+    seal.add_argument("--server", required=True)
+    seal.add_argument("--key-file", type=Path, help="key file (default: $MT5FLEET_AGENT_KEY)")
+    agent.set_defaults(handler=_run_agent)
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from mt5fleet.client import credentials
+
+    if args.agent_command == "keygen":
+        return credentials.main(["generate-key", "--out", str(args.out)])
+    if args.agent_command == "seal-password":
+        extra = ["--key-file", str(args.key_file)] if args.key_file else []
+        return credentials.main(["seal", "--login", str(args.login), "--server", args.server, *extra])
+    if args.config is None:
+        raise ValueError("mt5fleet agent needs --config FILE (see examples/agent.toml)")
+    from mt5fleet.client.app import main as agent_main
+
+    return agent_main(str(args.config))
 
 
 def _add_nats(commands: argparse._SubParsersAction) -> None:

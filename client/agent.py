@@ -1,0 +1,211 @@
+"""The client agent: the app layer that wires terminal, stores, NATS and the loops.
+
+Lifecycle: ``start()`` opens the stores, connects the terminal and (in the background,
+retrying forever) NATS, resolves commands left in flight by a crash, then runs the
+producers (prices, account, symbol specs, heartbeat), the outbox drain and the command
+pipeline. ``stop()`` drains what it can and closes everything. MT5 calls run on one
+thread; everything else on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from typing import Any
+
+from mt5fleet.client import effective as effective_config
+from mt5fleet.client import watermarks
+from mt5fleet.client.catchup import catch_up
+from mt5fleet.client.clock import Clock, SystemClock, now_ms
+from mt5fleet.client.commands import CommandPipeline
+from mt5fleet.client.config import AgentSettings
+from mt5fleet.client.execution import Executor
+from mt5fleet.client.ledger import CommandLedger
+from mt5fleet.client.metrics import AgentMetrics
+from mt5fleet.client.outbox import Outbox
+from mt5fleet.client.pricebuffer import PriceBuffer
+from mt5fleet.client.publisher import Publisher
+from mt5fleet.client.recovery import resolve_in_flight
+from mt5fleet.client.streams import Streams
+from mt5fleet.client.terminal import Mt5Login, Terminal
+from mt5fleet.proto import natsconn, subjects
+
+log = logging.getLogger("mt5fleet.agent")
+
+# Catch-up starts this long before the connection was lost: clocks differ a little.
+CATCHUP_MARGIN_MS = 30_000
+# On a first start (or after a long absence) look back this far: commands expire sooner.
+CATCHUP_WINDOW_MS = 3_600_000
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("mt5fleet")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "0+unknown"
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, api: Any, *, clock: Clock | None = None,
+                 metrics: AgentMetrics | None = None) -> None:
+        self.settings = settings
+        self.user_id = settings.user_id
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or AgentMetrics()
+        self.version = agent_version()
+        self.session_id = uuid.uuid4().hex
+        self.metrics.info.info({"version": self.version, "user_id": self.user_id})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(settings.outbox_path)
+        self.ledger = CommandLedger(settings.ledger_path)
+        self.watermarks_path = settings.data_dir / "watermarks.json"
+        self.marks = watermarks.load(self.watermarks_path)
+        self.terminal = Terminal(api, _login(settings), on_error=self._count_mt5_error)
+        self.executor = Executor(self.terminal, default_deviation=settings.risk.max_deviation_points)
+        self.effective = effective_config.from_settings(settings)
+        self.publisher = Publisher(self.outbox, self.metrics, on_stored=self._on_stored)
+        self.pipeline = CommandPipeline(
+            user_id=self.user_id, clock=self.clock, ledger=self.ledger, publisher=self.publisher,
+            metrics=self.metrics, risk_gate=self._risk_gate, execute=self._execute)
+        self.prices_buffer: PriceBuffer = PriceBuffer(1000)
+        self.streams = Streams(self)
+        self.nc: Any = None
+        self.reconnects = 0
+        self.market_data: dict[str, Any] = {}
+        self._mt5_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mt5-{self.user_id}")
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._connected_since_ms = 0
+        self._lost_at_ms = 0
+        self._md_subscriptions: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.mt5(self._connect_terminal)
+        await resolve_in_flight(self)
+        for entry in self.ledger.unreported():  # reports whose JetStream ack never came
+            if entry.report:
+                self.publisher.enqueue("execution", self.pipeline._report_subject, entry.command_id, entry.report)
+        self._spawn(self._connect_nats(), "nats")
+        self._spawn(self.publisher.drain_forever(self._stop), "outbox")
+        self._spawn(self.pipeline.run(self._stop), "commands")
+        self._spawn(self.streams.run(self._stop), "streams")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                if self.nc.is_connected:
+                    await asyncio.wait_for(self.publisher.drain_once(), timeout=5)
+                await self.nc.drain()
+        await self.mt5(self.terminal.shutdown)
+        self._mt5_thread.shutdown(wait=True)
+        self.outbox.close()
+        self.ledger.close()
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}")
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+    async def mt5(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._mt5_thread, function, *args)
+
+    def _connect_terminal(self) -> None:
+        try:
+            self.terminal.connect()
+            self.executor.refresh_account_mode()
+            self.streams.refresh_symbol_map()
+        except Exception as exc:  # the loops retry: the terminal may still be starting
+            log.warning("MT5 terminal not ready: %s", exc)
+        self.metrics.terminal_connected.set(1 if self.terminal.connected else 0)
+
+    # ------------------------------------------------------------------ NATS
+    async def _connect_nats(self) -> None:
+        self.nc = await natsconn.connect(
+            self.settings.nats, inbox_prefix=f"_INBOX_{self.user_id}",
+            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        self.metrics.nats_connected.set(1)
+        self._connected_since_ms = now_ms(self.clock)
+        self.publisher.attach(self.nc)
+        await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.COMMANDS),
+                                cb=self._on_live_command)
+        self._spawn(self._catch_up(self._first_catchup_start()), "catchup")
+        self._spawn(self.streams.watch_config(self._stop), "config")
+        await self.streams.resubscribe_market_data()
+
+    async def _on_live_command(self, message: Any) -> None:
+        self.pipeline.submit(message.data, "live")
+
+    async def _on_disconnected(self) -> None:
+        self._lost_at_ms = now_ms(self.clock)
+        self.metrics.nats_connected.set(0)
+        log.warning("NATS connection lost; reports wait in the outbox")
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        self.metrics.nats_reconnects.inc()
+        self.metrics.nats_connected.set(1)
+        log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
+        self.publisher.wake()
+        self._spawn(self._catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS), "catchup")
+
+    def _first_catchup_start(self) -> int:
+        """Everything still possibly unexpired: known commands are skipped by the ledger."""
+        return now_ms(self.clock) - CATCHUP_WINDOW_MS
+
+    async def _catch_up(self, since_ms: int) -> None:
+        since_ms = max(since_ms, now_ms(self.clock) - CATCHUP_WINDOW_MS)
+        for attempt in range(5):
+            try:
+                await catch_up(self.nc.jetstream(), self.user_id, since_ms,
+                               lambda raw: self.pipeline.submit(raw, "catchup"))
+                return
+            except Exception as exc:  # JetStream briefly unavailable right after a restart
+                log.warning("catch-up attempt %d failed: %s", attempt + 1, exc)
+                await asyncio.sleep(min(2 ** attempt, 10))
+
+    # ------------------------------------------------------------------ commands
+    async def _risk_gate(self, command: Any, at_ms: int) -> Any:
+        return await self.mt5(self.streams.risk_decision, command, at_ms)
+
+    async def _execute(self, command: Any) -> Any:
+        return await self.mt5(self.executor.execute, command)
+
+    def _on_stored(self, kind: str, msg_id: str) -> None:
+        self.pipeline.on_report_stored(kind, msg_id)
+
+    def _count_mt5_error(self, code: int, call: str) -> None:
+        self.metrics.mt5_errors.labels(str(code)).inc()
+        if code <= -10000:
+            self.metrics.terminal_connected.set(0)
+            log.warning("MT5 IPC failure %d in %s: re-initialising the terminal connection", code, call)
+
+    # ------------------------------------------------------------------ config
+    def apply_config(self, new: effective_config.EffectiveConfig) -> None:
+        changed_symbols = new.streamed_symbols != self.effective.streamed_symbols
+        self.effective = new
+        log.info("configuration applied: tier %s, trading %s", new.tier, ", ".join(new.trading_symbols))
+        if changed_symbols:
+            self.streams.symbols_changed.set()
+
+    def save_watermarks(self) -> None:
+        watermarks.save(self.watermarks_path, self.marks)
+
+
+def _login(settings: AgentSettings) -> Mt5Login:
+    mt5 = settings.mt5
+    return Mt5Login(login=mt5.login, password=mt5.unseal_password(), server=mt5.server,
+                    path=mt5.terminal_path, timeout_ms=int(mt5.init_timeout_s * 1000))
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("agent task %s stopped: %r", task.get_name(), task.exception())

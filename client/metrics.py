@@ -1,0 +1,72 @@
+"""Every Prometheus metric the agent exports, named in one place.
+
+One ``AgentMetrics`` per agent, each on its own registry: the demo runs many agents in one
+process, and a per-agent registry keeps their series apart on their own /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Latencies from a signal to its fill span network hops and a broker round trip.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+SLIPPAGE_BUCKETS = (-20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50)
+
+# Stages of a command's life, as labels of mt5fleet_agent_command_latency_seconds.
+STAGE_SIGNAL_TO_RECEIVED = "signal_to_received"
+STAGE_WORKER_TO_AGENT = "worker_to_agent"
+STAGE_RECEIVED_TO_EXECUTED = "received_to_executed"
+STAGE_SIGNAL_TO_EXECUTED = "signal_to_executed"
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.info = Info("mt5fleet_agent", "Agent build and identity", registry=r)
+        self.nats_connected = Gauge(
+            "mt5fleet_agent_nats_connected", "1 while connected to NATS", registry=r)
+        self.nats_reconnects = Counter(
+            "mt5fleet_agent_nats_reconnects_total", "NATS reconnections", registry=r)
+        self.terminal_connected = Gauge(
+            "mt5fleet_agent_terminal_connected", "1 while the MT5 terminal answers", registry=r)
+        self.published = Counter(
+            "mt5fleet_agent_messages_published_total", "Messages stored by JetStream, by kind",
+            ["kind"], registry=r)
+        self.publish_latency = Histogram(
+            "mt5fleet_agent_publish_latency_seconds", "JetStream publish to ack, by kind",
+            ["kind"], buckets=PUBLISH_BUCKETS, registry=r)
+        self.command_latency = Histogram(
+            "mt5fleet_agent_command_latency_seconds",
+            "Command latency by stage: signal_to_received, worker_to_agent, received_to_executed, "
+            "signal_to_executed", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.slippage = Histogram(
+            "mt5fleet_agent_slippage_points",
+            "Fill slippage in points (positive = worse for the trader), against the adjusted or the "
+            "reference price", ["against"], buckets=SLIPPAGE_BUCKETS, registry=r)
+        self.commands = Counter(
+            "mt5fleet_agent_commands_total", "Commands handled, by outcome status", ["status"], registry=r)
+        self.rejected = Counter(
+            "mt5fleet_agent_commands_rejected_total", "Commands refused, by reason", ["reason"], registry=r)
+        self.invalid = Counter(
+            "mt5fleet_agent_invalid_messages_total", "Inbound messages refused by validation, by kind",
+            ["kind"], registry=r)
+        self.mt5_errors = Counter(
+            "mt5fleet_agent_mt5_errors_total", "MetaTrader5 API failures, by last_error code",
+            ["code"], registry=r)
+        self.price_staleness = Gauge(
+            "mt5fleet_agent_price_staleness_seconds", "Age of the oldest symbol's latest broker tick",
+            registry=r)
+        self.quotes_read = Counter(
+            "mt5fleet_agent_quotes_read_total", "Broker quotes read from the terminal", registry=r)
+        self.tick_rate = Gauge(
+            "mt5fleet_agent_tick_rate", "Quotes read per second over the last price interval", registry=r)
+        self.outbox_depth = Gauge(
+            "mt5fleet_agent_outbox_depth", "Reports and account updates waiting for NATS", registry=r)
+        self.price_buffer_dropped = Counter(
+            "mt5fleet_agent_price_buffer_dropped_total", "Quotes dropped from the offline buffer (oldest first)",
+            registry=r)
+        self.positions_open = Gauge(
+            "mt5fleet_agent_positions_open", "Open positions in the terminal", registry=r)
+        self.equity = Gauge("mt5fleet_agent_equity", "Account equity in the deposit currency", registry=r)

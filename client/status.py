@@ -1,0 +1,166 @@
+"""The agent's local HTTP endpoints: a status page for the trader, /api/status as JSON,
+/metrics for Prometheus and /healthz. Bound to localhost by default: it shows account
+figures and positions, which are nobody else's business."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+@dataclass(frozen=True)
+class QuoteRow:
+    symbol: str
+    broker_symbol: str
+    bid: float
+    ask: float
+    spread_points: int
+    age_s: float
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    ticket: int
+    symbol: str
+    side: str
+    volume: float
+    price_open: float
+    sl: float
+    tp: float
+    profit: float
+    command_id: str
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    command_id: str
+    type: str
+    symbol: str
+    status: str
+    reason: str
+    fill_price: float
+    slippage_points: float
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class IndicatorRow:
+    symbol: str
+    sma_20: float
+    ema_12: float
+    rsi: float
+    macd_line: float
+    session_open: bool
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    user_id: str
+    version: str
+    nats_connected: bool
+    nats_server: str
+    terminal_connected: bool
+    broker: str
+    currency: str
+    balance: float
+    equity: float
+    margin_free: float
+    outbox_depth: int
+    reconnects: int
+    tier: str
+    trading_symbols: tuple[str, ...]
+    quotes: tuple[QuoteRow, ...] = ()
+    positions: tuple[PositionRow, ...] = ()
+    commands: tuple[CommandRow, ...] = ()
+    indicators: tuple[IndicatorRow, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def build_app(status: Callable[[], AgentStatus], registry: CollectorRegistry) -> web.Application:
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=render(status()), content_type="text/html")
+
+    async def api(_: web.Request) -> web.Response:
+        return web.json_response(dataclasses.asdict(status()))
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        current = status()
+        healthy = current.nats_connected and current.terminal_connected
+        return web.json_response({"nats": current.nats_connected, "terminal": current.terminal_connected},
+                                 status=200 if healthy else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/", page), web.get("/api/status", api),
+                    web.get("/metrics", metrics), web.get("/healthz", healthz)])
+    return app
+
+
+def build_metrics_app(registry: CollectorRegistry) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics)])
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port actually bound (port 0 asks the OS for a free one)."""
+    return runner.addresses[0][1]
+
+
+# ------------------------------------------------------------------------ rendering
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body or '<tr><td>none</td></tr>'}</tbody></table>"
+
+
+def _state(ok: bool) -> str:
+    return '<span class="ok">connected</span>' if ok else '<span class="bad">disconnected</span>'
+
+
+def render(s: AgentStatus) -> str:
+    quotes = _table(["symbol", "broker symbol", "bid", "ask", "spread (pts)", "age (s)"],
+                    [[q.symbol, q.broker_symbol, q.bid, q.ask, q.spread_points, f"{q.age_s:.1f}"] for q in s.quotes])
+    positions = _table(["ticket", "symbol", "side", "lots", "open", "SL", "TP", "P/L", "command"],
+                       [[p.ticket, p.symbol, p.side, p.volume, p.price_open, p.sl, p.tp, f"{p.profit:.2f}",
+                         p.command_id] for p in s.positions])
+    commands = _table(["time", "command", "type", "symbol", "status", "fill", "slippage (pts)", "reason"],
+                      [[time.strftime("%H:%M:%S", time.gmtime(c.at_ms / 1000)), c.command_id, c.type, c.symbol,
+                        c.status, c.fill_price or "", c.slippage_points, c.reason] for c in s.commands])
+    indicators = _table(["symbol", "SMA20", "EMA12", "RSI", "MACD", "market"],
+                        [[i.symbol, i.sma_20, i.ema_12, f"{i.rsi:.1f}", i.macd_line,
+                          "open" if i.session_open else "closed"] for i in s.indicators])
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in s.notes)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>mt5fleet agent: {html.escape(s.user_id)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}th{{background:#f3f3f3}}
+.ok{{color:#070}}.bad{{color:#b00;font-weight:bold}}</style></head><body>
+<h1>mt5fleet agent &middot; {html.escape(s.user_id)}</h1>
+<p>NATS: {_state(s.nats_connected)} ({html.escape(s.nats_server)}), reconnects {s.reconnects}
+&middot; MT5 terminal: {_state(s.terminal_connected)} ({html.escape(s.broker)})
+&middot; outbox {s.outbox_depth} &middot; tier {html.escape(s.tier)} &middot; version {html.escape(s.version)}</p>
+<h2>Account</h2><p>balance {s.balance:,.2f} {html.escape(s.currency)} &middot; equity {s.equity:,.2f}
+&middot; free margin {s.margin_free:,.2f} &middot; trading {html.escape(", ".join(s.trading_symbols))}</p>
+<h2>Prices</h2>{quotes}<h2>Positions</h2>{positions}<h2>Recent commands</h2>{commands}
+<h2>Server indicators</h2>{indicators}<ul>{notes}</ul></body></html>"""

@@ -1,0 +1,163 @@
+"""A real agent, a simulated MT5 terminal and a real nats-server, for the agent's tests."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from mt5fleet.client.agent import Agent
+from mt5fleet.client.clock import AcceleratedClock
+from mt5fleet.client.config import AgentSettings, parse_settings
+from mt5fleet.client.sim.broker import BROKERS
+from mt5fleet.client.sim.feed import ReferenceFeed
+from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.v1 import commands_pb2, execution_pb2
+
+# Wednesday 18 November 2026, 10:00 in New York: the FX market is open and far from rollover.
+WEDNESDAY_MORNING = dt.datetime(2026, 11, 18, 15, 0, tzinfo=dt.UTC).timestamp()
+SATURDAY = dt.datetime(2026, 11, 21, 15, 0, tzinfo=dt.UTC).timestamp()
+
+_ids = itertools.count(1)
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def settings_for(tmp_path: Path, nats_url: str, user_id: str = "alice", **overrides: Any) -> AgentSettings:
+    raw = {
+        "user_id": user_id,
+        "data_dir": str(tmp_path / f"agent-{user_id}"),
+        "nats": {"servers": [nats_url], "reconnect_wait_s": 0.2, "connect_timeout_s": 2},
+        "mt5": {"backend": "simulated"},
+        "simulated": {"broker": "icm-raw", "seed": 7},
+        "symbols": {"trading": ["EURUSD", "GBPUSD"], "monitoring": ["USDJPY"]},
+        "intervals": {"prices_s": 0.2, "account_s": 1, "heartbeat_s": 0.5, "symbols_refresh_s": 30},
+        "metrics": {"port": 0},
+        "status": {"port": 0},
+        "risk": {"max_risk_per_trade_pct": 5.0, "max_open_positions": 5, "max_drawdown": 0.5},
+    }
+    return parse_settings(merge(raw, overrides))
+
+
+class AgentHarness:
+    """``async with AgentHarness(server, tmp_path) as h:`` a started agent and a test client
+    that sees every execution report the agent publishes."""
+
+    def __init__(self, server: Any, tmp_path: Path, *, start: float = WEDNESDAY_MORNING, sim: Any = None,
+                 clock: Any = None, **overrides: Any) -> None:
+        self.server = server
+        self.settings = settings_for(tmp_path, server.url, **overrides)
+        self.clock = clock or AcceleratedClock(start, 1.0)
+        self.sim = sim or SimulatedMetaTrader5(BROKERS[self.settings.simulated.broker], ReferenceFeed(seed=7),
+                                               clock=self.clock.now, seed=7)
+        self.user_id = self.settings.user_id
+        self.reports: list[execution_pb2.ExecutionReport] = []
+        self.agent: Agent | None = None
+
+    async def __aenter__(self) -> AgentHarness:
+        self.nc = await nats.connect(self.server.url)
+        self.js = self.nc.jetstream()
+        await bootstrap.bootstrap(self.js, subjects.build_layout())
+        await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.EXECUTIONS),
+                                cb=self._on_report)
+        await self.start_agent()
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+        await self.nc.close()
+
+    async def start_agent(self) -> Agent:
+        self.agent = Agent(self.settings, self.sim, clock=self.clock)
+        await self.agent.start()
+        await wait_for(lambda: self.agent.nc is not None and self.agent.nc.is_connected, "agent connected")
+        await wait_for(lambda: len(self.agent.executor.symbol_map) >= 3, "symbols mapped")
+        return self.agent
+
+    async def _on_report(self, message: Any) -> None:
+        self.reports.append(execution_pb2.ExecutionReport.FromString(message.data))
+
+    # ------------------------------------------------------------------ commands
+    def now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    def quote(self, canonical: str = "EURUSD") -> Any:
+        return self.sim.symbol_info_tick(self.agent.executor.symbol_map[canonical])
+
+    def command(self, **fields: Any) -> commands_pb2.TradingCommand:
+        """A valid market BUY of 0.10 EURUSD at the user's current ask, SL/TP 50/100 pips away."""
+        now = self.now_ms()
+        symbol = fields.get("symbol", "EURUSD")
+        tick = self.quote(symbol)
+        buy = fields.get("order_type", commands_pb2.BUY) in (commands_pb2.BUY, commands_pb2.BUY_LIMIT,
+                                                             commands_pb2.BUY_STOP)
+        entry = tick.ask if buy else tick.bid
+        pip = 0.01 if "JPY" in symbol else 0.0001
+        defaults = dict(
+            command_id=f"cmd-{next(_ids)}-{self.user_id}", user_id=self.user_id, type=commands_pb2.OPEN_POSITION,
+            symbol=symbol, order_type=commands_pb2.BUY, lot_size=0.1, entry_price=entry,
+            stop_loss=round(entry - 50 * pip if buy else entry + 50 * pip, 5),
+            take_profit=round(entry + 100 * pip if buy else entry - 100 * pip, 5),
+            expires_at=now + 60_000, created_at=now - 20, signal_id="sig-1", signal_created_at=now - 50,
+            original_entry=entry, reference_price=entry, max_deviation_points=30)
+        defaults.update(fields)
+        return commands_pb2.TradingCommand(**defaults)
+
+    async def send(self, command: commands_pb2.TradingCommand | bytes, msg_id: str | None = None) -> None:
+        payload = command if isinstance(command, bytes) else command.SerializeToString()
+        headers = {"Nats-Msg-Id": msg_id or (command.command_id if not isinstance(command, bytes) else "raw")}
+        await self.js.publish(subjects.user_subject(self.user_id, subjects.Channel.COMMANDS), payload,
+                              headers=headers)
+
+    async def report(self, command_id: str, timeout: float = 10.0) -> execution_pb2.ExecutionReport:
+        await wait_for(lambda: any(r.command_id == command_id for r in self.reports), f"report of {command_id}",
+                       timeout)
+        return next(r for r in self.reports if r.command_id == command_id)
+
+    async def stored_reports(self) -> list[execution_pb2.ExecutionReport]:
+        """Every report JetStream holds for this user, in stream order."""
+        return [execution_pb2.ExecutionReport.FromString(m) for m in
+                await stream_messages(self.js, subjects.EXECUTIONS_STREAM,
+                                      subjects.user_subject(self.user_id, subjects.Channel.EXECUTIONS))]
+
+
+async def stream_messages(js: Any, stream: str, subject: str) -> list[bytes]:
+    """All stored messages of one subject, oldest first (an ordered consumer read to the end)."""
+    info = await js.stream_info(stream, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    subscription = await js.subscribe(subject, ordered_consumer=True, deliver_policy=None)
+    out = []
+    try:
+        while len(out) < count:
+            message = await subscription.next_msg(timeout=5)
+            out.append(message.data)
+    finally:
+        await subscription.unsubscribe()
+    return out
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def open_positions(sim: Any) -> tuple:
+    return tuple(sim.positions_get() or ())
