@@ -96,6 +96,8 @@ class Agent:
         self._spawn(self.streams.run(self._stop), "streams")
 
     async def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         for task in self._tasks:
             task.cancel()

@@ -302,7 +302,9 @@ def _max_risk_per_trade(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> D
 
 
 _OPEN_RULES: tuple[Rule, ...] = (
-    _expired, _invalid_open, _paused, _close_only, _stopped_out, _symbol_not_allowed, _market_closed,
+    # Outside the trading set comes before "invalid": an unknown symbol has no spec or quote,
+    # and "not allowed" is the reason that tells the user what to change.
+    _expired, _symbol_not_allowed, _invalid_open, _paused, _close_only, _stopped_out, _market_closed,
     _rollover, _max_open_positions, _max_spread, _daily_loss, _drawdown, _max_risk_per_trade,
 )
 _REDUCE_RULES: tuple[Rule, ...] = (_expired, _market_closed)

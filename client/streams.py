@@ -49,7 +49,7 @@ class Streams:
         intervals = self.agent.settings.intervals
         await asyncio.gather(
             self._every(stop, intervals.prices_s, self.publish_prices),
-            self._every(stop, 1.0, self.check_account),
+            self._every(stop, intervals.prices_s, self.check_account),  # changes show at the price cadence
             self._every(stop, intervals.symbols_refresh_s, self.publish_symbols, wake=self.symbols_changed),
             self._every(stop, intervals.heartbeat_s, self.publish_heartbeat),
         )

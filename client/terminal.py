@@ -103,6 +103,7 @@ class Terminal:
         if result is None:
             code, _ = self.api.last_error()
             if not_found_ok and code not in IPC_ERRORS:
+                self.on_error(code, name)
                 return None
             self._fail(name)
         return result

@@ -60,8 +60,9 @@ class AgentHarness:
         self.server = server
         self.settings = settings_for(tmp_path, server.url, **overrides)
         self.clock = clock or AcceleratedClock(start, 1.0)
-        self.sim = sim or SimulatedMetaTrader5(BROKERS[self.settings.simulated.broker], ReferenceFeed(seed=7),
-                                               clock=self.clock.now, seed=7)
+        # No random rejections or requotes unless a test asks for them: outcomes stay exact.
+        broker = BROKERS[self.settings.simulated.broker].evolve(reject_probability=0.0, requote_probability=0.0)
+        self.sim = sim or SimulatedMetaTrader5(broker, ReferenceFeed(seed=7), clock=self.clock.now, seed=7)
         self.user_id = self.settings.user_id
         self.reports: list[execution_pb2.ExecutionReport] = []
         self.agent: Agent | None = None
@@ -95,16 +96,20 @@ class AgentHarness:
         return int(self.clock.now() * 1000)
 
     def quote(self, canonical: str = "EURUSD") -> Any:
-        return self.sim.symbol_info_tick(self.agent.executor.symbol_map[canonical])
+        tick = self.sim.symbol_info_tick(canonical + self.sim.broker.suffix)
+        if tick is None:  # the agent shut its terminal connection down: look as a trader would
+            self.sim.initialize()
+            tick = self.sim.symbol_info_tick(canonical + self.sim.broker.suffix)
+        return tick
 
     def command(self, **fields: Any) -> commands_pb2.TradingCommand:
         """A valid market BUY of 0.10 EURUSD at the user's current ask, SL/TP 50/100 pips away."""
         now = self.now_ms()
         symbol = fields.get("symbol", "EURUSD")
-        tick = self.quote(symbol)
         buy = fields.get("order_type", commands_pb2.BUY) in (commands_pb2.BUY, commands_pb2.BUY_LIMIT,
                                                              commands_pb2.BUY_STOP)
-        entry = tick.ask if buy else tick.bid
+        tick = self.quote(symbol) if symbol else None
+        entry = (tick.ask if buy else tick.bid) if tick else 0.0
         pip = 0.01 if "JPY" in symbol else 0.0001
         defaults = dict(
             command_id=f"cmd-{next(_ids)}-{self.user_id}", user_id=self.user_id, type=commands_pb2.OPEN_POSITION,

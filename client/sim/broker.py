@@ -132,15 +132,17 @@ BROKERS: Mapping[str, BrokerProfile] = MappingProxyType({
         execution_mode=SYMBOL_TRADE_EXECUTION_MARKET, latency_ms=30, slippage_max_points=3,
         slippage_probability=0.1, reject_probability=0.002, leverage=500,
     ),
-    # Standard account, instant execution with requotes, IOC only, stops level, netting.
+    # Standard account, market execution that fills IOC only (FOK gets "unsupported filling
+    # mode"), a stops and a freeze level, netting.
     "exness-m": BrokerProfile(
         company="Exness (simulated)", server="Exness-MT5Trial", login=81_234_567, password="m-demo-2",
         suffix=".m", offset_points=-2, symbol_offsets={"XAUUSD": 20}, stops_level=10, freeze_level=5,
-        filling_modes=SYMBOL_FILLING_IOC, latency_ms=80, slippage_max_points=5, slippage_probability=0.2,
-        requote_probability=0.02, reject_probability=0.01, margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING,
-        leverage=200,
+        filling_modes=SYMBOL_FILLING_IOC, execution_mode=SYMBOL_TRADE_EXECUTION_MARKET, latency_ms=80,
+        slippage_max_points=5, slippage_probability=0.2, reject_probability=0.01,
+        margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING, leverage=200,
     ),
-    # Cent account: balance in US cents, wide spreads, FOK only, slow and noisy execution.
+    # Cent account: balance in US cents, wide spreads, instant execution with requotes,
+    # slow and noisy, hedging.
     "fbs-cent": BrokerProfile(
         company="FBS (simulated)", server="FBS-Real", login=71_234_567, password="cent-live-3",
         suffix="i", spread_multiplier=1.6, offset_points=3, stops_level=20, filling_modes=SYMBOL_FILLING_FOK,
@@ -148,7 +150,7 @@ BROKERS: Mapping[str, BrokerProfile] = MappingProxyType({
         reject_probability=0.02, leverage=1000, currency="USC", balance=100_000.0,
         trade_mode=ACCOUNT_TRADE_MODE_REAL,
     ),
-    # EU-regulated retail account: EUR deposit, 1:30, netting, no suffix.
+    # EU-regulated retail account: EUR deposit, 1:30, instant execution, netting, no suffix.
     "eu-netting": BrokerProfile(
         company="EuroRetail Markets (simulated)", server="EuroRetail-Live", login=3_012_345, password="eu-live-4",
         spread_multiplier=1.2, volume_max=50.0, latency_ms=60, slippage_max_points=2, slippage_probability=0.1,

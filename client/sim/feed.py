@@ -97,16 +97,22 @@ class _CurrencyWalk:
     # Bisection nodes near recent queries are shared by the next ones; a bounded memo of
     # them saves most hashes. Node values are pure functions of (seed, index), so dropping
     # the memo never changes a price.
-    NODE_MEMO_LIMIT = 4096
+    NODE_MEMO_LIMIT = 1024
 
     def __init__(self, seed: int, code: str) -> None:
         self._anchor_salt = _salt(seed, code, "anchor")
         self._bridge_salt = _salt(seed, code, "bridge")
         self._anchor_sd = math.sqrt(BLOCK_STEPS / 2)
         self._nodes: dict[int, float] = {}
+        self._anchors: dict[int, float] = {}
 
     def _anchor(self, block: int) -> float:
-        return self._anchor_sd * _hash_normal(self._anchor_salt, block)
+        value = self._anchors.get(block)
+        if value is None:
+            if len(self._anchors) > 16:
+                self._anchors.clear()
+            value = self._anchors[block] = self._anchor_sd * _hash_normal(self._anchor_salt, block)
+        return value
 
     def value(self, step: int) -> float:
         block, offset = divmod(step, BLOCK_STEPS)
@@ -151,6 +157,8 @@ class ReferenceFeed:
         step_years = STEP_MS / 1000 / TRADING_SECONDS_PER_YEAR
         self._walks = {code: _CurrencyWalk(seed, code) for code in CURRENCIES}
         self._step_vol = {code: c.annual_vol * math.sqrt(step_years) for code, c in CURRENCIES.items()}
+        # A terminal asks for the same symbol at the same step several times per call.
+        self._last_mid: dict[str, tuple[int, float]] = {}
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -179,12 +187,13 @@ class ReferenceFeed:
         return self._spec(symbol).spread_points
 
     def is_open(self, t_ms: int) -> bool:
-        return self._calendar.is_open(t_ms / 1000)
+        return self._calendar.is_open(t_ms)
 
     def price_time_ms(self, t_ms: int) -> int:
         """When the price current at ``t_ms`` was set: on the grid, or the Friday close at weekends."""
+        t_ms = int(t_ms)
         if self._freeze_weekends:
-            t_ms = min(t_ms, int(self._calendar.price_time(t_ms / 1000) * 1000))
+            t_ms = self._calendar.price_time_ms(t_ms)
         return t_ms - t_ms % STEP_MS
 
     def _log_value(self, code: str, step: int) -> float:
@@ -194,8 +203,13 @@ class ReferenceFeed:
         """The unrounded mid price: brokers add their own offset and spread to it."""
         spec = self._spec(symbol)
         step = self.price_time_ms(t_ms) // STEP_MS
+        last = self._last_mid.get(symbol)
+        if last is not None and last[0] == step:
+            return last[1]
         base = CURRENCIES[spec.base].usd_value / CURRENCIES[spec.quote].usd_value
-        return base * math.exp(self._log_value(spec.base, step) - self._log_value(spec.quote, step))
+        mid = base * math.exp(self._log_value(spec.base, step) - self._log_value(spec.quote, step))
+        self._last_mid[symbol] = (step, mid)
+        return mid
 
     def quote(self, symbol: str, t_ms: int) -> tuple[float, float]:
         """(bid, ask) rounded to the symbol's digits, the reference spread apart."""
@@ -206,8 +220,8 @@ class ReferenceFeed:
 
     def reopen_ms(self, t_ms: int) -> int:
         """When the market is next open at or after ``t_ms``."""
-        return int(self._calendar.reopen_after(t_ms / 1000) * 1000)
+        return self._calendar.reopen_ms(t_ms)
 
     def last_close_ms(self, t_ms: int) -> int:
         """While closed: when the market closed (the Friday close); while open: ``t_ms`` itself."""
-        return int(self._calendar.price_time(t_ms / 1000) * 1000)
+        return self._calendar.price_time_ms(t_ms)

@@ -25,10 +25,13 @@ from mt5fleet.client.mt5_constants import (
     ORDER_TYPE_SELL_LIMIT,
     ORDER_TYPE_SELL_STOP,
     ORDER_TYPE_SELL_STOP_LIMIT,
+    SYMBOL_TRADE_EXECUTION_INSTANT,
+    SYMBOL_TRADE_EXECUTION_MARKET,
+    SYMBOL_TRADE_EXECUTION_REQUEST,
 )
 from mt5fleet.client.sim.broker import SYMBOL_FILLING_FOK, SYMBOL_FILLING_IOC, BrokerProfile
 from mt5fleet.client.sim.market import Quote
-from mt5fleet.client.sim.market_hours import next_rollover
+from mt5fleet.client.sim.market_hours import next_rollover_ms
 
 PENDING_TYPES = (ORDER_TYPE_BUY_LIMIT, ORDER_TYPE_SELL_LIMIT, ORDER_TYPE_BUY_STOP, ORDER_TYPE_SELL_STOP,
                  ORDER_TYPE_BUY_STOP_LIMIT, ORDER_TYPE_SELL_STOP_LIMIT)
@@ -59,13 +62,23 @@ def volume_ok(broker: BrokerProfile, volume: float) -> bool:
     return abs(steps - round(steps)) < 1e-6
 
 
-def filling_ok(symbol_modes: int, type_filling: int, *, pending: bool) -> bool:
-    """FOK and IOC as the symbol allows them; RETURN (book the rest) only for pending orders."""
+def filling_ok(symbol_modes: int, execution_mode: int, type_filling: int, *, pending: bool) -> bool:
+    """The filling policies MQL5 documents for ENUM_ORDER_TYPE_FILLING.
+
+    Request and instant execution always fill market orders fill-or-kill and keep pending
+    orders (return), whatever the request says. Market and exchange execution allow FOK
+    and IOC as the symbol's flags say; return is refused for market orders under market
+    execution and allowed otherwise.
+    """
+    if execution_mode in (SYMBOL_TRADE_EXECUTION_REQUEST, SYMBOL_TRADE_EXECUTION_INSTANT):
+        return type_filling in (ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN)
     if type_filling == ORDER_FILLING_FOK:
         return bool(symbol_modes & SYMBOL_FILLING_FOK)
     if type_filling == ORDER_FILLING_IOC:
         return bool(symbol_modes & SYMBOL_FILLING_IOC)
-    return pending and type_filling == ORDER_FILLING_RETURN
+    if type_filling == ORDER_FILLING_RETURN:
+        return pending or execution_mode != SYMBOL_TRADE_EXECUTION_MARKET
+    return False
 
 
 def _far_enough(gap: float, distance: float, point: float) -> bool:
@@ -114,11 +127,11 @@ def expiry_msc(type_time: int, expiration_s: int, now_ms: int) -> int | None:
     if type_time == ORDER_TIME_GTC:
         return 0
     if type_time == ORDER_TIME_DAY:
-        return int(next_rollover(now_ms / 1000) * 1000)
+        return next_rollover_ms(now_ms)
     if type_time == ORDER_TIME_SPECIFIED:
         return expiration_s * 1000 if expiration_s * 1000 > now_ms else None
     if type_time == ORDER_TIME_SPECIFIED_DAY:
-        end = int(next_rollover(expiration_s) * 1000)
+        end = next_rollover_ms(expiration_s * 1000)
         return end if end > now_ms else None
     return None
 

@@ -13,12 +13,10 @@ see the module docs of market, accounting, trading and price_history for the mod
 
 from __future__ import annotations
 
-import functools
-import inspect
 import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from mt5fleet.client import mt5_constants
 from mt5fleet.client.mt5_constants import (
@@ -32,29 +30,26 @@ from mt5fleet.client.mt5_constants import (
     TRADE_RETCODE_CLIENT_DISABLES_AT,
     TRADE_RETCODE_CONNECTION,
 )
-from mt5fleet.client.sim import helpers, rules
+from mt5fleet.client.sim import helpers, records, rules
 from mt5fleet.client.sim.accounting import Accounting
+from mt5fleet.client.sim.api_calls import (
+    CallRefused,
+    count_arg,
+    group_arg,
+    no_unnamed,
+    number_arg,
+    seconds_arg,
+    side_arg,
+    terminal_call,
+    timeframe_arg,
+)
 from mt5fleet.client.sim.broker import BrokerProfile
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.fills import Booker
 from mt5fleet.client.sim.ipc import IpcLink
 from mt5fleet.client.sim.ledger import Ledger, Position, group_match
 from mt5fleet.client.sim.market import BrokerMarket, SymbolSpec
-from mt5fleet.client.sim.market_hours import as_unix_seconds
-from mt5fleet.client.sim.price_history import TIMEFRAMES, PriceHistory
-from mt5fleet.client.sim.records import (
-    AccountInfo,
-    Bar,
-    BookInfo,
-    OrderCheckResult,
-    OrderSendResult,
-    SymbolInfo,
-    TerminalInfo,
-    Tick,
-    TradeDeal,
-    TradeOrder,
-    TradePosition,
-)
+from mt5fleet.client.sim.price_history import MAX_TICKS, PriceHistory
 from mt5fleet.client.sim.symbol_records import symbol_info_record, tick_record
 from mt5fleet.client.sim.trade_requests import InvalidArgument, parse_request
 from mt5fleet.client.sim.trading import Trader
@@ -63,54 +58,6 @@ from mt5fleet.client.sim.triggers import Triggers
 BUILD = 4755
 BUILD_DATE = "13 Dec 2024"
 MAX_BARS = 100_000
-T = TypeVar("T")
-
-
-class _CallRefused(Exception):
-    """A call the terminal answers with None and last_error() = (code, text)."""
-
-    def __init__(self, code: int, text: str | None = None) -> None:
-        super().__init__(code, text)
-        self.code, self.text = code, text
-
-
-def _terminal_call(method: Callable[..., T]) -> Callable[..., T | None]:
-    """Checks the IPC link, advances the simulation to now, then serves the call."""
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    def call(self: SimulatedMetaTrader5, *args: Any, **kwargs: Any) -> T | None:
-        signature.bind(self, *args, **kwargs)  # a wrong call shape is a TypeError, as in the real module
-        if not self._link.admit():
-            return None
-        self._now_ms = int(self._clock() * 1000)
-        self._triggers.advance(self._now_ms)
-        self._link.set_error(mt5_constants.RES_S_OK)
-        try:
-            return method(self, *args, **kwargs)
-        except _CallRefused as refused:
-            self._link.set_error(refused.code, refused.text)
-            return None
-
-    return call
-
-
-def _no_unnamed(args: tuple[Any, ...]) -> None:
-    if args:
-        raise _CallRefused(RES_E_INVALID_PARAMS, "Unnamed arguments not allowed")
-
-
-def _seconds(value: object) -> int:
-    try:
-        return int(as_unix_seconds(value))
-    except TypeError:
-        raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid date argument") from None
-
-
-def _count(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid count argument")
-    return value
 
 
 class SimulatedMetaTrader5:
@@ -168,6 +115,18 @@ class SimulatedMetaTrader5:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _begin_call(self) -> bool:
+        """May the call reach the terminal? Then bring the simulation up to the clock first."""
+        if not self._link.admit():
+            return False
+        self._now_ms = int(self._clock() * 1000)
+        self._triggers.advance(self._now_ms)
+        self._link.set_error(mt5_constants.RES_S_OK)
+        return True
+
+    def _refuse(self, code: int, text: str | None) -> None:
+        self._link.set_error(code, text)
+
     def _price_ms(self) -> int:
         """Quotes reach the terminal only while it is connected to the broker."""
         down = self._server_down_since_ms
@@ -175,19 +134,19 @@ class SimulatedMetaTrader5:
 
     def _spec(self, symbol: object) -> SymbolSpec:
         if not isinstance(symbol, str):
-            raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid 1st unnamed argument")
+            raise CallRefused(RES_E_INVALID_PARAMS, "Invalid 1st unnamed argument")
         spec = self._market.spec(symbol)
         if spec is None:
-            raise _CallRefused(RES_E_NOT_FOUND)
+            raise CallRefused(RES_E_NOT_FOUND)
         return spec
 
-    def _symbol_info(self, spec: SymbolSpec) -> SymbolInfo:
+    def _symbol_info(self, spec: SymbolSpec) -> records.SymbolInfo:
         t_ms = self._price_ms()
         return symbol_info_record(spec, self._market.quote(spec, t_ms), self.broker,
                                   selected=spec.name in self._selected,
                                   tick_value=self._accounting.tick_value(spec, t_ms))
 
-    def _position_record(self, position: Position) -> TradePosition:
+    def _position_record(self, position: Position) -> records.TradePosition:
         t_ms = self._price_ms()
         return position.record(self._accounting.close_price(position, t_ms),
                                self._accounting.position_profit(position, t_ms))
@@ -196,6 +155,9 @@ class SimulatedMetaTrader5:
 
     def initialize(self, path: str | None = None, *, login: int | None = None, password: str | None = None,
                    server: str | None = None, timeout: int | None = None, portable: bool = False) -> bool:
+        if login is not None and (not isinstance(login, int) or isinstance(login, bool)):
+            self._link.set_error(RES_E_INVALID_PARAMS, 'Invalid "login" argument')
+            return False
         if not self._link.open():
             return False
         if path is not None:
@@ -212,11 +174,11 @@ class SimulatedMetaTrader5:
         return ((login is None or login == self.broker.login) and (password is None or password == self.broker.password)
                 and (server is None or server == self.broker.server))
 
-    @_terminal_call
+    @terminal_call
     def login(self, login: int, password: str | None = None, server: str | None = None,
               timeout: int | None = None) -> bool:
         if not self._credentials_match(login, password, server):
-            raise _CallRefused(RES_E_AUTH_FAILED)
+            raise CallRefused(RES_E_AUTH_FAILED)
         return True
 
     def shutdown(self) -> None:
@@ -225,13 +187,13 @@ class SimulatedMetaTrader5:
     def last_error(self) -> tuple[int, str]:
         return self._link.error
 
-    @_terminal_call
+    @terminal_call
     def version(self) -> tuple[int, int, str]:
         return 500, BUILD, BUILD_DATE
 
-    @_terminal_call
-    def terminal_info(self) -> TerminalInfo:
-        return TerminalInfo(
+    @terminal_call
+    def terminal_info(self) -> records.TerminalInfo:
+        return records.TerminalInfo(
             community_account=False, community_connection=False, connected=self._server_down_since_ms is None,
             dlls_allowed=False, trade_allowed=self._trade_allowed, tradeapi_disabled=self._tradeapi_disabled,
             email_enabled=False, ftp_enabled=False, notifications_enabled=False, mqid=False, build=BUILD,
@@ -240,142 +202,138 @@ class SimulatedMetaTrader5:
             path=self._path, data_path=self._path, commondata_path=r"C:\ProgramData\MetaQuotes\Terminal\Common",
         )
 
-    @_terminal_call
-    def account_info(self) -> AccountInfo:
+    @terminal_call
+    def account_info(self) -> records.AccountInfo:
         return self._accounting.account_info(self._price_ms(), trade_allowed=self._trade_allowed)
 
     # -- symbols and market data -------------------------------------------------------------
 
-    @_terminal_call
+    @terminal_call
     def symbols_total(self) -> int:
         return len(self._market.names)
 
-    @_terminal_call
-    def symbols_get(self, *args: Any, group: str | None = None) -> tuple[SymbolInfo, ...]:
-        _no_unnamed(args)
-        specs = (self._market.spec(name) for name in self._market.names if group is None or group_match(name, group))
-        return tuple(self._symbol_info(spec) for spec in specs if spec is not None)
+    @terminal_call
+    def symbols_get(self, *args: Any, group: str | None = None) -> tuple[records.SymbolInfo, ...]:
+        no_unnamed(args)
+        group = group_arg(group)
+        return tuple(self._symbol_info(self._spec(name)) for name in self._market.names
+                     if group is None or group_match(name, group))
 
-    @_terminal_call
-    def symbol_info(self, symbol: str) -> SymbolInfo:
+    @terminal_call
+    def symbol_info(self, symbol: str) -> records.SymbolInfo:
         return self._symbol_info(self._spec(symbol))
 
-    @_terminal_call
-    def symbol_info_tick(self, symbol: str) -> Tick:
+    @terminal_call
+    def symbol_info_tick(self, symbol: str) -> records.Tick:
         return tick_record(self._market.quote(self._spec(symbol), self._price_ms()))
 
-    @_terminal_call
+    @terminal_call
     def symbol_select(self, symbol: str, enable: bool = True) -> bool:
         spec = self._spec(symbol)
         (self._selected.add if enable else self._selected.discard)(spec.name)
         return True
 
-    @_terminal_call
+    @terminal_call
     def market_book_add(self, symbol: str) -> bool:
         self._books.add(self._spec(symbol).name)
         return True
 
-    @_terminal_call
-    def market_book_get(self, symbol: str) -> tuple[BookInfo, ...]:
+    @terminal_call
+    def market_book_get(self, symbol: str) -> tuple[records.BookInfo, ...]:
         spec = self._spec(symbol)
         if spec.name not in self._books:
-            raise _CallRefused(RES_E_NOT_FOUND)
+            raise CallRefused(RES_E_NOT_FOUND)
         return self._market.book(spec, self._price_ms())
 
-    @_terminal_call
+    @terminal_call
     def market_book_release(self, symbol: str) -> bool:
         name = self._spec(symbol).name
         if name not in self._books:
-            raise _CallRefused(RES_E_NOT_FOUND)
+            raise CallRefused(RES_E_NOT_FOUND)
         self._books.discard(name)
         return True
 
-    def _timeframe(self, timeframe: object) -> int:
-        if timeframe not in TIMEFRAMES:
-            raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid timeframe argument")
-        return int(timeframe)  # type: ignore[call-overload]
+    @terminal_call
+    def copy_rates_from(self, symbol: str, timeframe: int, date_from: Any, count: int) -> tuple[records.Bar, ...]:
+        spec, tf = self._spec(symbol), timeframe_arg(timeframe)
+        return self._history.bars_back(spec, tf, seconds_arg(date_from), 0, count_arg(count), self._price_ms())
 
-    @_terminal_call
-    def copy_rates_from(self, symbol: str, timeframe: int, date_from: Any, count: int) -> tuple[Bar, ...]:
-        spec, tf = self._spec(symbol), self._timeframe(timeframe)
-        return self._history.bars_back(spec, tf, _seconds(date_from), 0, _count(count), self._price_ms())
+    @terminal_call
+    def copy_rates_from_pos(self, symbol: str, timeframe: int, start_pos: int, count: int) -> tuple[records.Bar, ...]:
+        spec, tf, now = self._spec(symbol), timeframe_arg(timeframe), self._price_ms()
+        return self._history.bars_back(spec, tf, now // 1000, count_arg(start_pos), count_arg(count), now)
 
-    @_terminal_call
-    def copy_rates_from_pos(self, symbol: str, timeframe: int, start_pos: int, count: int) -> tuple[Bar, ...]:
-        spec, tf, now = self._spec(symbol), self._timeframe(timeframe), self._price_ms()
-        return self._history.bars_back(spec, tf, now // 1000, _count(start_pos), _count(count), now)
+    @terminal_call
+    def copy_rates_range(self, symbol: str, timeframe: int, date_from: Any, date_to: Any) -> tuple[records.Bar, ...]:
+        spec, tf = self._spec(symbol), timeframe_arg(timeframe)
+        return self._history.bars_between(spec, tf, seconds_arg(date_from), seconds_arg(date_to), self._price_ms())
 
-    @_terminal_call
-    def copy_rates_range(self, symbol: str, timeframe: int, date_from: Any, date_to: Any) -> tuple[Bar, ...]:
-        spec, tf = self._spec(symbol), self._timeframe(timeframe)
-        return self._history.bars_between(spec, tf, _seconds(date_from), _seconds(date_to), self._price_ms())
-
-    def _ticks(self, symbol: str, from_ms: int, to_ms: int, count: int, flags: int) -> tuple[Tick, ...]:
+    def _ticks(self, symbol: str, from_ms: int, to_ms: int, count: int, flags: int) -> tuple[records.Tick, ...]:
         try:
             return self._history.ticks(self._spec(symbol), from_ms, to_ms, count, flags, self._price_ms())
         except ValueError:
-            raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid flags argument") from None
+            raise CallRefused(RES_E_INVALID_PARAMS, "Invalid flags argument") from None
 
-    @_terminal_call
-    def copy_ticks_from(self, symbol: str, date_from: Any, count: int, flags: int) -> tuple[Tick, ...]:
-        return self._ticks(symbol, _seconds(date_from) * 1000, self._price_ms(), _count(count), flags)
+    @terminal_call
+    def copy_ticks_from(self, symbol: str, date_from: Any, count: int, flags: int) -> tuple[records.Tick, ...]:
+        return self._ticks(symbol, seconds_arg(date_from) * 1000, self._price_ms(), count_arg(count), flags)
 
-    @_terminal_call
-    def copy_ticks_range(self, symbol: str, date_from: Any, date_to: Any, flags: int) -> tuple[Tick, ...]:
-        return self._ticks(symbol, _seconds(date_from) * 1000, _seconds(date_to) * 1000, MAX_BARS, flags)
+    @terminal_call
+    def copy_ticks_range(self, symbol: str, date_from: Any, date_to: Any, flags: int) -> tuple[records.Tick, ...]:
+        return self._ticks(symbol, seconds_arg(date_from) * 1000, seconds_arg(date_to) * 1000, MAX_TICKS, flags)
 
     # -- positions, orders, history ---------------------------------------------------------
 
-    @_terminal_call
+    @terminal_call
     def positions_total(self) -> int:
         return len(self._ledger.positions)
 
-    @_terminal_call
+    @terminal_call
     def positions_get(self, *args: Any, symbol: str | None = None, ticket: int | None = None,
-                      group: str | None = None) -> tuple[TradePosition, ...]:
-        _no_unnamed(args)
-        selected = self._ledger.select_positions(symbol=symbol, ticket=ticket, group=group)
+                      group: str | None = None) -> tuple[records.TradePosition, ...]:
+        no_unnamed(args)
+        selected = self._ledger.select_positions(symbol=symbol, ticket=ticket, group=group_arg(group))
         return tuple(self._position_record(p) for p in selected)
 
-    @_terminal_call
+    @terminal_call
     def orders_total(self) -> int:
         return len(self._ledger.orders)
 
-    @_terminal_call
+    @terminal_call
     def orders_get(self, *args: Any, symbol: str | None = None, ticket: int | None = None,
-                   group: str | None = None) -> tuple[TradeOrder, ...]:
-        _no_unnamed(args)
+                   group: str | None = None) -> tuple[records.TradeOrder, ...]:
+        no_unnamed(args)
         t_ms = self._price_ms()
-        records = []
-        for order in self._ledger.select_orders(symbol=symbol, ticket=ticket, group=group):
+        found = []
+        for order in self._ledger.select_orders(symbol=symbol, ticket=ticket, group=group_arg(group)):
             quote = self._market.quote(self._spec(order.symbol), t_ms)
-            records.append(order.record(rules.open_price(rules.side_of(order.type), quote)))
-        return tuple(records)
+            found.append(order.record(rules.open_price(rules.side_of(order.type), quote)))
+        return tuple(found)
 
     def _history_query(self, args: tuple[Any, ...], group: str | None, position: int | None,
                        ticket: int | None) -> dict[str, Any]:
         if len(args) == 2:
-            return {"since": _seconds(args[0]), "until": _seconds(args[1]), "group": group}
+            return {"since": seconds_arg(args[0]), "until": seconds_arg(args[1]), "group": group_arg(group)}
         if not args and (position is not None or ticket is not None):
             return {"position": position, "ticket": ticket}
-        raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid number of arguments")
+        raise CallRefused(RES_E_INVALID_PARAMS, "Invalid number of arguments")
 
-    @_terminal_call
+    @terminal_call
     def history_orders_total(self, date_from: Any, date_to: Any) -> int:
-        return len(self._ledger.select_history_orders(since=_seconds(date_from), until=_seconds(date_to)))
+        return len(self._ledger.select_history_orders(since=seconds_arg(date_from), until=seconds_arg(date_to)))
 
-    @_terminal_call
+    @terminal_call
     def history_orders_get(self, *args: Any, group: str | None = None, position: int | None = None,
-                           ticket: int | None = None) -> tuple[TradeOrder, ...]:
+                           ticket: int | None = None) -> tuple[records.TradeOrder, ...]:
         return self._ledger.select_history_orders(**self._history_query(args, group, position, ticket))
 
-    @_terminal_call
+    @terminal_call
     def history_deals_total(self, date_from: Any, date_to: Any) -> int:
-        return len(self._ledger.select_deals(since=_seconds(date_from), until=_seconds(date_to)))
+        return len(self._ledger.select_deals(since=seconds_arg(date_from), until=seconds_arg(date_to)))
 
-    @_terminal_call
+    @terminal_call
     def history_deals_get(self, *args: Any, group: str | None = None, position: int | None = None,
-                          ticket: int | None = None) -> tuple[TradeDeal, ...]:
+                          ticket: int | None = None) -> tuple[records.TradeDeal, ...]:
         return self._ledger.select_deals(**self._history_query(args, group, position, ticket))
 
     # -- trading ----------------------------------------------------------------------------
@@ -385,39 +343,36 @@ class SimulatedMetaTrader5:
         try:
             parsed = parse_request(request)
         except InvalidArgument as invalid:
-            raise _CallRefused(RES_E_INVALID_PARAMS, str(invalid)) from None
+            raise CallRefused(RES_E_INVALID_PARAMS, str(invalid)) from None
         if self._tradeapi_disabled:
-            raise _CallRefused(RES_E_AUTO_TRADING_DISABLED)
+            raise CallRefused(RES_E_AUTO_TRADING_DISABLED)
         if not self._trade_allowed:
             return parsed, TRADE_RETCODE_CLIENT_DISABLES_AT
         if self._server_down_since_ms is not None:
             return parsed, TRADE_RETCODE_CONNECTION
         return parsed, 0
 
-    @_terminal_call
-    def order_check(self, request: dict[str, Any]) -> OrderCheckResult:
+    @terminal_call
+    def order_check(self, request: dict[str, Any]) -> records.OrderCheckResult:
         parsed, refused = self._trade_gate(request)
         return self._trader.check(parsed, self._now_ms, refused=refused)
 
-    @_terminal_call
-    def order_send(self, request: dict[str, Any]) -> OrderSendResult:
+    @terminal_call
+    def order_send(self, request: dict[str, Any]) -> records.OrderSendResult:
         parsed, refused = self._trade_gate(request)
         return self._trader.send(parsed, self._now_ms, refused=refused)
 
-    def _side(self, action: object) -> int:
-        if action not in (ORDER_TYPE_BUY, ORDER_TYPE_SELL):
-            raise _CallRefused(RES_E_INVALID_PARAMS, "Invalid 1st unnamed argument")
-        return int(action)  # type: ignore[call-overload]
-
-    @_terminal_call
+    @terminal_call
     def order_calc_margin(self, action: int, symbol: str, volume: float, price: float) -> float:
-        self._side(action)
-        return self._accounting.margin(self._spec(symbol), volume, price, self._price_ms())
+        side_arg(action)  # margin is the same both ways in this simulation
+        return self._accounting.margin(self._spec(symbol), number_arg(volume, "3rd"), number_arg(price, "4th"),
+                                       self._price_ms())
 
-    @_terminal_call
+    @terminal_call
     def order_calc_profit(self, action: int, symbol: str, volume: float, price_open: float,
                           price_close: float) -> float:
-        return self._accounting.profit(self._spec(symbol), self._side(action), volume, price_open, price_close,
+        return self._accounting.profit(self._spec(symbol), side_arg(action), number_arg(volume, "3rd"),
+                                       number_arg(price_open, "4th"), number_arg(price_close, "5th"),
                                        self._price_ms())
 
     # -- the package's pure-Python helpers --------------------------------------------------

@@ -160,7 +160,8 @@ class Trader:
         spec, refusal = self._open_market(request, now_ms)
         if spec is None:
             return Verdict(refusal)
-        if not rules.filling_ok(self._broker.filling_modes, request.type_filling, pending=False):
+        if not rules.filling_ok(self._broker.filling_modes, self._broker.execution_mode, request.type_filling,
+                                pending=False):
             return Verdict(TRADE_RETCODE_INVALID_FILL)
         if self._broker.execution_mode == SYMBOL_TRADE_EXECUTION_INSTANT and request.price <= 0:
             return Verdict(TRADE_RETCODE_INVALID_PRICE)
@@ -183,8 +184,7 @@ class Trader:
             return Verdict(TRADE_RETCODE_NO_MONEY)
         return Verdict(0, spec=spec, position=position, margin=max(added, 0.0))
 
-    def _slippage_points(self, draws: tuple[float, float, float]) -> int:
-        happens, size, sign = draws
+    def _slippage_points(self, happens: float, size: float, sign: float) -> int:
         if self._broker.slippage_max_points <= 0 or happens >= self._broker.slippage_probability:
             return 0
         points = 1 + int(size * self._broker.slippage_max_points)
@@ -194,7 +194,7 @@ class Trader:
         spec = verdict.spec
         assert spec is not None
         # Always five draws, whatever the outcome: the RNG stays in step between replays.
-        reject, requote, *slip = (self._rng.random() for _ in range(5))
+        reject, requote, happens, size, sign = (self._rng.random() for _ in range(5))
         quote = self._market.quote(spec, now_ms + self._broker.latency_ms)
         instant = self._broker.execution_mode == SYMBOL_TRADE_EXECUTION_INSTANT
         if reject < self._broker.reject_probability:
@@ -202,7 +202,7 @@ class Trader:
         if instant and requote < self._broker.requote_probability:
             return self._result(request, TRADE_RETCODE_REQUOTE, quote=quote)
         adverse = 1 if request.type == ORDER_TYPE_BUY else -1
-        slipped = self._slippage_points((slip[0], slip[1], slip[2])) * adverse * spec.point
+        slipped = self._slippage_points(happens, size, sign) * adverse * spec.point
         price = round(rules.open_price(request.type, quote) + slipped, spec.digits)
         if instant and abs(price - request.price) > request.deviation * spec.point + spec.point / 10:
             return self._result(request, TRADE_RETCODE_REQUOTE, quote=quote)
@@ -243,7 +243,8 @@ class Trader:
         spec, refusal = self._open_market(request, now_ms)
         if spec is None:
             return Verdict(refusal)
-        if not rules.filling_ok(self._broker.filling_modes, request.type_filling, pending=True):
+        if not rules.filling_ok(self._broker.filling_modes, self._broker.execution_mode, request.type_filling,
+                                pending=True):
             return Verdict(TRADE_RETCODE_INVALID_FILL)
         refusal = self._check_pending_prices(spec, request.type, request, now_ms)
         entry = rules.entry_price(request.type, request.price, request.stoplimit)

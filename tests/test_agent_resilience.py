@@ -1,0 +1,91 @@
+"""What the agent guarantees when things break: nothing lost through a NATS outage, no
+trade twice after a crash between order_send and the acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from agent_harness import AgentHarness, open_positions, stream_messages, wait_for
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.ids import magic_for
+from mt5fleet.proto.v1 import account_pb2, execution_pb2
+
+FILLED = execution_pb2.EXECUTION_STATUS_FILLED
+
+
+class SimulatedCrash(BaseException):
+    """The process dies: nothing after this point runs (not even `except Exception`)."""
+
+
+@pytest.mark.slow
+async def test_a_30_second_nats_outage_loses_no_report_and_no_account_update(fresh_nats_server, tmp_path):
+    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+        opened = h.command()
+        await h.send(opened)
+        await h.report(opened.command_id)
+        fresh_nats_server.stop()
+        await wait_for(lambda: not h.agent.publisher.connected, "agent sees the outage")
+        during = [h.command() for _ in range(3)]
+        for command in during:  # commands it had already received, executed while NATS is away
+            h.agent.pipeline.submit(command.SerializeToString(), "live")
+        await wait_for(lambda: h.agent.outbox.depth() >= 3, "reports queued in the outbox")
+        await asyncio.sleep(30)
+        queued = h.agent.outbox.depth()
+        fresh_nats_server.start()
+        await wait_for(lambda: h.agent.outbox.depth() == 0, "outbox drained after the restart", timeout=60)
+        await wait_for(lambda: h.nc.is_connected, "test client back", timeout=30)
+
+        stored = await h.stored_reports()
+        ids = [r.command_id for r in stored]
+        assert ids == [opened.command_id] + [c.command_id for c in during]  # each once, in order
+        assert all(r.status == FILLED for r in stored)
+        updates = [account_pb2.AccountProfile.FromString(raw) for raw in await stream_messages(
+            h.js, subjects.ACCOUNT_STREAM, subjects.user_subject(h.user_id, subjects.Channel.ACCOUNT))]
+        sequences = [u.sequence for u in updates]
+        assert sequences == list(range(1, len(sequences) + 1))  # none lost, none twice, in order
+        assert queued >= 3 + 20  # about one account update a second was held through the outage
+        assert h.agent.reconnects >= 1
+
+
+async def test_killed_between_order_send_and_ack_the_command_trades_once(fresh_nats_server, tmp_path):
+    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+        command = h.command()
+        real_execute = h.agent.executor.execute
+
+        def execute_then_die(cmd):
+            real_execute(cmd)  # the order reaches the broker ...
+            raise SimulatedCrash()  # ... and the agent dies before recording anything
+
+        h.agent.executor.execute = execute_then_die
+        await h.send(command)
+        await wait_for(lambda: len(open_positions(h.sim)) == 1, "the order reached the broker")
+        await asyncio.sleep(0.3)
+        assert not h.reports  # nothing was reported: the agent "died"
+        await h.agent.stop()
+
+        await h.start_agent()  # same data folder, same terminal: a restart after the crash
+        report = await h.report(command.command_id)
+        assert report.status == FILLED and "recovered" in report.reason
+        await h.send(command, msg_id="redelivered")  # and the server delivers it once more
+        await asyncio.sleep(1.0)
+        positions = open_positions(h.sim)
+        assert len(positions) == 1 and positions[0].magic == magic_for(command.command_id)
+        stored = [r for r in await h.stored_reports() if r.command_id == command.command_id]
+        assert len(stored) == 1
+
+
+async def test_a_command_published_while_the_agent_was_offline_executes_after_reconnect(fresh_nats_server,
+                                                                                        tmp_path):
+    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+        await h.agent.stop()
+        missed = h.command()
+        await h.send(missed)  # stored by JetStream while no agent listens
+        expired = h.command(expires_at=h.now_ms() + 300)
+        await h.send(expired)
+        await asyncio.sleep(0.5)
+        await h.start_agent()  # catch-up reads both from the stream
+        assert (await h.report(missed.command_id)).status == FILLED
+        assert (await h.report(expired.command_id)).status == execution_pb2.EXECUTION_STATUS_EXPIRED
+        assert len(open_positions(h.sim)) == 1

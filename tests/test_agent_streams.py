@@ -1,0 +1,118 @@
+"""What the agent streams: prices, account, symbol specs and heartbeats on the right
+subjects with the right content; canonical symbols on the wire; live config changes."""
+
+from __future__ import annotations
+
+import pytest
+from agent_harness import AgentHarness, stream_messages, wait_for
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.v1 import account_pb2, config_pb2, heartbeat_pb2, prices_pb2, symbols_pb2
+from mt5fleet.proto.validation import (
+    check_account, check_heartbeat, check_price_batch, check_symbol_specs, decode,
+)
+
+
+@pytest.fixture
+async def harness(fresh_nats_server, tmp_path):
+    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+        yield h
+
+
+async def _last(h: AgentHarness, stream: str, channel: subjects.Channel) -> bytes:
+    subject = subjects.user_subject(h.user_id, channel)
+    await wait_for_stored(h, stream, subject)
+    message = await h.js.get_msg(stream, subject=subject, direct=True)
+    return message.data
+
+
+async def wait_for_stored(h: AgentHarness, stream: str, subject: str) -> None:
+    async def stored() -> bool:
+        info = await h.js.stream_info(stream, subjects_filter=subject)
+        return bool((info.state.subjects or {}).get(subject))
+    for _ in range(100):
+        if await stored():
+            return
+        import asyncio
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing stored on {subject}")
+
+
+async def test_price_batches_carry_canonical_symbols_with_the_brokers_quotes(harness):
+    raw = await _last(harness, subjects.PRICES_STREAM, subjects.Channel.PRICES)
+    checked = check_price_batch(decode(prices_pb2.ClientPriceStream, raw), harness.now_ms())
+    assert not checked.rejected
+    batch = checked.batch
+    assert batch.user_id == "alice" and {q.symbol for q in batch.quotes} == {"EURUSD", "GBPUSD", "USDJPY"}
+    for quote in batch.quotes:
+        tick = harness.sim.symbol_info_tick(quote.broker_symbol)
+        assert quote.broker_symbol != quote.symbol and quote.broker_symbol.startswith(quote.symbol)
+        assert quote.ask >= quote.bid > 0
+        assert abs(quote.bid - tick.bid) < 0.01 * tick.bid  # the broker's price, moments ago
+
+
+async def test_account_profile_reports_the_terminals_figures(harness):
+    raw = await _last(harness, subjects.ACCOUNT_STREAM, subjects.Channel.ACCOUNT)
+    profile = decode(account_pb2.AccountProfile, raw)
+    snapshot = check_account(profile, harness.now_ms())
+    info = harness.sim.account_info()
+    assert snapshot.balance == pytest.approx(info.balance)
+    assert profile.account_number == str(info.login) and profile.base_currency == info.currency
+    assert profile.broker_name == info.company and profile.server_name == info.server
+
+
+async def test_account_update_is_sent_when_a_position_opens(harness):
+    subject = subjects.user_subject("alice", subjects.Channel.ACCOUNT)
+    await wait_for_stored(harness, subjects.ACCOUNT_STREAM, subject)
+    command = harness.command()
+    await harness.send(command)
+    await harness.report(command.command_id)
+
+    async def has_position_update() -> bool:
+        for raw in await stream_messages(harness.js, subjects.ACCOUNT_STREAM, subject):
+            if account_pb2.AccountProfile.FromString(raw).open_positions == 1:
+                return True
+        return False
+    for _ in range(50):
+        if await has_position_update():
+            break
+        import asyncio
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no account update after the position opened")
+
+
+async def test_symbol_specs_describe_the_brokers_symbols(harness):
+    raw = await _last(harness, subjects.SYMBOLS_STREAM, subjects.Channel.SYMBOLS)
+    specs = check_symbol_specs(decode(symbols_pb2.SymbolSpecList, raw), harness.now_ms())
+    assert not specs.rejected
+    eurusd = specs.spec("EURUSD")
+    info = harness.sim.symbol_info(eurusd.broker_symbol)
+    assert (eurusd.digits, eurusd.point, eurusd.volume_step, eurusd.stops_level) == (
+        info.digits, info.point, info.volume_step, info.trade_stops_level)
+    assert specs.spec("USDJPY").digits == 3
+
+
+async def test_heartbeat_carries_the_agents_key_figures(harness):
+    raw = await _last(harness, subjects.HEARTBEAT_STREAM, subjects.Channel.HEARTBEAT)
+    beat = decode(heartbeat_pb2.Heartbeat, raw)
+    check_heartbeat(beat, harness.now_ms())
+    assert beat.user_id == "alice" and beat.terminal_connected and beat.agent_version
+    assert beat.outbox_depth == 0 and beat.session_id == harness.agent.session_id
+
+
+async def test_a_new_client_config_applies_live(harness):
+    """The operator writes the config; the agent streams the new symbol and enforces the
+    new limits without a restart."""
+    kv = await harness.js.key_value(subjects.CONFIG_BUCKET)
+    config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", trading_symbols=["EURUSD", "AUDUSD"],
+                                     monitoring_symbols=["USDJPY"])
+    config.risk.max_risk_per_trade = 1.0
+    await kv.put("alice", config.SerializeToString())
+    await wait_for(lambda: harness.agent.effective.tier == "pro", "config applied")
+    await wait_for(lambda: "AUDUSD" in harness.agent.streams.latest, "AUDUSD streamed", timeout=10)
+    assert harness.agent.streams.latest["AUDUSD"].broker_symbol == "AUDUSD.raw"  # discovered from the terminal
+    # GBPUSD left the trading set: a command for it is refused by the agent itself.
+    refused = harness.command(symbol="GBPUSD")
+    await harness.send(refused)
+    assert (await harness.report(refused.command_id)).reject_code == "symbol_not_allowed"
