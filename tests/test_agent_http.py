@@ -6,7 +6,7 @@ import aiohttp
 from agent_harness import AgentHarness, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from mt5fleet.client.status import build_app, bound_port, serve
+from mt5fleet.client.status import bound_port, build_app, serve
 from mt5fleet.client.status_view import agent_status
 
 EXPECTED_SERIES = {

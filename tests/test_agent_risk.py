@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from agent_harness import SATURDAY, AgentHarness, open_positions, wait_for
 
 from mt5fleet.proto import subjects

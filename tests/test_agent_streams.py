@@ -9,7 +9,11 @@ from agent_harness import AgentHarness, stream_messages, wait_for
 from mt5fleet.proto import subjects
 from mt5fleet.proto.v1 import account_pb2, config_pb2, heartbeat_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
-    check_account, check_heartbeat, check_price_batch, check_symbol_specs, decode,
+    check_account,
+    check_heartbeat,
+    check_price_batch,
+    check_symbol_specs,
+    decode,
 )
 
 
