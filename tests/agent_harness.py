@@ -10,15 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from mt5fleet.client.agent import Agent
 from mt5fleet.client.clock import AcceleratedClock
 from mt5fleet.client.config import AgentSettings, parse_settings
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import bootstrap, natsconn, subjects
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 
 # Wednesday 18 November 2026, 10:00 in New York: the FX market is open and far from rollover.
@@ -68,7 +66,8 @@ class AgentHarness:
         self.agent: Agent | None = None
 
     async def __aenter__(self) -> AgentHarness:
-        self.nc = await nats.connect(self.server.url)
+        self.nc = await natsconn.connect(natsconn.NatsSettings(
+            servers=(self.server.url,), tls_ca=self.settings.nats.tls_ca, name="test-client"))
         self.js = self.nc.jetstream()
         await bootstrap.bootstrap(self.js, subjects.build_layout())
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.EXECUTIONS),

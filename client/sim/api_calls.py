@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from mt5fleet.client import mt5_constants
 from mt5fleet.client.mt5_constants import ORDER_TYPE_BUY, ORDER_TYPE_SELL, RES_E_INVALID_PARAMS
 from mt5fleet.client.sim.market_hours import as_unix_seconds
 from mt5fleet.client.sim.price_history import TIMEFRAMES
@@ -92,3 +93,10 @@ def timeframe_arg(value: object) -> int:
     if value not in TIMEFRAMES:
         raise CallRefused(RES_E_INVALID_PARAMS, "Invalid timeframe argument")
     return int(value)  # type: ignore[call-overload]
+
+
+def install_constants(cls: type) -> None:
+    """Every module-level constant of the real package, as a class attribute: ``api.TRADE_RETCODE_DONE``."""
+    for name in dir(mt5_constants):
+        if name.isupper():
+            setattr(cls, name, getattr(mt5_constants, name))

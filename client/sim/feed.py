@@ -186,6 +186,11 @@ class ReferenceFeed:
     def spread_points(self, symbol: str) -> int:
         return self._spec(symbol).spread_points
 
+    def volatility(self, symbol: str) -> float:
+        """Annualised volatility of the symbol's log price (per year of trading time)."""
+        spec = self._spec(symbol)
+        return math.hypot(CURRENCIES[spec.base].annual_vol, CURRENCIES[spec.quote].annual_vol)
+
     def is_open(self, t_ms: int) -> bool:
         return self._calendar.is_open(t_ms)
 

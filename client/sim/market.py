@@ -7,11 +7,12 @@ each other) in a fixed, known way: what the adjustment workers have to correct f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mt5fleet.client.mt5_constants import BOOK_TYPE_BUY, BOOK_TYPE_SELL
 from mt5fleet.client.sim.broker import BrokerProfile
-from mt5fleet.client.sim.feed import ReferenceFeed
+from mt5fleet.client.sim.feed import TRADING_SECONDS_PER_YEAR, ReferenceFeed
 from mt5fleet.client.sim.records import BookInfo
 
 # Account currencies counted in a minor unit: a cent account's balance is in US cents.
@@ -94,6 +95,11 @@ class BrokerMarket:
             ask=round((bid_points + spec.spread) * spec.point, spec.digits),
             time_msc=self._feed.price_time_ms(t_ms),
         )
+
+    def typical_move(self, spec: SymbolSpec, price: float, duration_ms: int) -> float:
+        """One standard deviation of the price's move over ``duration_ms`` of open market."""
+        years = duration_ms / 1000 / TRADING_SECONDS_PER_YEAR
+        return price * self._feed.volatility(spec.canonical) * math.sqrt(max(years, 0.0))
 
     def _pair_mid(self, base: str, quote: str, t_ms: int) -> float | None:
         spec = self._by_currencies.get((base, quote))

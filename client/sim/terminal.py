@@ -6,9 +6,15 @@
 terminal per user. Every call first brings the simulation up to the injected clock
 (pending orders, SL/TP, expiries, stop-out), so a seed and a clock replay it exactly.
 
-Differences from the real package: copy_rates_*/copy_ticks_* return tuples of records,
-not numpy arrays; times are UTC, not the broker's server time; no swaps or commissions;
-see the module docs of market, accounting, trading and price_history for the models.
+Test hooks beyond the real API: ``fail_ipc``/``restore_ipc`` (the IPC link, see ipc.py),
+``set_trade_allowed`` (the Algo Trading button), ``set_tradeapi_disabled`` (the option
+refusing Python trading) and ``set_server_connected`` (the link to the broker).
+
+Known differences from the real package: copy_rates_*/copy_ticks_* return tuples of
+records, not numpy arrays; times are UTC, not the broker's server time zone; no swaps,
+commissions or partial fills; ticks once a second; all symbols start in Market Watch and
+quote whether selected or not. The models are described in market, accounting, trading,
+triggers and price_history.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from mt5fleet.client.sim.api_calls import (
     CallRefused,
     count_arg,
     group_arg,
+    install_constants,
     no_unnamed,
     number_arg,
     seconds_arg,
@@ -389,11 +396,4 @@ class SimulatedMetaTrader5:
         return helpers.close_positions(self, symbol, comment, ticket)
 
 
-def _install_constants(cls: type) -> None:
-    """Every module-level constant of the real package, as a class attribute: ``api.TRADE_RETCODE_DONE``."""
-    for name in dir(mt5_constants):
-        if name.isupper():
-            setattr(cls, name, getattr(mt5_constants, name))
-
-
-_install_constants(SimulatedMetaTrader5)
+install_constants(SimulatedMetaTrader5)

@@ -4,7 +4,10 @@ The terminal calls ``advance(now)`` before serving each API call, so the simulat
 no thread and stays deterministic under an injected clock. Prices between two calls are
 sampled on a fixed one-second grid (at most ``MAX_SAMPLES`` points, spread evenly over
 longer gaps), so a level crossed and left again between calls is still seen, and the
-sample times do not depend on when the calls happened within a second.
+sample times do not depend on when the calls happened within a second. When every level
+is further from the prices at both ends of the gap than the market can plausibly move
+in it (``REACH_SIGMAS`` standard deviations), only now is looked at: accelerated clocks
+then cost one quote per symbol and call, not one per second of simulated time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from mt5fleet.client.sim.market import BrokerMarket, Quote
 
 SAMPLE_MS = 1000
 MAX_SAMPLES = 64
+REACH_SIGMAS = 8.0  # a random walk strays this far within a gap with a probability of about 1e-15
 _ORDER_REASON = {DEAL_REASON_SL: ORDER_REASON_SL, DEAL_REASON_TP: ORDER_REASON_TP, DEAL_REASON_SO: ORDER_REASON_SO}
 _COMMENT_TAG = {DEAL_REASON_SL: "sl", DEAL_REASON_TP: "tp"}
 
@@ -63,9 +67,33 @@ class Triggers:
             return  # the clock stood still or went back: nothing new happened
         self._last_ms = now_ms
         if self._ledger.orders or self._ledger.has_stop_levels():
-            for t_ms in sample_times(last, now_ms) if last is not None else [now_ms]:
+            times = sample_times(last, now_ms) if last is not None else [now_ms]
+            if len(times) > 2 and last is not None and not self._levels_in_reach(last, now_ms):
+                times = [now_ms]
+            for t_ms in times:
                 self._step(t_ms)
         self._stop_out(now_ms)
+
+    def _levels(self) -> dict[str, list[float]]:
+        """The prices, per symbol, at which something happens: pending order prices, SL and TP."""
+        levels: dict[str, list[float]] = {}
+        for order in self._ledger.orders.values():
+            levels.setdefault(order.symbol, []).append(order.price_open)
+        for position in self._ledger.positions.values():
+            levels.setdefault(position.symbol, []).extend(level for level in (position.sl, position.tp) if level)
+        return levels
+
+    def _levels_in_reach(self, last_ms: int, now_ms: int) -> bool:
+        """Could the market have touched any level between the two times?"""
+        for symbol, levels in self._levels().items():
+            spec = self._market.spec(symbol)
+            assert spec is not None
+            for quote in (self._market.quote(spec, last_ms), self._market.quote(spec, now_ms)):
+                reach = REACH_SIGMAS * self._market.typical_move(spec, quote.ask, now_ms - last_ms) + (
+                    quote.ask - quote.bid)
+                if any(min(abs(quote.bid - level), abs(quote.ask - level)) <= reach for level in levels):
+                    return True
+        return False
 
     def _step(self, t_ms: int) -> None:
         self._expire(t_ms)
