@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+
 from agent_harness import SATURDAY, AgentHarness, open_positions, wait_for
 
 from mt5fleet.proto import subjects
@@ -82,3 +85,21 @@ async def test_daily_loss_stop_out_closes_everything_and_blocks_new_positions(fr
         assert h.agent.marks.stop_out.is_active(h.now_ms())
         report = await _refusal(h, h.command())
         assert report.reject_code in ("stopped_out", "daily_loss")
+
+
+async def test_auto_close_before_the_weekend_when_the_user_asked(fresh_nats_server, tmp_path):
+    friday_before_close = dt.datetime(2026, 11, 20, 21, 40, tzinfo=dt.UTC).timestamp()  # 16:40 New York
+    async with AgentHarness(fresh_nats_server, tmp_path, start=friday_before_close) as h:
+        opened = h.command()
+        await h.send(opened)
+        assert (await h.report(opened.command_id)).status == FILLED
+        await asyncio.sleep(1.5)
+        assert len(open_positions(h.sim)) == 1  # 20 minutes before the close: not yet, and not asked
+        kv = await h.js.key_value(subjects.CONFIG_BUCKET)
+        config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", trading_symbols=["EURUSD"])
+        config.preferences.auto_close_friday = True
+        await kv.put("alice", config.SerializeToString())
+        h.clock.start += 6 * 60  # 16:46 New York: inside the 15-minute lead
+        await wait_for(lambda: not open_positions(h.sim), "positions closed before the weekend")
+        closing = [r for r in h.reports if r.command_type == commands_pb2.CLOSE_ALL]
+        assert len(closing) == 1 and closing[0].status == FILLED
