@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -220,17 +221,39 @@ DEFAULT_STREAMS: tuple[StreamSpec, ...] = (
     ),
 )
 
+LEASES_BUCKET = "worker-leases"
+
 DEFAULT_BUCKETS: tuple[KvSpec, ...] = (
     KvSpec(CONFIG_BUCKET, "Effective ClientConfig per user, written by the operator"),
+    KvSpec(LEASES_BUCKET, "Which adjustment-worker replica owns which user partition", history=1,
+           storage=Storage.MEMORY, max_value_size=1024),
 )
 
-# Durable consumers of the fleet's workers.
-ADJUST_CONSUMER = "adjust"
+# Users are split into fixed partitions; each partition has its own durable consumer of
+# SIGNALS, and exactly one worker replica (the lease holder) pulls from it. A replica that
+# dies leaves its signals unacknowledged on its partitions' consumers for the next owner.
+ADJUST_PARTITIONS = 8
+ADJUST_CONSUMER_PREFIX = "adjust-p"
 EXECUTIONS_CONSUMER = "execution-feedback"
 HEARTBEAT_CONSUMER = "fleet-health"
 
+
+def partition_of(user_id: str, partitions: int = ADJUST_PARTITIONS) -> int:
+    """A user's partition: stable across processes and releases (CRC-32, not hash())."""
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def adjust_consumer(partition: int) -> str:
+    return f"{ADJUST_CONSUMER_PREFIX}{partition}"
+
+
+def lease_key(partition: int) -> str:
+    return f"partition-{partition}"
+
+
 DEFAULT_CONSUMERS: tuple[ConsumerSpec, ...] = (
-    ConsumerSpec(SIGNALS_STREAM, ADJUST_CONSUMER, "Adjustment workers: one command per user per signal"),
+    *(ConsumerSpec(SIGNALS_STREAM, adjust_consumer(p), f"Adjustment workers, users of partition {p}",
+                   ack_wait_s=30) for p in range(ADJUST_PARTITIONS)),
     ConsumerSpec(EXECUTIONS_STREAM, EXECUTIONS_CONSUMER, "Execution feedback: positions, slippage, latency"),
     ConsumerSpec(HEARTBEAT_STREAM, HEARTBEAT_CONSUMER, "Fleet health exporter", ack_wait_s=10, max_deliver=3),
 )
@@ -273,7 +296,7 @@ def build_layout(overrides: Mapping[str, Any] | None = None) -> JetStreamLayout:
         max_age_s = 120
         [buckets.tc-config]
         history = 10
-        [consumers.adjust]
+        [consumers.adjust-p0]
         max_ack_pending = 20000
 
     Unknown names or fields raise ValueError naming them: a typo must not be ignored.

@@ -26,7 +26,7 @@ async def test_first_run_creates_everything_as_defined(nc):
     kv = await js.key_value(s.CONFIG_BUCKET)
     await kv.put("alice", b"cfg")
     assert (await kv.get("alice")).value == b"cfg"
-    consumer = await js.consumer_info(s.SIGNALS_STREAM, s.ADJUST_CONSUMER)
+    consumer = await js.consumer_info(s.SIGNALS_STREAM, s.adjust_consumer(0))
     assert consumer.config.ack_policy == "explicit"
 
 
@@ -47,18 +47,18 @@ async def test_changed_limits_are_applied_and_reported(nc):
     changed = s.build_layout({
         "streams": {"TC_EXECUTIONS": {"max_age_s": 30 * 86_400}},
         "buckets": {"tc-config": {"history": 10}},
-        "consumers": {"adjust": {"max_ack_pending": 500}},
+        "consumers": {"adjust-p0": {"max_ack_pending": 500}},
     })
     changes = {c.name: c for c in await b.bootstrap(js, changed)}
     assert changes["TC_EXECUTIONS"].action is b.Action.UPDATED
     assert "max_age" in changes["TC_EXECUTIONS"].details[0]
     assert changes["tc-config"].action is b.Action.UPDATED
-    assert changes["SIGNALS/adjust"].action is b.Action.UPDATED
+    assert changes["SIGNALS/adjust-p0"].action is b.Action.UPDATED
     assert changes["TC_PRICES"].action is b.Action.UNCHANGED
     info = await js.stream_info("TC_EXECUTIONS")
     assert info.config.max_age == 30 * 86_400 and info.state.messages == 1
     assert (await js.stream_info("KV_tc-config")).config.max_msgs_per_subject == 10
-    assert (await js.consumer_info("SIGNALS", "adjust")).config.max_ack_pending == 500
+    assert (await js.consumer_info("SIGNALS", "adjust-p0")).config.max_ack_pending == 500
 
 
 async def test_a_deleted_stream_comes_back(nc):
@@ -67,7 +67,7 @@ async def test_a_deleted_stream_comes_back(nc):
     await js.delete_stream(s.SIGNALS_STREAM)
     changes = {c.name: c.action for c in await b.bootstrap(js, s.build_layout())}
     assert changes["SIGNALS"] is b.Action.CREATED
-    assert changes["SIGNALS/adjust"] is b.Action.CREATED
+    assert changes["SIGNALS/adjust-p0"] is b.Action.CREATED
 
 
 async def test_storage_change_is_refused_with_a_clear_reason(nc):
@@ -85,14 +85,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_bootstrap_is_idempotent_and_applies_a_config_file(fresh_nats_server, tmp_path):
     first = _cli("nats", "bootstrap", "--server", fresh_nats_server.url)
     assert first.returncode == 0, first.stderr
-    assert "12 created, 0 updated, 0 unchanged" in first.stdout
+    assert "20 created, 0 updated, 0 unchanged" in first.stdout
     second = _cli("nats", "bootstrap", "--server", fresh_nats_server.url)
-    assert "0 created, 0 updated, 12 unchanged" in second.stdout
+    assert "0 created, 0 updated, 20 unchanged" in second.stdout
     config = tmp_path / "js.toml"
     config.write_text("[streams.TC_PRICES]\nmax_age_s = 30\n")
     third = _cli("nats", "bootstrap", "--server", fresh_nats_server.url, "--config", str(config))
     assert "TC_PRICES" in third.stdout and "max_age: 60.0 -> 30" in third.stdout
-    assert "0 created, 1 updated, 11 unchanged" in third.stdout
+    assert "0 created, 1 updated, 19 unchanged" in third.stdout
 
 
 def test_cli_reports_an_unreachable_server_in_one_line():

@@ -57,7 +57,15 @@ def test_default_limits_match_the_contract():
     assert commands.storage is s.Storage.FILE and commands.duplicate_window_s >= 600
     assert layout.bucket(s.CONFIG_BUCKET).history >= 1
     # Never one live consumer per user: the fleet's durables are few and fixed.
-    assert all("*" not in c.durable for c in layout.consumers) and len(layout.consumers) <= 5
+    assert all("*" not in c.durable for c in layout.consumers) and len(layout.consumers) <= 2 + s.ADJUST_PARTITIONS
+
+
+def test_partitions_are_stable_and_spread_users():
+    assert s.partition_of("alice") == s.partition_of("alice") == 7  # the same in every process and release
+    counts = [0] * s.ADJUST_PARTITIONS
+    for n in range(8000):
+        counts[s.partition_of(f"user-{n}")] += 1
+    assert min(counts) > 800 and max(counts) < 1200
 
 
 def test_overrides_change_only_what_they_name():

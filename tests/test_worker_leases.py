@@ -1,0 +1,48 @@
+"""Partition leases: each partition owned by exactly one live replica; a dead replica's
+partitions are taken over once its leases lapse; a newcomer gets a fair share."""
+
+from __future__ import annotations
+
+import nats
+
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.workers.leases import Lease, LeaseKeeper, plan
+
+NOW = 1_000_000
+
+
+def test_a_lone_replica_claims_everything():
+    decided = plan("a", {}, members=1, partitions=8, now_ms=NOW)
+    assert decided.claim == tuple(range(8)) and not decided.release
+
+
+def test_two_replicas_split_the_partitions():
+    leases = {p: Lease("a", NOW + 5000) for p in range(8)}
+    assert plan("a", leases, members=2, partitions=8, now_ms=NOW).release == (4, 5, 6, 7)
+    assert plan("b", leases, members=2, partitions=8, now_ms=NOW).claim == ()  # nothing free yet
+    freed = {**leases, **{p: Lease("a", NOW) for p in (4, 5, 6, 7)}}  # released = expired now
+    assert plan("b", freed, members=2, partitions=8, now_ms=NOW).claim == (4, 5, 6, 7)
+
+
+def test_expired_leases_of_a_dead_replica_are_taken():
+    leases = {p: Lease("dead" if p % 2 else "a", NOW - 1 if p % 2 else NOW + 5000) for p in range(8)}
+    decided = plan("a", leases, members=1, partitions=8, now_ms=NOW)
+    assert decided.claim == (1, 3, 5, 7) and decided.renew == (0, 2, 4, 6)
+
+
+async def test_keepers_never_double_own_and_take_over_after_a_death(fresh_nats_server):
+    client = await nats.connect(fresh_nats_server.url)
+    js = client.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    kv = await js.key_value(subjects.LEASES_BUCKET)
+    a, b = LeaseKeeper(kv, "a", ttl_ms=3000), LeaseKeeper(kv, "b", ttl_ms=3000)
+    owned_a = await a.step(NOW)
+    assert owned_a == set(range(8))
+    owned_b = await b.step(NOW + 100)  # b joins: nothing free until a gives up its surplus
+    owned_a = await a.step(NOW + 200)
+    owned_b = await b.step(NOW + 300)
+    assert owned_a | owned_b == set(range(8)) and not owned_a & owned_b and len(owned_b) == 4
+    # a dies (stops renewing); after the ttl b owns everything
+    owned_b = await b.step(NOW + 3500)
+    assert owned_b == set(range(8))
+    await client.close()

@@ -1,0 +1,162 @@
+"""The adjustment worker: for each UniversalSignal, one broker-adjusted TradingCommand per
+eligible user of the partitions this replica owns.
+
+Scale-out: users fall into fixed partitions (``subjects.partition_of``); each partition
+has a durable consumer on SIGNALS; a replica pulls only from the partitions whose lease it
+holds (``leases``). A signal is acknowledged on a partition once every command for that
+partition's users is stored by JetStream. If the replica dies first, the signal is
+redelivered to the next owner, which recomputes the same command ids (deterministic per
+signal and user): JetStream's duplicate window drops what was already stored, so no user
+gets a signal twice and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain import Signal
+from mt5fleet.proto.v1 import commands_pb2, signals_pb2
+from mt5fleet.proto.validation import ValidationError, check_signal, decode
+from mt5fleet.workers.adjust import Skip, adjust
+from mt5fleet.workers.fleet_state import FleetState
+from mt5fleet.workers.leases import LeaseKeeper
+from mt5fleet.workers.metrics import AdjustMetrics
+
+log = logging.getLogger("mt5fleet.worker.adjust")
+
+FETCH_BATCH = 16
+PUBLISH_CONCURRENCY = 256
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AdjustWorker:
+    def __init__(self, nc: Any, *, replica_id: str | None = None, partitions: int = subjects.ADJUST_PARTITIONS,
+                 lease_ttl_ms: int = 10_000, now_ms: Callable[[], int] = wall_ms,
+                 metrics: AdjustMetrics | None = None) -> None:
+        self.nc, self.js = nc, nc.jetstream()
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.partitions = partitions
+        self.lease_ttl_ms = lease_ttl_ms
+        self.now_ms = now_ms
+        self.metrics = metrics or AdjustMetrics()
+        self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc())
+        self.owned: dict[int, asyncio.Task] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stop = asyncio.Event()
+        self._keeper: LeaseKeeper | None = None
+        self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+    async def start(self) -> None:
+        await self.state.follow(self.js)
+        self._tasks.append(asyncio.create_task(self.state.watch_configs(), name="configs"))
+        self._keeper = LeaseKeeper(await self.js.key_value(subjects.LEASES_BUCKET), self.replica_id,
+                                   partitions=self.partitions, ttl_ms=self.lease_ttl_ms)
+        self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
+
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop pulling; with ``release`` hand the partitions over at once (SIGTERM)."""
+        self._stop.set()
+        for task in [*self.owned.values(), *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self.owned.values(), *self._tasks, return_exceptions=True)
+        self.owned.clear()
+        if release and self._keeper is not None:
+            with contextlib.suppress(Exception):
+                await self._keeper.release_all(self.now_ms())
+        await self.state.close()
+
+    # ------------------------------------------------------------------ partitions
+    async def _keep_leases(self) -> None:
+        while not self._stop.is_set():
+            try:
+                owned = await self._keeper.step(self.now_ms())
+            except Exception as exc:  # NATS away: keep what we have until the leases lapse
+                log.warning("lease renewal failed: %s", exc)
+                owned = set(self.owned)
+            for partition in set(self.owned) - owned:
+                log.info("replica %s gives up partition %d", self.replica_id, partition)
+                self.owned.pop(partition).cancel()
+            for partition in owned - set(self.owned):
+                log.info("replica %s takes partition %d", self.replica_id, partition)
+                self.owned[partition] = asyncio.create_task(self._pull(partition), name=f"partition-{partition}")
+            self.metrics.partitions.set(len(self.owned))
+            self.metrics.users.set(len(self.state.configs))
+            await asyncio.sleep(self.lease_ttl_ms / 3000)
+
+    async def _pull(self, partition: int) -> None:
+        subscription = await self.js.pull_subscribe_bind(durable=subjects.adjust_consumer(partition),
+                                                         stream=subjects.SIGNALS_STREAM)
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(FETCH_BATCH, timeout=1)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # NATS reconnecting: the consumer keeps our place
+                    log.debug("fetch on partition %d: %s", partition, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for message in messages:
+                    await self._handle(partition, message)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    # ------------------------------------------------------------------ one signal
+    async def _handle(self, partition: int, message: Any) -> None:
+        now = self.now_ms()
+        try:
+            signal = check_signal(decode(signals_pb2.UniversalSignal, message.data), now)
+        except ValidationError as exc:
+            self.metrics.invalid.labels("UniversalSignal").inc()
+            self.metrics.signals.labels("invalid").inc()
+            log.warning("refused a signal on %s: %s", message.subject, exc)
+            await message.term()  # never redeliver what can never be valid
+            return
+        self.metrics.signal_to_worker.observe(max(now - signal.created_at_ms, 0) / 1000)
+        started = time.perf_counter()
+        try:
+            commands = self.commands_for(signal, partition, now)
+            await asyncio.gather(*(self._publish(command) for command in commands))
+        except Exception as exc:  # some publish failed: let the partition's consumer redeliver it
+            log.warning("signal %s on partition %d not finished (%s); it will be redelivered",
+                        signal.signal_id, partition, exc)
+            self.metrics.signals.labels("retry").inc()
+            await message.nak(delay=1)
+            return
+        await message.ack()
+        self.metrics.adjust_time.observe(time.perf_counter() - started)
+        self.metrics.signals.labels("done").inc()
+
+    def commands_for(self, signal: Signal, partition: int, now: int) -> list[commands_pb2.TradingCommand]:
+        commands: list[commands_pb2.TradingCommand] = []
+        for user_id in self.state.users(partition, self.partitions):
+            try:
+                result = adjust(signal, self.state.user_state(user_id), now)
+            except (ValueError, KeyError) as exc:  # one user's odd state must not cost the others
+                self.metrics.skips.labels("error").inc()
+                log.warning("adjusting %s for %s failed: %s", signal.signal_id, user_id, exc)
+                continue
+            if isinstance(result, Skip):
+                self.metrics.skips.labels(result.reason.value).inc()
+                continue
+            commands.extend(result.commands)
+        return commands
+
+    async def _publish(self, command: commands_pb2.TradingCommand) -> None:
+        async with self._publish_slots:
+            ack = await self.js.publish(subjects.user_subject(command.user_id, subjects.Channel.COMMANDS),
+                                        command.SerializeToString(), timeout=10,
+                                        headers={"Nats-Msg-Id": command.command_id})
+        if not ack.duplicate:
+            self.metrics.commands.inc()

@@ -1,0 +1,124 @@
+"""Which adjustment-worker replica owns which user partition, kept in the KV bucket
+``worker-leases`` with compare-and-set writes.
+
+Each replica announces itself (``member-<id>``, renewed every ttl/3) and holds leases
+``partition-<n>`` naming it and an expiry. ``plan()`` is pure: from what the bucket shows,
+it decides which partitions to claim (free or expired ones, up to a fair share) and which
+to give up (above the fair share, so a new replica gets work). Every write is a CAS on the
+revision read, so two replicas can never both believe they own a partition after the same
+read. A replica that dies stops renewing; its leases expire after ``ttl`` and are taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from mt5fleet.proto import subjects
+
+log = logging.getLogger("mt5fleet.worker.leases")
+
+MEMBER_PREFIX = "member-"
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    expires_ms: int
+    revision: int = 0
+
+    def live(self, now_ms: int) -> bool:
+        return self.expires_ms > now_ms
+
+
+@dataclass(frozen=True)
+class Plan:
+    claim: tuple[int, ...]
+    renew: tuple[int, ...]
+    release: tuple[int, ...]
+
+
+def plan(me: str, leases: Mapping[int, Lease | None], members: int, partitions: int, now_ms: int) -> Plan:
+    """Own at most ceil(partitions / members); take free or expired partitions first."""
+    share = math.ceil(partitions / max(members, 1))
+    mine = sorted(p for p, lease in leases.items() if lease and lease.owner == me and lease.live(now_ms))
+    free = sorted(p for p in range(partitions) if not (leases.get(p) and leases[p].live(now_ms)))
+    keep, release = mine[:share], mine[share:]
+    claim = free[: max(share - len(keep), 0)]
+    return Plan(claim=tuple(claim), renew=tuple(keep), release=tuple(release))
+
+
+class LeaseKeeper:
+    """Applies ``plan()`` to the bucket; returns the partitions this replica now owns."""
+
+    def __init__(self, kv, me: str, *, partitions: int = subjects.ADJUST_PARTITIONS, ttl_ms: int = 10_000) -> None:
+        self.kv, self.me, self.partitions, self.ttl_ms = kv, me, partitions, ttl_ms
+
+    async def step(self, now_ms: int) -> set[int]:
+        await self._announce(now_ms)
+        leases = {p: await self._read(p) for p in range(self.partitions)}
+        decided = plan(self.me, leases, await self._members(now_ms), self.partitions, now_ms)
+        owned: set[int] = set()
+        for partition in (*decided.renew, *decided.claim):
+            if await self._write(partition, leases[partition], now_ms + self.ttl_ms):
+                owned.add(partition)
+        for partition in decided.release:
+            await self._write(partition, leases[partition], now_ms)  # expired at once: free for others
+        return owned
+
+    async def release_all(self, now_ms: int) -> None:
+        """On a clean shutdown: hand everything over now instead of after the ttl."""
+        for partition in range(self.partitions):
+            lease = await self._read(partition)
+            if lease and lease.owner == self.me:
+                await self._write(partition, lease, now_ms)
+        try:
+            await self.kv.delete(MEMBER_PREFIX + self.me)
+        except KeyNotFoundError:
+            pass
+
+    async def _announce(self, now_ms: int) -> None:
+        await self.kv.put(MEMBER_PREFIX + self.me, json.dumps({"expires_ms": now_ms + self.ttl_ms}).encode())
+
+    async def _members(self, now_ms: int) -> int:
+        live = 0
+        for key in await self._keys():
+            if key.startswith(MEMBER_PREFIX):
+                entry = await self.kv.get(key)
+                if entry.value and json.loads(entry.value)["expires_ms"] > now_ms:
+                    live += 1
+        return live
+
+    async def _keys(self) -> list[str]:
+        try:
+            return await self.kv.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            return []
+
+    async def _read(self, partition: int) -> Lease | None:
+        try:
+            entry = await self.kv.get(subjects.lease_key(partition))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        raw = json.loads(entry.value)
+        return Lease(raw["owner"], raw["expires_ms"], entry.revision)
+
+    async def _write(self, partition: int, seen: Lease | None, expires_ms: int) -> bool:
+        value = json.dumps({"owner": self.me, "expires_ms": expires_ms}).encode()
+        key = subjects.lease_key(partition)
+        try:
+            if seen is None:
+                await self.kv.create(key, value)
+            else:
+                await self.kv.update(key, value, last=seen.revision)
+            return True
+        except (KeyWrongLastSequenceError, Exception) as exc:  # another replica wrote first
+            log.debug("lease %s not taken: %s", key, exc)
+            return False

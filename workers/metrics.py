@@ -1,0 +1,30 @@
+"""Every Prometheus metric the workers export, named in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class AdjustMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.signals = Counter("mt5fleet_worker_signals_total", "Signals handled per owned partition, by result",
+                               ["result"], registry=r)
+        self.commands = Counter("mt5fleet_worker_commands_published_total",
+                                "Adjusted commands stored by JetStream", registry=r)
+        self.skips = Counter("mt5fleet_worker_skips_total", "Users skipped for a signal, by reason", ["reason"],
+                             registry=r)
+        self.invalid = Counter("mt5fleet_worker_invalid_messages_total", "Inbound messages refused, by kind",
+                               ["kind"], registry=r)
+        self.signal_to_worker = Histogram("mt5fleet_worker_signal_to_worker_seconds",
+                                          "Signal created -> picked up by the owning worker",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.adjust_time = Histogram("mt5fleet_worker_adjust_seconds",
+                                     "Adjusting one signal for every user of a partition and publishing",
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.partitions = Gauge("mt5fleet_worker_partitions_owned", "User partitions this replica owns",
+                                registry=r)
+        self.users = Gauge("mt5fleet_worker_users_known", "Users with a ClientConfig in this worker's state",
+                           registry=r)
