@@ -21,7 +21,12 @@ from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import AccountSnapshot, ExecutionStatus, Quote, SymbolSpecInfo
 from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
-    ValidationError, check_account, check_execution, check_price_batch, check_symbol_specs, decode,
+    ValidationError,
+    check_account,
+    check_execution,
+    check_price_batch,
+    check_symbol_specs,
+    decode,
 )
 from mt5fleet.workers.policy import UserState, policy_from_config
 
