@@ -240,11 +240,13 @@ def _shifted_levels(signal: Signal, quote: Quote, grid: Grid) -> Levels:
     tp = None if signal.take_profit is None else grid.round(entry + _d(signal.take_profit) - ref_entry)
     ref_label = f"reference entry {grid.show(ref_entry)}" if signal.entry is not None else \
         f"reference {side} {grid.show(ref_side)}"
+    shift = f"broker {side} {grid.show(user_side)} vs reference {side} {grid.show(ref_side)}"
     if market:
         how = f"market {kind.name} at broker {side} {grid.show(entry)} vs {ref_label}"
+    elif signal.action is CommandType.OPEN_POSITION:
+        how = f"{kind.name} entry {grid.show(entry)} = {ref_label} shifted by {shift}"
     else:
-        how = (f"{kind.name} entry {grid.show(entry)} = {ref_label} shifted by broker {side} "
-               f"{grid.show(user_side)} vs reference {side} {grid.show(ref_side)}")
+        how = f"modify {kind.name}: levels shifted by {shift}"
     kept = "/".join(_distance(grid, ref_entry, level, name) for level, name in
                     ((signal.stop_loss, "no SL"), (signal.take_profit, "no TP")))
     reason = f"{how} ({grid.points(entry - ref_entry):+.1f} points); SL/TP distances kept ({kept} points)"
@@ -328,10 +330,13 @@ def _base_command(signal: Signal, user: UserState, now: int, expires: int, **fie
     return Command(**common)  # type: ignore[arg-type]
 
 
+def _float(price: Decimal | None) -> float | None:
+    return None if price is None else float(price)
+
+
 def _priced(levels: Levels) -> dict[str, object]:
-    as_float = lambda price: None if price is None else float(price)  # noqa: E731
-    return dict(entry_price=float(levels.entry), stop_loss=as_float(levels.stop_loss),
-                take_profit=as_float(levels.take_profit), original_entry=float(levels.original_entry),
+    return dict(entry_price=float(levels.entry), stop_loss=_float(levels.stop_loss),
+                take_profit=_float(levels.take_profit), original_entry=float(levels.original_entry),
                 price_adjustment=float(levels.entry - levels.original_entry), adjustment_reason=levels.reason)
 
 
@@ -340,8 +345,8 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
     levels = _guarded_levels(signal, quote, spec)
     if isinstance(levels, Skip):
         return levels
-    sl = None if levels.stop_loss is None else float(levels.stop_loss)
-    sizing = lot_size(user.policy, spec, entry=float(levels.entry), stop_loss=sl, account=user.account,
+    sizing = lot_size(user.policy, spec, entry=float(levels.entry), stop_loss=_float(levels.stop_loss),
+                      account=user.account,
                       quotes=user.quotes)
     if sizing.lots is None:
         return Skip(SkipReason.LOT_BELOW_MINIMUM, sizing.detail)
@@ -353,8 +358,10 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
 
 def _positions(signal: Signal, user: UserState) -> list[tuple[str, int]]:
     """The user's positions from the target signal, each ticket once, in report order."""
-    refs = user.positions_by_signal.get(signal.target_signal_id or "", ())
-    return list({ticket: (opened_by, ticket) for opened_by, ticket in reversed(refs)}.values())[::-1]
+    first: dict[int, tuple[str, int]] = {}
+    for opened_by, ticket in user.positions_by_signal.get(signal.target_signal_id or "", ()):
+        first.setdefault(ticket, (opened_by, ticket))
+    return list(first.values())
 
 
 def _build_modify(signal: Signal, user: UserState, now: int, expires: int) -> Result:
