@@ -11,47 +11,20 @@ from zero, as traders expect, instead of wherever float noise puts it.
 
 from __future__ import annotations
 
-import enum
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from mt5fleet.proto import ids
 from mt5fleet.proto.domain import Command, CommandType, OrderType, Quote, Signal, SymbolSpecInfo
-from mt5fleet.proto.sessions import MarketState, market_state
 from mt5fleet.proto.v1.commands_pb2 import TradingCommand
-from mt5fleet.workers.policy import UserState
-from mt5fleet.workers.sizing import lot_size
+from mt5fleet.workers.policy import Skip, SkipReason, UserState, first_skip
+from mt5fleet.workers.sizing import close_lots, lot_size
+
+# Skip and SkipReason live with the eligibility gates in ``policy``; callers import them here.
+__all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "to_proto"]
 
 DEFAULT_COMMAND_TTL_MS = 60_000
-
-
-class SkipReason(enum.StrEnum):
-    """Why a user got no command for a signal. The values are Prometheus labels: never rename one."""
-
-    EXPIRED_SIGNAL = "expired_signal"
-    SIGNAL_TOO_OLD = "signal_too_old"
-    SYMBOL_NOT_TRADED = "symbol_not_traded"
-    PAUSED = "paused"
-    CLOSE_ONLY = "close_only"
-    STOPPED_OUT = "stopped_out"
-    MARKET_CLOSED = "market_closed"
-    ROLLOVER = "rollover"
-    NO_QUOTE = "no_quote"
-    STALE_QUOTE = "stale_quote"
-    WIDE_SPREAD = "wide_spread"
-    NO_SPEC = "no_spec"
-    NO_ACCOUNT = "no_account"
-    LOT_BELOW_MINIMUM = "lot_below_minimum"
-    NO_POSITION = "no_position"
-    INVALID_LEVELS = "invalid_levels"
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    reason: SkipReason
-    detail: str             # plain words, with the numbers that decided it
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,131 +36,21 @@ class Adjusted:
 
 
 Result = Adjusted | Skip
-Gate = Callable[[Signal, UserState, int], Skip | None]
 
 
 def adjust(signal: Signal, user: UserState, now_ms: int, *,
            command_ttl_ms: int = DEFAULT_COMMAND_TTL_MS) -> Result:
+    """This user's command(s) for ``signal`` at ``now_ms``, or why there are none.
+
+    A command expires with the signal or ``command_ttl_ms`` after it was built, whichever
+    comes first: an agent back from an outage must not act on a price from long ago.
+    """
     if command_ttl_ms <= 0:
         raise ValueError(f"command_ttl_ms must be positive, got {command_ttl_ms}")
-    gates, build = _PLANS[signal.action]
-    for gate in gates:
-        skip = gate(signal, user, now_ms)
-        if skip is not None:
-            return skip
-    return build(signal, user, now_ms, min(signal.expires_at_ms, now_ms + command_ttl_ms))
-
-
-# ------------------------------------------------------------------------ eligibility
-# Each gate returns a Skip or None; a plan runs them in order and the first skip wins,
-# cheapest and plainest first (a paused user is told "paused", not "no quote").
-
-
-def _expired(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if signal.is_expired(now):
-        return Skip(SkipReason.EXPIRED_SIGNAL, f"signal expired at {signal.expires_at_ms}, now is {now}")
-    return None
-
-
-def _too_old(signal: Signal, user: UserState, now: int) -> Skip | None:
-    cap, age = user.policy.max_signal_age_ms, now - signal.created_at_ms
-    if cap and age > cap:
-        return Skip(SkipReason.SIGNAL_TOO_OLD, f"signal is {age} ms old, the user's maximum is {cap} ms")
-    return None
-
-
-def _paused(signal: Signal, user: UserState, now: int) -> Skip | None:
-    return Skip(SkipReason.PAUSED, "the user is paused: no new positions") if user.policy.paused else None
-
-
-def _stopped_out(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if user.stopped_out:
-        return Skip(SkipReason.STOPPED_OUT, "the user is stopped out (daily drawdown): no new positions")
-    return None
-
-
-def _close_only(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if user.policy.close_only:
-        return Skip(SkipReason.CLOSE_ONLY, "the user is in close-only mode: no new positions")
-    return None
-
-
-def _not_traded(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if not user.policy.may_trade(signal.symbol):
-        traded = ", ".join(sorted(user.policy.trading_symbols)) or "none"
-        return Skip(SkipReason.SYMBOL_NOT_TRADED, f"{signal.symbol} is not in the user's trading set ({traded})")
-    return None
-
-
-@functools.lru_cache(maxsize=16)
-def _market(now_ms: int) -> MarketState:
-    # Every user of a signal is adjusted at the same now_ms: compute the session once.
-    return market_state(now_ms)
-
-
-def _market_closed(signal: Signal, user: UserState, now: int) -> Skip | None:
-    state = _market(now)
-    if not state.is_open:
-        return Skip(SkipReason.MARKET_CLOSED, f"the FX market is closed (Friday 17:00 to Sunday 17:00 New York); "
-                                              f"it opens at {state.next_open_ms}")
-    return None
-
-
-def _rollover(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if _market(now).in_rollover:
-        return Skip(SkipReason.ROLLOVER, "inside the 17:00 New York rollover window: no new positions")
-    return None
-
-
-def _no_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if signal.symbol not in user.quotes:
-        return Skip(SkipReason.NO_QUOTE, f"no broker quote of {signal.symbol} from the user")
-    return None
-
-
-def _stale_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
-    quote, cap = user.quotes[signal.symbol], user.policy.max_quote_age_ms
-    if now - quote.time_ms > cap:
-        return Skip(SkipReason.STALE_QUOTE, f"the latest {signal.symbol} quote is {now - quote.time_ms} ms old, "
-                                            f"the maximum is {cap} ms")
-    return None
-
-
-def _wide_spread(signal: Signal, user: UserState, now: int) -> Skip | None:
-    cap = user.policy.max_spread_points
-    if not cap:
-        return None
-    spread = spread_points(user.quotes[signal.symbol], user.specs.get(signal.symbol))
-    if spread > cap:
-        return Skip(SkipReason.WIDE_SPREAD, f"{signal.symbol} spread is {spread:g} points, the maximum is {cap:g}")
-    return None
-
-
-def _no_spec(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if signal.symbol not in user.specs:
-        return Skip(SkipReason.NO_SPEC, f"no symbol specification of {signal.symbol} from the user's broker")
-    return None
-
-
-def _no_account(signal: Signal, user: UserState, now: int) -> Skip | None:
-    mode = user.policy.sizing_mode
-    if mode.needs_account and user.account is None:
-        return Skip(SkipReason.NO_ACCOUNT, f"{mode.name} sizing needs the account's equity/balance, none reported")
-    return None
-
-
-def _no_position(signal: Signal, user: UserState, now: int) -> Skip | None:
-    if not user.positions_by_signal.get(signal.target_signal_id or ""):
-        return Skip(SkipReason.NO_POSITION, f"the user holds no position from signal {signal.target_signal_id}")
-    return None
-
-
-def spread_points(quote: Quote, spec: SymbolSpecInfo | None) -> float:
-    """Ask minus bid in points of the spec's digits, else the quote's; else the broker's own figure."""
-    digits = spec.digits if spec is not None else quote.digits or None
-    if digits is None:
-        return quote.spread_points
-    return float((_d(quote.ask) - _d(quote.bid)).scaleb(digits))
+    skip = first_skip(signal, user, now_ms)
+    if skip is not None:
+        return skip
+    return _BUILDERS[signal.action](signal, user, now_ms, min(signal.expires_at_ms, now_ms + command_ttl_ms))
 
 
 # ----------------------------------------------------------------------------- prices
@@ -247,40 +110,58 @@ def _shifted_levels(signal: Signal, quote: Quote, grid: Grid) -> Levels:
         how = f"{kind.name} entry {grid.show(entry)} = {ref_label} shifted by {shift}"
     else:
         how = f"modify {kind.name}: levels shifted by {shift}"
-    kept = "/".join(_distance(grid, ref_entry, level, name) for level, name in
-                    ((signal.stop_loss, "no SL"), (signal.take_profit, "no TP")))
-    reason = f"{how} ({grid.points(entry - ref_entry):+.1f} points); SL/TP distances kept ({kept} points)"
+    reason = f"{how} ({grid.points(entry - ref_entry):+.1f} points); {_kept(grid, ref_entry, signal)}"
     return Levels(entry, ref_entry, sl, tp, reason)
 
 
-def _distance(grid: Grid, entry: Decimal, level: float | None, missing: str) -> str:
-    return missing if level is None else f"{abs(grid.points(_d(level) - entry)):.1f}"
+def _kept(grid: Grid, ref_entry: Decimal, signal: Signal) -> str:
+    """'SL/TP distances kept (500.0/1000.0 points)', or what there is of it."""
+    named = [(name, abs(grid.points(_d(level) - ref_entry))) for name, level in
+             (("SL", signal.stop_loss), ("TP", signal.take_profit)) if level is not None]
+    if not named:
+        return "no SL/TP"
+    names, points = "/".join(n for n, _ in named), "/".join(f"{p:.1f}" for _, p in named)
+    missing = "" if len(named) == 2 else f", no {'TP' if named[0][0] == 'SL' else 'SL'}"
+    return f"{names} distance{'s' if len(named) == 2 else ''} kept ({points} points){missing}"
 
 
-def _keep_out(levels: Levels, *, buy: bool, base: Decimal, base_name: str, grid: Grid, stops_level: int) -> Levels:
-    """SL/TP at least ``stops_level`` points from ``base`` on their correct side, as MT5
-    checks them; a level closer is pushed out to stops_level + 1 points, and the reason
-    says so. (With no stops level a level must still lie strictly on its side.)"""
-    out = stops_level + 1
-    notes = []
-    sl, tp = levels.stop_loss, levels.take_profit
-    # A buy's SL lies below the base and its TP above; a sell is the mirror.
-    sl_sign, tp_sign = (-1, 1) if buy else (1, -1)
-    if sl is not None and not _far_enough(sl, base, sl_sign, grid, stops_level):
-        sl = grid.round(base + sl_sign * out * grid.point)
-        notes.append(f"SL pushed out to {grid.show(sl)}, {out} points from {base_name} {grid.show(base)}")
-    if tp is not None and not _far_enough(tp, base, tp_sign, grid, stops_level):
-        tp = grid.round(base + tp_sign * out * grid.point)
-        notes.append(f"TP pushed out to {grid.show(tp)}, {out} points from {base_name} {grid.show(base)}")
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A price a level must lie strictly beyond, by at least ``min_points``."""
+
+    base: Decimal
+    name: str
+    min_points: int
+
+
+def _keep_out(levels: Levels, *, buy: bool, fences: tuple[Fence, ...], grid: Grid, stops_level: int) -> Levels:
+    """SL/TP beyond every fence on their correct side; a level that is not is pushed out
+    to the farthest fence + 1 point, and the reason says so."""
+    notes: list[str] = []
+    # A buy's SL lies below the fences and its TP above; a sell is the mirror.
+    sl = _fenced("SL", levels.stop_loss, -1 if buy else 1, fences, grid, notes)
+    tp = _fenced("TP", levels.take_profit, 1 if buy else -1, fences, grid, notes)
     if not notes:
         return levels
     reason = f"{levels.reason}; {'; '.join(notes)} (broker stops level {stops_level} points)"
     return replace(levels, stop_loss=sl, take_profit=tp, reason=reason)
 
 
-def _far_enough(level: Decimal, base: Decimal, sign: int, grid: Grid, stops_level: int) -> bool:
+def _fenced(name: str, level: Decimal | None, sign: int, fences: tuple[Fence, ...], grid: Grid,
+            notes: list[str]) -> Decimal | None:
+    if level is None or all(_far_enough(level, f.base, sign, grid, f.min_points) for f in fences):
+        return level
+    pushed = [(grid.round(f.base + sign * (f.min_points + 1) * grid.point), f) for f in fences]
+    target, fence = max(pushed, key=lambda item: item[0] * sign)
+    out = fence.min_points + 1
+    notes.append(f"{name} pushed out to {grid.show(target)}, {out} point{'s' if out != 1 else ''} from {fence.name}")
+    return target
+
+
+def _far_enough(level: Decimal, base: Decimal, sign: int, grid: Grid, min_points: int) -> bool:
+    """``level`` lies strictly beyond ``base`` in direction ``sign``, by ``min_points`` or more."""
     distance = grid.points((level - base) * sign)
-    return distance > 0 and distance >= stops_level
+    return distance > 0 and distance >= min_points
 
 
 def _pending_problem(kind: OrderType, entry: Decimal, quote: Quote, grid: Grid, stops_level: int) -> str | None:
@@ -305,12 +186,19 @@ def _guarded_levels(signal: Signal, quote: Quote, spec: SymbolSpecInfo) -> Level
         problem = _pending_problem(kind, levels.entry, quote, grid, spec.stops_level)
         if problem is not None:
             return Skip(SkipReason.INVALID_LEVELS, problem)
+    stops, entry = spec.stops_level, Fence(levels.entry, f"the entry {grid.show(levels.entry)}", 0)
     if kind.is_pending and signal.action is CommandType.OPEN_POSITION:
-        base, name = levels.entry, "the entry"   # MT5 checks a pending order's SL/TP against its price
+        # MT5 checks a pending order's SL/TP against its price.
+        fences: tuple[Fence, ...] = (replace(entry, min_points=stops),)
     else:
-        # Market orders and open positions: against the price that would close them.
-        base, name = (_d(quote.bid), "bid") if buy else (_d(quote.ask), "ask")
-    return _keep_out(levels, buy=buy, base=base, base_name=name, grid=grid, stops_level=spec.stops_level)
+        # Market orders and open positions: against the price that would close them, as
+        # MT5 does. A new market position's levels must also lie beyond its entry: with a
+        # spread wider than the stops level, a TP just above the bid is still below the ask.
+        close = _d(quote.bid) if buy else _d(quote.ask)
+        fences = (Fence(close, f"{'bid' if buy else 'ask'} {grid.show(close)}", stops),)
+        if signal.action is CommandType.OPEN_POSITION:
+            fences += (entry,)
+    return _keep_out(levels, buy=buy, fences=fences, grid=grid, stops_level=stops)
 
 
 # --------------------------------------------------------------------------- commands
@@ -392,24 +280,6 @@ def _build_close(signal: Signal, user: UserState, now: int, expires: int) -> Res
     return Adjusted(tuple(commands), tuple(notes))
 
 
-def close_lots(fraction: float, volume: float | None, spec: SymbolSpecInfo | None, ticket: int) -> tuple[float, str]:
-    """Lots to close of one position; 0 means all of it (the agent's convention)."""
-    if fraction <= 0 or fraction >= 1:
-        return 0.0, f"close all of position {ticket}"
-    if volume is None or volume <= 0:
-        return 0.0, f"close {fraction:.0%} asked, but the volume of position {ticket} is unknown: close all of it"
-    lots = fraction * volume
-    if spec is not None:
-        # To the nearest step, and never 0: a 0-lot CLOSE would close everything.
-        step = _d(spec.volume_step)
-        lots = max(float((_d(lots) / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step), spec.volume_min)
-    else:
-        lots = round(lots, 8)
-    if lots >= volume:
-        return 0.0, f"close {fraction:.0%} of position {ticket} ({volume:g} lots) rounds to all of it"
-    return lots, f"close {fraction:.0%} of position {ticket}: {lots:g} of {volume:g} lots"
-
-
 def _build_close_all(signal: Signal, user: UserState, now: int, expires: int) -> Result:
     symbol = signal.symbol or None
     why = f"close every position of {symbol}" if symbol else "close every position"
@@ -419,17 +289,11 @@ def _build_close_all(signal: Signal, user: UserState, now: int, expires: int) ->
     return Adjusted((to_proto(command),), (why,))
 
 
-# Risk-reducing actions pass paused, close-only, stopped-out users and symbols outside the
-# trading set (refusing a close keeps the trader exposed); a closed market still stops them.
-_SIGNAL_GATES: tuple[Gate, ...] = (_expired, _too_old)
-_PLANS: dict[CommandType, tuple[tuple[Gate, ...], Callable[[Signal, UserState, int, int], Result]]] = {
-    CommandType.OPEN_POSITION: ((*_SIGNAL_GATES, _paused, _stopped_out, _close_only, _not_traded, _market_closed,
-                                 _rollover, _no_quote, _stale_quote, _wide_spread, _no_spec, _no_account),
-                                _build_open),
-    CommandType.CLOSE_POSITION: ((*_SIGNAL_GATES, _no_position, _market_closed), _build_close),
-    CommandType.MODIFY_POSITION: ((*_SIGNAL_GATES, _no_position, _market_closed, _no_quote, _stale_quote,
-                                   _no_spec), _build_modify),
-    CommandType.CLOSE_ALL: ((*_SIGNAL_GATES, _market_closed), _build_close_all),
+_BUILDERS: dict[CommandType, Callable[[Signal, UserState, int, int], Result]] = {
+    CommandType.OPEN_POSITION: _build_open,
+    CommandType.CLOSE_POSITION: _build_close,
+    CommandType.MODIFY_POSITION: _build_modify,
+    CommandType.CLOSE_ALL: _build_close_all,
 }
 
 

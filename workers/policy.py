@@ -1,5 +1,6 @@
-"""One user's trading policy as the adjustment worker applies it, and everything the
-worker knows about that user at the instant a signal arrives.
+"""One user's trading policy as the adjustment worker applies it, everything the worker
+knows about that user at the instant a signal arrives, and the eligibility gates that
+decide whether the user gets a command for a signal at all (``adjust`` runs them).
 
 Pure values: ``policy_from_config`` reads a ClientConfig (the operator's KV entry) and
 nothing else. The config is not checked at the edge like agent reports are, so the
@@ -14,11 +15,14 @@ Wire conventions carried over: a 0 limit means "unset" and gets the default belo
 from __future__ import annotations
 
 import enum
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from mt5fleet.proto.domain import AccountSnapshot, Quote, SubscriptionTier, SymbolSpecInfo
+from mt5fleet.proto.domain import AccountSnapshot, CommandType, Quote, Signal, SubscriptionTier, SymbolSpecInfo
+from mt5fleet.proto.sessions import MarketState, market_state
 from mt5fleet.proto.v1.config_pb2 import ClientConfig
 
 DEFAULT_MAX_QUOTE_AGE_MS = 2_000       # SPEC §5: no command from a quote older than 2 s
@@ -144,3 +148,168 @@ class UserState:
     @property
     def user_id(self) -> str:
         return self.policy.user_id
+
+
+class SkipReason(enum.StrEnum):
+    """Why a user got no command for a signal. The values are Prometheus labels: never rename one."""
+
+    EXPIRED_SIGNAL = "expired_signal"
+    SIGNAL_TOO_OLD = "signal_too_old"
+    SYMBOL_NOT_TRADED = "symbol_not_traded"
+    PAUSED = "paused"
+    CLOSE_ONLY = "close_only"
+    STOPPED_OUT = "stopped_out"
+    MARKET_CLOSED = "market_closed"
+    ROLLOVER = "rollover"
+    NO_QUOTE = "no_quote"
+    STALE_QUOTE = "stale_quote"
+    WIDE_SPREAD = "wide_spread"
+    NO_SPEC = "no_spec"
+    NO_ACCOUNT = "no_account"
+    LOT_BELOW_MINIMUM = "lot_below_minimum"
+    NO_POSITION = "no_position"
+    INVALID_LEVELS = "invalid_levels"
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    reason: SkipReason
+    detail: str             # plain words, with the numbers that decided it
+
+
+# A gate returns a Skip or None; a plan runs its gates in order and the first skip wins.
+Gate = Callable[[Signal, UserState, int], Skip | None]
+
+
+# ------------------------------------------------------------------------ eligibility
+# Plans order their gates cheapest and plainest first: a paused user is told "paused",
+# not "no quote".
+
+
+def _expired(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if signal.is_expired(now):
+        return Skip(SkipReason.EXPIRED_SIGNAL, f"signal expired at {signal.expires_at_ms}, now is {now}")
+    return None
+
+
+def _too_old(signal: Signal, user: UserState, now: int) -> Skip | None:
+    cap, age = user.policy.max_signal_age_ms, now - signal.created_at_ms
+    if cap and age > cap:
+        return Skip(SkipReason.SIGNAL_TOO_OLD, f"signal is {age} ms old, the user's maximum is {cap} ms")
+    return None
+
+
+def _paused(signal: Signal, user: UserState, now: int) -> Skip | None:
+    return Skip(SkipReason.PAUSED, "the user is paused: no new positions") if user.policy.paused else None
+
+
+def _stopped_out(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if user.stopped_out:
+        return Skip(SkipReason.STOPPED_OUT, "the user is stopped out (daily drawdown): no new positions")
+    return None
+
+
+def _close_only(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if user.policy.close_only:
+        return Skip(SkipReason.CLOSE_ONLY, "the user is in close-only mode: no new positions")
+    return None
+
+
+def _not_traded(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if not user.policy.may_trade(signal.symbol):
+        traded = ", ".join(sorted(user.policy.trading_symbols)) or "none"
+        return Skip(SkipReason.SYMBOL_NOT_TRADED, f"{signal.symbol} is not in the user's trading set ({traded})")
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _market(now_ms: int) -> MarketState:
+    # Every user of a signal is adjusted at the same now_ms: compute the session once.
+    return market_state(now_ms)
+
+
+def _market_closed(signal: Signal, user: UserState, now: int) -> Skip | None:
+    state = _market(now)
+    if not state.is_open:
+        return Skip(SkipReason.MARKET_CLOSED, f"the FX market is closed (Friday 17:00 to Sunday 17:00 New York); "
+                                              f"it opens at {state.next_open_ms}")
+    return None
+
+
+def _rollover(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if _market(now).in_rollover:
+        return Skip(SkipReason.ROLLOVER, "inside the 17:00 New York rollover window: no new positions")
+    return None
+
+
+def _no_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if signal.symbol not in user.quotes:
+        return Skip(SkipReason.NO_QUOTE, f"no broker quote of {signal.symbol} from the user")
+    return None
+
+
+def _stale_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
+    quote, cap = user.quotes[signal.symbol], user.policy.max_quote_age_ms
+    if now - quote.time_ms > cap:
+        return Skip(SkipReason.STALE_QUOTE, f"the latest {signal.symbol} quote is {now - quote.time_ms} ms old, "
+                                            f"the maximum is {cap} ms")
+    return None
+
+
+def _wide_spread(signal: Signal, user: UserState, now: int) -> Skip | None:
+    cap = user.policy.max_spread_points
+    if not cap:
+        return None
+    spread = spread_points(user.quotes[signal.symbol], user.specs.get(signal.symbol))
+    if spread > cap:
+        return Skip(SkipReason.WIDE_SPREAD, f"{signal.symbol} spread is {spread:g} points, the maximum is {cap:g}")
+    return None
+
+
+def _no_spec(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if signal.symbol not in user.specs:
+        return Skip(SkipReason.NO_SPEC, f"no symbol specification of {signal.symbol} from the user's broker")
+    return None
+
+
+def _no_account(signal: Signal, user: UserState, now: int) -> Skip | None:
+    mode = user.policy.sizing_mode
+    if mode.needs_account and user.account is None:
+        return Skip(SkipReason.NO_ACCOUNT, f"{mode.name} sizing needs the account's equity/balance, none reported")
+    return None
+
+
+def _no_position(signal: Signal, user: UserState, now: int) -> Skip | None:
+    if not user.positions_by_signal.get(signal.target_signal_id or ""):
+        return Skip(SkipReason.NO_POSITION, f"the user holds no position from signal {signal.target_signal_id}")
+    return None
+
+
+def spread_points(quote: Quote, spec: SymbolSpecInfo | None) -> float:
+    """Ask minus bid in points of the spec's digits, else the quote's; else the broker's own figure."""
+    digits = spec.digits if spec is not None else quote.digits or None
+    if digits is None:
+        return quote.spread_points
+    return float((Decimal(repr(quote.ask)) - Decimal(repr(quote.bid))).scaleb(digits))
+
+
+# Risk-reducing actions pass paused, close-only and stopped-out users and symbols outside
+# the trading set (refusing a close keeps the trader exposed); a closed market still stops
+# them, as the broker would. Rollover only stops new positions.
+SIGNAL_GATES: tuple[Gate, ...] = (_expired, _too_old)
+GATES: dict[CommandType, tuple[Gate, ...]] = {
+    CommandType.OPEN_POSITION: (*SIGNAL_GATES, _paused, _stopped_out, _close_only, _not_traded, _market_closed,
+                                _rollover, _no_quote, _stale_quote, _wide_spread, _no_spec, _no_account),
+    CommandType.CLOSE_POSITION: (*SIGNAL_GATES, _no_position, _market_closed),
+    CommandType.MODIFY_POSITION: (*SIGNAL_GATES, _no_position, _market_closed, _no_quote, _stale_quote, _no_spec),
+    CommandType.CLOSE_ALL: (*SIGNAL_GATES, _market_closed),
+}
+
+
+def first_skip(signal: Signal, user: UserState, now_ms: int) -> Skip | None:
+    """The first gate of the signal's action that refuses this user, or None: eligible."""
+    for gate in GATES[signal.action]:
+        skip = gate(signal, user, now_ms)
+        if skip is not None:
+            return skip
+    return None

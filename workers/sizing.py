@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from mt5fleet.proto.domain import AccountSnapshot, Quote, SymbolSpecInfo
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
@@ -126,10 +126,10 @@ def conversion_rate(source: str, target: str, quotes: Mapping[str, Quote]) -> tu
 
 def fit_to_broker(raw: float, how: str, policy: UserPolicy, spec: SymbolSpecInfo) -> Sizing:
     """Conservative halving, caps, rounding down to the step, the broker's minimum."""
-    if math.isnan(raw) or raw < 0:
-        raise ValueError(f"lot size is not a non-negative number: {how}")
+    if math.isnan(raw):
+        raise ValueError(f"lot size is not a number: {how}")
     steps = [how]
-    lots = raw
+    lots = max(raw, 0.0)   # negative equity or balance: nothing to trade, not an error
     if policy.conservative_mode:
         lots /= 2
         steps.append(f"halved (conservative mode) to {lots:.4f}")
@@ -159,6 +159,28 @@ def floor_to_step(lots: float, step: float, *, tolerance: bool = True) -> float:
     is 29.999999999999996 in floats and would lose a step)."""
     if lots <= 0:
         return 0.0
-    step_d = Decimal(repr(step))
-    steps = Decimal(repr(lots)) / step_d + (_STEP_TOLERANCE if tolerance else 0)
+    step_d = _dec(step)
+    steps = _dec(lots) / step_d + (_STEP_TOLERANCE if tolerance else 0)
     return float(steps.to_integral_value(rounding=ROUND_FLOOR) * step_d)
+
+
+def close_lots(fraction: float, volume: float | None, spec: SymbolSpecInfo | None, ticket: int) -> tuple[float, str]:
+    """Lots to close of one position; 0 means all of it (the agent's convention)."""
+    if fraction <= 0 or fraction >= 1:
+        return 0.0, f"close all of position {ticket}"
+    if volume is None or volume <= 0:
+        return 0.0, f"close {fraction:.0%} asked, but the volume of position {ticket} is unknown: close all of it"
+    lots = fraction * volume
+    if spec is not None:
+        # To the nearest step, and never 0: a 0-lot CLOSE would close everything.
+        step = _dec(spec.volume_step)
+        lots = max(float((_dec(lots) / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step), spec.volume_min)
+    else:
+        lots = max(round(lots, 8), 1e-8)   # never 0: that would close everything
+    if lots >= volume:
+        return 0.0, f"close {fraction:.0%} of position {ticket} ({volume:g} lots) rounds to all of it"
+    return lots, f"close {fraction:.0%} of position {ticket}: {lots:g} of {volume:g} lots"
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))

@@ -1,0 +1,204 @@
+"""The adjustment worker against a real nats-server: one signal and 1,000 users give exactly
+one correct command per eligible user and none for each kind of ineligible user; killing a
+replica mid-fan-out loses no command and duplicates none."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import nats
+import pytest
+
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.v1 import (
+    account_pb2,
+    commands_pb2,
+    config_pb2,
+    prices_pb2,
+    signals_pb2,
+    symbols_pb2,
+)
+from mt5fleet.workers.adjust_service import AdjustWorker
+
+WEDNESDAY = 1_795_014_000_000  # 10:00 New York: market open
+USERS = 1000
+INELIGIBLE = ("paused", "symbol_not_traded", "stale_quote", "wide_spread", "no_account")
+PER_KIND = 20
+_origin = time.monotonic()
+
+
+def now_ms() -> int:
+    return WEDNESDAY + int((time.monotonic() - _origin) * 1000)
+
+
+def kind_of(index: int) -> str:
+    group = index // PER_KIND
+    return INELIGIBLE[group] if group < len(INELIGIBLE) else "eligible"
+
+
+def user_quote(index: int) -> tuple[float, float]:
+    bid = round(1.10000 + ((index % 11) - 5) * 1e-5, 5)  # brokers within +-5 points of the reference
+    return bid, round(bid + 10e-5, 5)
+
+
+async def _populate(js) -> None:
+    kv = await js.key_value(subjects.CONFIG_BUCKET)
+    now = now_ms()
+    spec = symbols_pb2.SymbolSpec(symbol="EURUSD", broker_symbol="EURUSD.m", digits=5, point=1e-5,
+                                  contract_size=100_000, tick_size=1e-5, tick_value=1.0, volume_min=0.01,
+                                  volume_max=100, volume_step=0.01, stops_level=0, trade_mode=4,
+                                  currency_base="EUR", currency_profit="USD", currency_margin="EUR")
+    pending = []
+    for i in range(USERS):
+        uid, kind = f"u{i:04d}", kind_of(i)
+        config = config_pb2.ClientConfig(user_id=uid, tier_name="pro", paused=kind == "paused",
+                                         trading_symbols=["GBPUSD"] if kind == "symbol_not_traded" else ["EURUSD"])
+        config.risk.max_risk_per_trade = 1.0
+        # Prices are published once here, not every second as agents do: allow a minute.
+        config.max_quote_age_ms = 60_000
+        config.risk.max_spread_points = 5 if kind == "wide_spread" else 0
+        await kv.put(uid, config.SerializeToString())
+        bid, ask = user_quote(i)
+        quote_time = now - 120_000 if kind == "stale_quote" else now
+        batch = prices_pb2.ClientPriceStream(user_id=uid, batch_timestamp=now, prices=[prices_pb2.ClientPrice(
+            symbol="EURUSD", bid=bid, ask=ask, spread=10, timestamp=quote_time, broker_symbol="EURUSD.m")])
+        pending.append(js.publish(subjects.user_subject(uid, subjects.Channel.PRICES), batch.SerializeToString()))
+        specs = symbols_pb2.SymbolSpecList(user_id=uid, timestamp=now, specs=[spec])
+        pending.append(js.publish(subjects.user_subject(uid, subjects.Channel.SYMBOLS), specs.SerializeToString()))
+        if kind != "no_account":
+            account = account_pb2.AccountProfile(user_id=uid, account_number="123", base_currency="USD",
+                                                 balance=10_000, equity=10_000, margin_free=10_000, timestamp=now)
+            pending.append(js.publish(subjects.user_subject(uid, subjects.Channel.ACCOUNT),
+                                      account.SerializeToString()))
+    await asyncio.gather(*pending)
+
+
+def signal(signal_id: str) -> signals_pb2.UniversalSignal:
+    now = now_ms()
+    return signals_pb2.UniversalSignal(
+        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=1.10000,
+        reference_ask=1.10002, entry=1.10002, stop_loss=1.09502, take_profit=1.11002, confidence=0.8,
+        created_at=now, expires_at=now + 120_000, strategy="breakout", source="OANDA")
+
+
+async def _commands(js) -> list[commands_pb2.TradingCommand]:
+    info = await js.stream_info(subjects.COMMANDS_STREAM)
+    out = []
+    if info.state.messages:
+        subscription = await js.subscribe("tc.*.commands", ordered_consumer=True)
+        while len(out) < info.state.messages:
+            out.append(commands_pb2.TradingCommand.FromString((await subscription.next_msg(timeout=5)).data))
+        await subscription.unsubscribe()
+    return out
+
+
+async def _count(js) -> int:
+    return (await js.stream_info(subjects.COMMANDS_STREAM)).state.messages
+
+
+async def _ready(worker: AdjustWorker, partitions: int) -> None:
+    for _ in range(400):
+        state = worker.state
+        if len(worker.owned) == partitions and len(state.configs) == USERS and len(state.quotes) == USERS \
+                and len(state.specs) == USERS:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"worker not ready: owns {len(worker.owned)}, configs {len(worker.state.configs)}")
+
+
+@pytest.fixture
+async def js(fresh_nats_server):
+    client = await nats.connect(fresh_nats_server.url)
+    stream = client.jetstream()
+    fast_redelivery = {"consumers": {subjects.adjust_consumer(p): {"ack_wait_s": 3}
+                                     for p in range(subjects.ADJUST_PARTITIONS)}}
+    await bootstrap.bootstrap(stream, subjects.build_layout(fast_redelivery))
+    await _populate(stream)
+    yield stream
+    await client.close()
+
+
+async def test_one_signal_1000_users_one_correct_command_per_eligible_user(fresh_nats_server, js):
+    client = await nats.connect(fresh_nats_server.url)
+    worker = AdjustWorker(client, replica_id="solo", lease_ttl_ms=2000, now_ms=now_ms)
+    await worker.start()
+    try:
+        await _ready(worker, subjects.ADJUST_PARTITIONS)
+        await js.publish(subjects.signal_subject("EURUSD"), signal("sig-1").SerializeToString(),
+                         headers={"Nats-Msg-Id": "sig-1"})
+        eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
+        for _ in range(400):
+            if await _count(js) >= eligible and worker.metrics.signals.labels("done")._value.get() == 8:
+                break
+            await asyncio.sleep(0.05)
+        commands = await _commands(js)
+        by_user = {c.user_id: c for c in commands}
+        assert len(commands) == len(by_user) == eligible
+        for i in range(USERS):
+            uid = f"u{i:04d}"
+            if kind_of(i) != "eligible":
+                assert uid not in by_user, kind_of(i)
+                continue
+            command = by_user[uid]
+            bid, ask = user_quote(i)
+            # Independent expectation: market BUY at the user's ask, 50/100-pip distances kept,
+            # 1% of 10,000 USD over 500 points at 1 USD per point per lot = 0.20 lots.
+            assert command.entry_price == pytest.approx(ask, abs=1e-9)
+            assert command.stop_loss == pytest.approx(round(ask - 0.00500, 5), abs=1e-9)
+            assert command.take_profit == pytest.approx(round(ask + 0.01000, 5), abs=1e-9)
+            assert command.lot_size == pytest.approx(math.floor(10_000 * 0.01 / 500 / 0.01) * 0.01)
+            assert command.original_entry == pytest.approx(1.10002)
+            assert command.price_adjustment == pytest.approx(ask - 1.10002, abs=1e-9)
+            assert command.adjustment_reason and command.signal_id == "sig-1"
+        skips = {kind: worker.metrics.skips.labels(reason)._value.get() for kind, reason in (
+            ("paused", "paused"), ("symbol_not_traded", "symbol_not_traded"), ("stale_quote", "stale_quote"),
+            ("wide_spread", "wide_spread"), ("no_account", "no_account"))}
+        assert skips == {kind: PER_KIND for kind in INELIGIBLE}
+    finally:
+        await worker.stop()
+        await client.close()
+
+
+@pytest.mark.slow
+async def test_killing_a_replica_mid_fan_out_loses_nothing_and_duplicates_nothing(fresh_nats_server, js):
+    clients = [await nats.connect(fresh_nats_server.url) for _ in range(2)]
+    doomed = AdjustWorker(clients[0], replica_id="doomed", lease_ttl_ms=2000, now_ms=now_ms)
+    survivor = AdjustWorker(clients[1], replica_id="survivor", lease_ttl_ms=2000, now_ms=now_ms)
+    await doomed.start()
+    await asyncio.sleep(0.3)
+    await survivor.start()
+    try:
+        for _ in range(200):  # the second replica gets its fair share
+            if len(doomed.owned) == len(survivor.owned) == subjects.ADJUST_PARTITIONS // 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(survivor.owned) == subjects.ADJUST_PARTITIONS // 2
+        await _ready(survivor, subjects.ADJUST_PARTITIONS // 2)
+        signals = [f"sig-{n}" for n in range(6)]
+        for signal_id in signals:
+            await js.publish(subjects.signal_subject("EURUSD"), signal(signal_id).SerializeToString(),
+                             headers={"Nats-Msg-Id": signal_id})
+        eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
+        expected = eligible * len(signals)
+        for _ in range(4000):
+            if await _count(js) >= expected // 4:
+                break
+            await asyncio.sleep(0.005)
+        await doomed.stop(release=False)  # dies: no lease released, unacknowledged signals left behind
+        await clients[0].close()
+        at_death = await _count(js)
+        assert at_death < expected, "the replica died after the fan-out had finished"
+        for _ in range(600):
+            if await _count(js) >= expected:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # anything extra would show up now
+        commands = await _commands(js)
+        pairs = [(c.user_id, c.signal_id) for c in commands]
+        assert len(pairs) == len(set(pairs)) == expected
+        assert len(survivor.owned) == subjects.ADJUST_PARTITIONS
+    finally:
+        await survivor.stop()
+        await clients[1].close()
