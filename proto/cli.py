@@ -28,7 +28,39 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_nats(commands)
     _add_agent(commands)
+    _add_worker(commands)
     return parser
+
+
+def _add_worker(commands: argparse._SubParsersAction) -> None:
+    worker = commands.add_parser("worker", help="run a server-side worker (adjust, marketdata, feedback, health)")
+    worker.add_argument("kind", choices=["adjust", "marketdata", "feedback", "health"])
+    _add_connection_options(worker)
+    worker.add_argument("--http-port", type=int, default=9465, help="port of /metrics, /healthz, /readyz")
+    worker.add_argument("--http-host", default="0.0.0.0", help="address of the HTTP endpoints")  # noqa: S104
+    worker.add_argument("--partitions", type=int, default=8, help="adjust: user partitions of the fleet")
+    worker.add_argument("--feed", choices=["simulated", "oanda"], default="simulated", help="marketdata: feed")
+    worker.add_argument("--symbols", default="", help="marketdata: comma-separated canonical symbols")
+    worker.add_argument("--oanda-account", default="", help="marketdata: OANDA account id (token: $OANDA_TOKEN)")
+    worker.add_argument("--oanda-environment", choices=["practice", "live"], default="practice")
+    worker.set_defaults(handler=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from mt5fleet.proto.natsconn import NatsSettings
+    from mt5fleet.workers.app import WorkerOptions, run_worker
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    nats = NatsSettings(servers=tuple(args.server), name=f"mt5fleet-{args.kind}", creds_file=args.creds,
+                        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    options = WorkerOptions(kind=args.kind, nats=nats, http_host=args.http_host, http_port=args.http_port,
+                            partitions=args.partitions, feed=args.feed,
+                            symbols=tuple(s for s in args.symbols.split(",") if s),
+                            oanda_account=args.oanda_account, oanda_environment=args.oanda_environment)
+    asyncio.run(run_worker(options))
+    return 0
 
 
 def _add_agent(commands: argparse._SubParsersAction) -> None:

@@ -233,9 +233,9 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
     levels = _guarded_levels(signal, quote, spec)
     if isinstance(levels, Skip):
         return levels
+    # Sized on the final levels: a pushed-out SL is a longer risk distance, hence fewer lots.
     sizing = lot_size(user.policy, spec, entry=float(levels.entry), stop_loss=_float(levels.stop_loss),
-                      account=user.account,
-                      quotes=user.quotes)
+                      account=user.account, quotes=user.quotes)
     if sizing.lots is None:
         return Skip(SkipReason.LOT_BELOW_MINIMUM, sizing.detail)
     command = _base_command(signal, user, now, expires, type=CommandType.OPEN_POSITION, lot_size=sizing.lots,

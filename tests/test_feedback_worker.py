@@ -1,0 +1,46 @@
+"""Execution feedback against a real nats-server: slippage and each latency leg as
+histograms; a bad report is counted and the next good one still counts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.v1 import commands_pb2, execution_pb2
+from mt5fleet.workers.feedback_service import FeedbackWorker
+
+NOW = 1_795_014_000_000
+
+
+async def test_reports_become_slippage_and_latency_histograms(fresh_nats_server):
+    client = await nats.connect(fresh_nats_server.url)
+    js = client.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    report = execution_pb2.ExecutionReport(
+        command_id="c1", user_id="alice", status=execution_pb2.EXECUTION_STATUS_FILLED, retcode=10009, ticket=7,
+        fill_price=1.10012, filled_volume=0.2, slippage_points=2.0, slippage_reference_points=12.0,
+        signal_created_at=NOW - 900, command_created_at=NOW - 800, received_at=NOW - 750, executed_at=NOW - 700,
+        symbol="EURUSD", command_type=commands_pb2.OPEN_POSITION, order_type=commands_pb2.BUY, signal_id="s1")
+    subject = subjects.user_subject("alice", subjects.Channel.EXECUTIONS)
+    await js.publish(subject, b"\x01broken")
+    await js.publish(subject, report.SerializeToString())
+    worker = FeedbackWorker(client, now_ms=lambda: NOW)
+    task = asyncio.create_task(worker.run())
+    for _ in range(100):
+        if worker.metrics.executions.labels("filled", "")._value.get() == 1:
+            break
+        await asyncio.sleep(0.05)
+    worker.stop()
+    await task
+    m = worker.metrics
+    assert m.invalid._value.get() == 1
+    assert m.slippage.labels("reference")._sum.get() == 12.0
+    assert abs(m.latency.labels("signal_to_worker")._sum.get() - 0.1) < 1e-9
+    assert abs(m.latency.labels("worker_to_agent")._sum.get() - 0.05) < 1e-9
+    assert abs(m.latency.labels("agent_to_fill")._sum.get() - 0.05) < 1e-9
+    assert abs(m.latency.labels("signal_to_fill")._sum.get() - 0.2) < 1e-9
+    info = await js.consumer_info(subjects.EXECUTIONS_STREAM, subjects.EXECUTIONS_CONSUMER)
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # both acknowledged, nothing left behind
+    await client.close()
