@@ -1,0 +1,163 @@
+"""Adjustment-worker benchmarks against a real embedded nats-server, each next to a raw
+nats-py baseline measured in the same run:
+
+* fan-out: one signal -> one adjusted command per user, published and acked by JetStream
+  (commands/s), vs raw JetStream async publish of the same payloads with the same
+  concurrency and message ids;
+* ingest: ClientPriceStream batches/s the worker's state absorbs (decode, validate,
+  update) from JetStream, vs a raw core subscription counting the same messages.
+
+    python bench/workers.py [--users 10000] [--batches 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+
+import nats
+
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.domain import Signal
+from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.proto.v1 import account_pb2, commands_pb2, config_pb2, prices_pb2, signals_pb2, symbols_pb2
+from mt5fleet.proto.validation import check_signal
+from mt5fleet.workers.adjust_service import AdjustWorker
+
+WEDNESDAY = 1_795_014_000_000
+_origin = time.monotonic()
+
+
+def now_ms() -> int:
+    return WEDNESDAY + int((time.monotonic() - _origin) * 1000)
+
+
+def populate(worker: AdjustWorker, users: int) -> None:
+    """Fill the worker's state through the same handlers its JetStream consumers call."""
+    now = now_ms()
+    spec = symbols_pb2.SymbolSpecList(timestamp=now, specs=[symbols_pb2.SymbolSpec(
+        symbol="EURUSD", broker_symbol="EURUSD.m", digits=5, point=1e-5, contract_size=100_000, tick_size=1e-5,
+        tick_value=1.0, volume_min=0.01, volume_max=100, volume_step=0.01, trade_mode=4,
+        currency_base="EUR", currency_profit="USD", currency_margin="EUR")])
+    for i in range(users):
+        uid = f"u{i:05d}"
+        config = config_pb2.ClientConfig(user_id=uid, tier_name="pro", trading_symbols=["EURUSD"],
+                                         max_quote_age_ms=3_600_000)
+        config.risk.max_risk_per_trade = 1.0
+        worker.state.on_config(uid, config.SerializeToString())
+        bid = round(1.1 + (i % 11 - 5) * 1e-5, 5)
+        batch = prices_pb2.ClientPriceStream(user_id=uid, batch_timestamp=now, prices=[prices_pb2.ClientPrice(
+            symbol="EURUSD", bid=bid, ask=round(bid + 1e-4, 5), spread=10, timestamp=now)])
+        worker.state.on_prices(f"tc.{uid}.prices", batch.SerializeToString())
+        spec.user_id = uid
+        worker.state.on_specs(f"tc.{uid}.symbols", spec.SerializeToString())
+        account = account_pb2.AccountProfile(user_id=uid, account_number="1", base_currency="USD", balance=1e4,
+                                             equity=1e4, margin_free=1e4, timestamp=now)
+        worker.state.on_account(f"tc.{uid}.account", account.SerializeToString())
+
+
+def signal(signal_id: str) -> Signal:
+    now = now_ms()
+    return check_signal(signals_pb2.UniversalSignal(
+        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=1.1, reference_ask=1.10002,
+        entry=1.10002, stop_loss=1.09502, take_profit=1.11002, confidence=0.8, created_at=now,
+        expires_at=now + 600_000, strategy="bench"), now)
+
+
+async def bench_fanout(url: str, users: int) -> dict:
+    client = await nats.connect(url)
+    js = client.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    worker = AdjustWorker(client, replica_id="bench", now_ms=now_ms)
+    populate(worker, users)
+    sig = signal("bench-1")
+    t0 = time.perf_counter()
+    commands = [c for p in range(subjects.ADJUST_PARTITIONS) for c in worker.commands_for(sig, p, now_ms())]
+    adjusted = time.perf_counter()
+    await asyncio.gather(*(worker._publish(c) for c in commands))
+    product = time.perf_counter() - t0
+    payloads = [(c.user_id, c.command_id + "-raw", c.SerializeToString()) for c in commands]
+    slots = asyncio.Semaphore(256)
+
+    async def raw_publish(uid: str, msg_id: str, payload: bytes) -> None:
+        async with slots:
+            await js.publish(f"tc.{uid}.commands", payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(raw_publish(*p) for p in payloads))
+    baseline = time.perf_counter() - started
+    await client.close()
+    return {"users": users, "commands": len(commands), "adjust_only_s": round(adjusted - t0, 3),
+            "adjusted_and_acked_s": round(product, 3), "commands_per_s": round(len(commands) / product),
+            "baseline_js_publish_per_s": round(len(commands) / baseline),
+            "ratio_to_baseline": round(baseline / product, 3)}
+
+
+async def bench_ingest(url: str, batches: int, users: int) -> dict:
+    publisher = await nats.connect(url)
+    consumer = await nats.connect(url)
+    js = publisher.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    now = now_ms()
+    payloads = []
+    for n in range(batches):
+        uid = f"u{n % users:05d}"
+        batch = prices_pb2.ClientPriceStream(user_id=uid, batch_timestamp=now, sequence=n, prices=[
+            prices_pb2.ClientPrice(symbol=s, bid=1.1, ask=1.1001, spread=10, timestamp=now)
+            for s in ("EURUSD", "GBPUSD", "USDJPY")])
+        payloads.append((f"tc.{uid}.prices", batch.SerializeToString()))
+
+    async def run(handler) -> float:
+        done = asyncio.Event()
+        seen = 0
+
+        async def callback(message) -> None:
+            nonlocal seen
+            handler(message)
+            seen += 1
+            if seen == batches:
+                done.set()
+        subscription = await consumer.subscribe("tc.*.prices", cb=callback, pending_msgs_limit=batches * 2)
+        await consumer.flush()
+        started = time.perf_counter()
+        for subject, payload in payloads:
+            await publisher.publish(subject, payload)
+        await publisher.flush()
+        await asyncio.wait_for(done.wait(), 120)
+        elapsed = time.perf_counter() - started
+        await subscription.unsubscribe()
+        return elapsed
+
+    baseline = await run(lambda message: None)
+    worker = AdjustWorker(consumer, replica_id="ingest", now_ms=now_ms)
+    product = await run(lambda message: worker.state.on_prices(message.subject, message.data))
+    await publisher.close()
+    await consumer.close()
+    return {"batches": batches, "quotes_per_batch": 3, "batches_per_s": round(batches / product),
+            "baseline_subscribe_per_s": round(batches / baseline), "ratio_to_baseline": round(baseline / product, 3)}
+
+
+async def main(users: int, batches: int) -> None:
+    with EmbeddedNats() as server:
+        results = {
+            "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
+                       f"Python {platform.python_version()}, 2 cores",
+            "nats_server": ".".join(map(str, server.version)),
+            "fanout_1k": await bench_fanout(server.url, 1_000),
+        }
+    with EmbeddedNats() as server:
+        results["fanout"] = await bench_fanout(server.url, users)
+    with EmbeddedNats() as server:
+        results["ingest"] = await bench_ingest(server.url, batches, users)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=20_000)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.users, arguments.batches))
