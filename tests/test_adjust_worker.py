@@ -202,3 +202,31 @@ async def test_killing_a_replica_mid_fan_out_loses_nothing_and_duplicates_nothin
     finally:
         await survivor.stop()
         await clients[1].close()
+
+
+async def test_malformed_signal_and_price_batch_are_counted_and_skipped(fresh_nats_server, js):
+    client = await nats.connect(fresh_nats_server.url)
+    worker = AdjustWorker(client, replica_id="solo", lease_ttl_ms=2000, now_ms=now_ms)
+    await worker.start()
+    try:
+        await _ready(worker, subjects.ADJUST_PARTITIONS)
+        await js.publish("tc.u0999.prices", b"\x0a\xff\xff not protobuf")
+        bid, ask = 1.20000, 1.20010
+        fresh = prices_pb2.ClientPriceStream(user_id="u0999", batch_timestamp=now_ms(), prices=[
+            prices_pb2.ClientPrice(symbol="EURUSD", bid=bid, ask=ask, spread=10, timestamp=now_ms())])
+        await js.publish("tc.u0999.prices", fresh.SerializeToString())
+        await js.publish(subjects.signal_subject("EURUSD"), b"\x00\x01garbage", headers={"Nats-Msg-Id": "bad"})
+        await js.publish(subjects.signal_subject("EURUSD"), signal("sig-after").SerializeToString(),
+                         headers={"Nats-Msg-Id": "sig-after"})
+        eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
+        for _ in range(400):
+            if await _count(js) >= eligible:
+                break
+            await asyncio.sleep(0.05)
+        commands = {c.user_id: c for c in await _commands(js)}
+        assert len(commands) == eligible and commands["u0999"].entry_price == pytest.approx(ask)  # stream went on
+        assert worker.metrics.invalid.labels("UniversalSignal")._value.get() == subjects.ADJUST_PARTITIONS
+        assert worker.metrics.invalid.labels("ClientPriceStream")._value.get() == 1
+    finally:
+        await worker.stop()
+        await client.close()
