@@ -185,9 +185,9 @@ class CommandPipeline:
         try:
             return await self.execute(command)
         except UnknownSymbol as exc:
-            return _failed("REJECTED", str(exc))
+            return Outcome.no_trade("REJECTED", str(exc))
         except TerminalError as exc:  # IPC failure mid-send: the outcome is unknown until recovery
-            return _failed("FAILED", str(exc))
+            return Outcome.no_trade("FAILED", str(exc))
 
     def _finish(self, command: Command, outcome: Outcome, received: int) -> None:
         executed = now_ms(self.clock)
@@ -271,9 +271,3 @@ def _to_wire(command: Command) -> commands_pb2.TradingCommand:
         signal_id=command.signal_id or "", reference_price=command.reference_price or 0.0,
         original_entry=command.original_entry or 0.0, created_at=command.created_at_ms,
         signal_created_at=command.signal_created_at_ms or 0)
-
-
-def _failed(status: str, reason: str) -> Outcome:
-    return Outcome(status=status, retcode=0, retcode_class=None, order_ticket=None, deal_ticket=None,
-                   position_ticket=None, fill_price=None, filled_volume=0.0, slippage_points=0.0,
-                   slippage_reference_points=0.0, reason=reason)

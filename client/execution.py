@@ -96,7 +96,8 @@ class Executor:
         positions = self.terminal.positions(view.spec.broker_symbol if view else None)
         targets = orders.targets(cmd, positions)
         if not targets:
-            return _refused(f"no open position matches ticket {cmd.position_ticket} / command {cmd.target_command_id}")
+            return Outcome.no_trade("REJECTED", f"no open position matches ticket {cmd.position_ticket} / "
+                                                f"command {cmd.target_command_id}")
         if view is None:
             view = self._view_or_raise(self._canonical(targets[0].symbol))
         fill = orders.filling_for(view.spec.filling_modes, view.execution_mode)
@@ -109,7 +110,7 @@ class Executor:
         candidates = [*self.terminal.positions(), *self.terminal.orders()]
         targets = orders.targets(cmd, candidates)
         if not targets:
-            return _refused(f"no position or order matches ticket {cmd.position_ticket} / command "
+            return Outcome.no_trade("REJECTED", f"no position or order matches ticket {cmd.position_ticket} / command "
                             f"{cmd.target_command_id}")
         view = self._view_or_raise(self._canonical(targets[0].symbol))
         request = orders.modify_request(cmd, targets[0], digits=view.spec.digits)
@@ -119,7 +120,8 @@ class Executor:
         broker = self.symbol_map.get(cmd.symbol) if cmd.symbol else None
         positions, pending = self.terminal.positions(broker), self.terminal.orders(broker)
         if not positions and not pending:
-            return dataclasses.replace(_refused("nothing to close"), status="FILLED", retcode=mt5.TRADE_RETCODE_DONE)
+            done = Outcome.no_trade("FILLED", "nothing to close")
+            return dataclasses.replace(done, retcode=mt5.TRADE_RETCODE_DONE)
         symbols = {item.symbol for item in (*positions, *pending)}
         ticks = {name: tick for name in symbols if (tick := self.terminal.tick(name)) is not None}
         fillings = {name: orders.filling_for(info.filling_mode, info.trade_exemode)
@@ -158,11 +160,6 @@ class Executor:
 class UnknownSymbol(LookupError):
     """The command names a symbol this broker does not offer (under any known name)."""
 
-
-def _refused(reason: str) -> Outcome:
-    return Outcome(status="REJECTED", retcode=0, retcode_class=None, order_ticket=None, deal_ticket=None,
-                   position_ticket=None, fill_price=None, filled_volume=0.0, slippage_points=0.0,
-                   slippage_reference_points=0.0, reason=reason)
 
 
 def combine(outcomes: Sequence[Outcome]) -> Outcome:

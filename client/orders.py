@@ -341,6 +341,13 @@ class Outcome:
     slippage_reference_points: float     # fill vs the signal's reference price, same sign
     reason: str
 
+    @classmethod
+    def no_trade(cls, status: str, reason: str) -> Outcome:
+        """An outcome where nothing reached (or was done by) the broker."""
+        return cls(status=status, retcode=0, retcode_class=None, order_ticket=None, deal_ticket=None,
+                   position_ticket=None, fill_price=None, filled_volume=0.0, slippage_points=0.0,
+                   slippage_reference_points=0.0, reason=reason)
+
     @property
     def may_retry_at_fresh_price(self) -> bool:
         return self.retcode_class is RetcodeClass.REQUOTE

@@ -49,8 +49,5 @@ def _from_found(found: Found) -> Outcome:
 
 
 def _not_found() -> Outcome:
-    return Outcome(status="FAILED", retcode=0, retcode_class=None, order_ticket=None, deal_ticket=None,
-                   position_ticket=None, fill_price=None, filled_volume=0.0, slippage_points=0.0,
-                   slippage_reference_points=0.0,
-                   reason="the agent stopped before the broker answered and the terminal shows no trace; "
-                          "not sent again")
+    return Outcome.no_trade("FAILED", "the agent stopped before the broker answered and the terminal shows no "
+                                      "trace; not sent again")

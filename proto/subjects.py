@@ -101,11 +101,6 @@ def symbol_of(subject: str) -> str:
     return check_symbol(symbol)
 
 
-def command_msg_id(command_id: str) -> str:
-    """Nats-Msg-Id of a command: the command id itself, so a retried publish is deduped."""
-    return command_id
-
-
 # --------------------------------------------------------------------------- JetStream
 
 class Storage(enum.StrEnum):
@@ -347,16 +342,3 @@ def _checked(item):
     if isinstance(item, KvSpec) and not 1 <= item.history <= 64:
         raise ValueError(f"bucket {item.bucket}: history must be 1..64, got {item.history}")
     return item
-
-
-@dataclass(frozen=True)
-class CatchUpSpec:
-    """The short-lived consumer an agent creates after a reconnect to read the commands it
-    missed: ephemeral, filtered to its own subject, gone after ``inactive_s`` idle."""
-
-    stream: str = COMMANDS_STREAM
-    inactive_s: float = 30
-    ack_wait_s: float = 30
-
-    def filter_subject(self, user_id: str) -> str:
-        return user_subject(user_id, Channel.COMMANDS)
