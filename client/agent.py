@@ -33,6 +33,7 @@ from mt5fleet.client.recovery import resolve_in_flight
 from mt5fleet.client.streams import Streams
 from mt5fleet.client.terminal import Mt5Login, Terminal
 from mt5fleet.proto import natsconn, subjects
+from mt5fleet.proto.tasks import cancel_and_wait
 
 log = logging.getLogger("mt5fleet.agent")
 
@@ -99,9 +100,7 @@ class Agent:
         if self._stop.is_set():
             return
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 if self.nc.is_connected:

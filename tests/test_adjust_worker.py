@@ -187,7 +187,7 @@ async def test_killing_a_replica_mid_fan_out_loses_nothing_and_duplicates_nothin
                 break
             await asyncio.sleep(0.005)
         await doomed.stop(release=False)  # dies: no lease released, unacknowledged signals left behind
-        await clients[0].close()
+        await asyncio.wait_for(clients[0].close(), 10)
         at_death = await _count(js)
         assert at_death < expected, "the replica died after the fan-out had finished"
         for _ in range(600):

@@ -13,7 +13,6 @@ gets a signal twice and none is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import Signal
+from mt5fleet.proto.tasks import cancel_and_wait, within
 from mt5fleet.proto.v1 import commands_pb2, signals_pb2
 from mt5fleet.proto.validation import ValidationError, check_signal, decode
 from mt5fleet.workers.adjust import Skip, adjust
@@ -66,13 +66,10 @@ class AdjustWorker:
     async def stop(self, *, release: bool = True) -> None:
         """Stop pulling; with ``release`` hand the partitions over at once (SIGTERM)."""
         self._stop.set()
-        for task in [*self.owned.values(), *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self.owned.values(), *self._tasks, return_exceptions=True)
+        await cancel_and_wait([*self.owned.values(), *self._tasks])
         self.owned.clear()
         if release and self._keeper is not None:
-            with contextlib.suppress(Exception):
-                await self._keeper.release_all(self.now_ms())
+            await within(self._keeper.release_all(self.now_ms()), timeout=5)
         await self.state.close()
 
     # ------------------------------------------------------------------ partitions
@@ -97,7 +94,7 @@ class AdjustWorker:
         subscription = await self.js.pull_subscribe_bind(durable=subjects.adjust_consumer(partition),
                                                          stream=subjects.SIGNALS_STREAM)
         try:
-            while True:
+            while self._still_owns(partition):
                 try:
                     messages = await subscription.fetch(FETCH_BATCH, timeout=1)
                 except TimeoutError:
@@ -109,8 +106,11 @@ class AdjustWorker:
                 for message in messages:
                     await self._handle(partition, message)
         finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            await within(subscription.unsubscribe(), timeout=2)
+
+    def _still_owns(self, partition: int) -> bool:
+        # Checked as well as cancellation: a library may turn a cancel into an error we retry.
+        return not self._stop.is_set() and self.owned.get(partition) is asyncio.current_task()
 
     # ------------------------------------------------------------------ one signal
     async def _handle(self, partition: int, message: Any) -> None:

@@ -8,7 +8,6 @@ taking work, hands its partitions over (adjust), drains the NATS connection and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from mt5fleet.proto import natsconn
+from mt5fleet.proto.tasks import cancel_and_wait
 
 log = logging.getLogger("mt5fleet.worker")
 
@@ -127,8 +127,6 @@ async def run_worker(options: WorkerOptions) -> None:
     await asyncio.wait({work, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping the %s worker", options.kind)
     await service.stop()
-    work.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await work
+    await cancel_and_wait([work])
     await nc.drain()
     await runner.cleanup()

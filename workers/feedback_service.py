@@ -8,14 +8,15 @@ position index the close/modify fan-out needs is kept by every adjustment worker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import Execution, ExecutionStatus
+from mt5fleet.proto.tasks import within
 from mt5fleet.proto.v1 import execution_pb2
 from mt5fleet.proto.validation import ValidationError, check_execution, decode
 from mt5fleet.workers.metrics import LATENCY_BUCKETS
@@ -64,8 +65,6 @@ def _span(start_ms: int | None, end_ms: int | None) -> float | None:
 
 class FeedbackWorker:
     def __init__(self, nc: Any, *, metrics: FeedbackMetrics | None = None, now_ms: Any = None) -> None:
-        import time
-
         self.js = nc.jetstream()
         self.metrics = metrics or FeedbackMetrics()
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
@@ -80,12 +79,15 @@ class FeedbackWorker:
                     messages = await subscription.fetch(64, timeout=1)
                 except TimeoutError:
                     continue
+                except Exception as exc:  # NATS reconnecting: the durable consumer keeps our place
+                    log.debug("fetching execution reports: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
                 for message in messages:
                     self.handle(message.data)
                     await message.ack()
         finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            await within(subscription.unsubscribe(), timeout=2)
 
     def handle(self, raw: bytes) -> None:
         try:

@@ -19,6 +19,7 @@ from nats.js import api
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import AccountSnapshot, ExecutionStatus, Quote, SymbolSpecInfo
+from mt5fleet.proto.tasks import within
 from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
     ValidationError,
@@ -91,11 +92,8 @@ class FleetState:
             self.on_config(entry.key, entry.value)
 
     async def close(self) -> None:
-        for subscription in self._subscriptions:
-            try:
-                await subscription.stop() if hasattr(subscription, "stop") else await subscription.unsubscribe()
-            except Exception:  # the connection may already be closing
-                pass
+        for subscription in self._subscriptions:  # the connection may already be closing
+            await within(subscription.stop() if hasattr(subscription, "stop") else subscription.unsubscribe(), 2)
 
     # ------------------------------------------------------------------ handlers (also used by tests)
     def on_config(self, user_id: str, raw: bytes) -> None:
