@@ -1,0 +1,100 @@
+"""Subscription tiers: how many symbols a user may trade and watch, whether correlation
+pairs are chosen for it, which NATS limits its connection gets.
+
+The defaults are SPEC §4; a platform overrides or adds tiers through the operator's
+config (Helm values ``tiers:``), read by ``tiers_from_mapping``. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from mt5fleet.proto.v1 import common_pb2, config_pb2
+
+UNLIMITED = 0
+
+# The symbols every tier may use; anything else is a "custom pair" (enterprise only by
+# default). The 28 pairs of the eight major currencies, and gold and silver.
+_MAJORS = ("EUR", "GBP", "AUD", "NZD", "USD", "CAD", "CHF", "JPY")
+STANDARD_SYMBOLS: frozenset[str] = frozenset(
+    {a + b for i, a in enumerate(_MAJORS) for b in _MAJORS[i + 1:]} | {"XAUUSD", "XAGUSD"})
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    max_trading_pairs: int            # 0: unlimited
+    max_monitoring_pairs: int         # 0: unlimited
+    correlation_analysis: bool
+    custom_pairs: bool
+    max_correlation_pairs: int = 3    # correlation symbols chosen for the user
+    max_payload_bytes: int = 64 * 1024
+    max_subscriptions: int = 100
+    max_data_bytes: int = -1          # NATS "data" limit per connection; -1: unlimited
+    max_price_batches_per_s: int = 2
+
+    def allows_symbol(self, symbol: str) -> bool:
+        return self.custom_pairs or symbol in STANDARD_SYMBOLS
+
+    def limits_proto(self) -> config_pb2.TierLimits:
+        return config_pb2.TierLimits(
+            max_trading_pairs=self.max_trading_pairs, max_monitoring_pairs=self.max_monitoring_pairs,
+            correlation_analysis=self.correlation_analysis, custom_pairs=self.custom_pairs,
+            max_payload_bytes=self.max_payload_bytes, max_subscriptions=self.max_subscriptions,
+            max_data_bytes=self.max_data_bytes, max_price_batches_per_s=self.max_price_batches_per_s)
+
+    @property
+    def enum(self) -> int:
+        return _TIER_ENUM.get(self.name, common_pb2.SUBSCRIPTION_TIER_CUSTOM)
+
+
+DEFAULT_TIERS: Mapping[str, Tier] = MappingProxyType({
+    "free": Tier("free", 2, 4, correlation_analysis=False, custom_pairs=False, max_correlation_pairs=0,
+                 max_payload_bytes=32 * 1024, max_subscriptions=50, max_data_bytes=64 * 1024 * 1024,
+                 max_price_batches_per_s=1),
+    "pro": Tier("pro", 5, 10, correlation_analysis=True, custom_pairs=False, max_correlation_pairs=5,
+                max_payload_bytes=64 * 1024, max_subscriptions=100, max_data_bytes=512 * 1024 * 1024),
+    "enterprise": Tier("enterprise", UNLIMITED, UNLIMITED, correlation_analysis=True, custom_pairs=True,
+                       max_correlation_pairs=10, max_payload_bytes=256 * 1024, max_subscriptions=500,
+                       max_data_bytes=-1, max_price_batches_per_s=10),
+})
+
+_TIER_ENUM = {name: common_pb2.SubscriptionTier.Value(f"SUBSCRIPTION_TIER_{name.upper()}") for name in DEFAULT_TIERS}
+
+
+class TierConfigError(ValueError):
+    """A tier definition in the operator's config that cannot be used."""
+
+
+def tiers_from_mapping(raw: Mapping[str, Any] | None, base: Mapping[str, Tier] = DEFAULT_TIERS) -> dict[str, Tier]:
+    """Tiers from config: ``{name: {maxTradingPairs: 3, ...}}``; a known name overrides
+    only what it names, a new name starts from the free tier's values."""
+    tiers = dict(base)
+    names = {_camel(f.name): f.name for f in fields(Tier) if f.name != "name"}
+    for name, overrides in (raw or {}).items():
+        if not isinstance(overrides, Mapping):
+            raise TierConfigError(f"tiers.{name}: expected a mapping")
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TierConfigError(f"tiers.{name}: unknown setting(s) {', '.join(unknown)}")
+        start = tiers.get(name) or replace(base["free"], name=name)
+        values = {names[key]: _checked(name, key, value, getattr(start, names[key]))
+                  for key, value in overrides.items()}
+        tiers[name] = replace(start, name=name, **values)
+    return tiers
+
+
+def _checked(tier: str, key: str, value: Any, like: Any) -> Any:
+    if isinstance(like, bool) != isinstance(value, bool) or not isinstance(value, type(like)):
+        raise TierConfigError(f"tiers.{tier}.{key}: expected {type(like).__name__}, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and value < -1:
+        raise TierConfigError(f"tiers.{tier}.{key}: must not be negative, got {value}")
+    return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

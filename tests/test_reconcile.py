@@ -1,0 +1,220 @@
+"""The pure reconcile core: every tier rule, the config a user gets, and every condition."""
+
+from __future__ import annotations
+
+import pytest
+
+from mt5fleet.operator import reconcile
+from mt5fleet.operator.models import TradingClient, TradingClientStatus, parse_spec
+from mt5fleet.operator.reconcile import AgentSeen, ApplyOutcome, desired_state, select_symbols, status_for
+from mt5fleet.operator.tiers import DEFAULT_TIERS, STANDARD_SYMBOLS, tiers_from_mapping
+from mt5fleet.proto import subjects
+from mt5fleet.proto.v1 import account_pb2, common_pb2
+
+NOW = 1_795_014_000_000
+FREE, PRO, ENTERPRISE = DEFAULT_TIERS["free"], DEFAULT_TIERS["pro"], DEFAULT_TIERS["enterprise"]
+
+
+def client(trading=("EURUSD", "GBPUSD"), monitoring=(), tier="pro", generation=3, **spec) -> TradingClient:
+    body = {"userId": "alice", "tier": tier, "broker": {"name": "IC Markets", "server": "ICMarketsSC-Demo"},
+            "account": {"login": 51234567, "passwordSecretRef": {"name": "alice-mt5"}},
+            "symbols": {"trading": list(trading), "monitoring": list(monitoring)}, **spec}
+    return TradingClient(namespace="fx", name="alice", generation=generation, spec=parse_spec(body))
+
+
+def conditions(status: TradingClientStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+# ---------------------------------------------------------------------- tier rules
+def test_free_tier_trades_two_pairs_and_says_which_were_left_out():
+    selection = select_symbols(client(("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")).spec, FREE, None)
+    assert selection.symbols.trading == ("EURUSD", "GBPUSD")
+    [finding] = selection.findings
+    assert finding.reason == "TradingPairsOverLimit"
+    assert "4 trading symbols asked, tier free allows 2 (2 over): USDJPY, AUDUSD left out" in finding.message
+
+
+def test_free_tier_gets_no_correlation_pairs_even_with_strong_measurements():
+    matrix = {("EURUSD", "USDCHF"): -0.95}
+    assert select_symbols(client(("EURUSD",)).spec, FREE, matrix).symbols.correlation == ()
+
+
+def test_monitoring_pairs_are_capped_by_the_tier_and_reported():
+    monitoring = ("USDJPY", "AUDUSD", "NZDUSD", "USDCAD", "EURJPY")
+    selection = select_symbols(client(monitoring=monitoring).spec, FREE, None)
+    assert selection.symbols.monitoring == monitoring[:4]
+    assert [f.reason for f in selection.findings] == ["MonitoringPairsOverLimit"]
+    assert "EURJPY left out" in selection.findings[0].message
+
+
+def test_pro_tier_allows_five_trading_pairs_exactly():
+    five = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "NZDUSD")
+    assert select_symbols(client(five).spec, PRO, None).findings == ()
+    six = select_symbols(client((*five, "USDCAD")).spec, PRO, None)
+    assert six.symbols.trading == five and six.findings[0].reason == "TradingPairsOverLimit"
+
+
+def test_enterprise_is_unlimited_and_may_use_custom_pairs():
+    many = tuple(sorted(STANDARD_SYMBOLS))[:20] + ("US30", "BTCUSD")
+    selection = select_symbols(client(many, tier="enterprise").spec, ENTERPRISE, None)
+    assert selection.symbols.trading == many and selection.findings == ()
+
+
+def test_custom_pairs_are_refused_below_enterprise_with_the_symbols_named():
+    selection = select_symbols(client(("EURUSD", "BTCUSD"), monitoring=("US30",)).spec, PRO, None)
+    assert selection.symbols.trading == ("EURUSD",) and selection.symbols.monitoring == ()
+    assert [f.reason for f in selection.findings] == ["CustomPairsNotAllowed", "CustomPairsNotAllowed"]
+    assert "BTCUSD" in selection.findings[0].message and "US30" in selection.findings[1].message
+
+
+def test_correlation_pairs_come_from_measurements_strongest_first_and_capped():
+    matrix = {("EURUSD", "USDCHF"): -0.93, ("EURUSD", "EURGBP"): 0.71, ("EURUSD", "AUDUSD"): 0.85,
+              ("EURUSD", "USDJPY"): 0.2}
+    pro = select_symbols(client(("EURUSD",)).spec, PRO, matrix).symbols
+    assert pro.correlation == ("USDCHF", "AUDUSD", "EURGBP")  # |rho| >= 0.7, strongest first
+    capped = tiers_from_mapping({"pro": {"maxCorrelationPairs": 1}})["pro"]
+    assert select_symbols(client(("EURUSD",)).spec, capped, matrix).symbols.correlation == ("USDCHF",)
+
+
+def test_correlation_falls_back_to_the_static_matrix_before_data_exists():
+    assert select_symbols(client(("EURUSD",)).spec, PRO, None).symbols.correlation == ("USDCHF", "EURGBP", "GBPUSD")
+
+
+def test_correlation_pairs_never_repeat_trading_or_monitoring_symbols():
+    selection = select_symbols(client(("EURUSD", "GBPUSD"), monitoring=("USDCHF",)).spec, PRO, None).symbols
+    assert not set(selection.correlation) & {"EURUSD", "GBPUSD", "USDCHF"}
+
+
+def test_a_custom_tier_from_config_overrides_only_what_it_names():
+    tiers = tiers_from_mapping({"gold": {"maxTradingPairs": 3, "customPairs": True}})
+    assert tiers["gold"].max_trading_pairs == 3 and tiers["gold"].custom_pairs
+    assert tiers["gold"].max_monitoring_pairs == FREE.max_monitoring_pairs
+    desired = desired_state(client(("EURUSD", "GBPUSD", "BTCUSD", "USDJPY"), tier="gold"), tiers["gold"])
+    assert desired.config.tier == common_pb2.SUBSCRIPTION_TIER_CUSTOM and desired.config.tier_name == "gold"
+    assert list(desired.config.trading_symbols) == ["EURUSD", "GBPUSD", "BTCUSD"]
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ({"pro": {"maxTradingPairs": "five"}}, "tiers.pro.maxTradingPairs: expected int"),
+    ({"pro": {"tradingPairs": 5}}, "unknown setting(s) tradingPairs"),
+    ({"pro": 5}, "tiers.pro: expected a mapping"),
+    ({"pro": {"maxSubscriptions": -5}}, "must not be negative"),
+])
+def test_a_bad_tier_config_names_the_setting(raw, problem):
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        tiers_from_mapping(raw)
+
+
+# ---------------------------------------------------------------------- desired state
+def test_the_client_config_carries_spec_tier_and_shard():
+    body = client(("EURUSD",), monitoring=("USDJPY",), generation=7,
+                  risk={"maxRiskPerTrade": 0.5, "maxOpenPositions": 3, "maxSpreadPoints": 25,
+                        "allowedSymbols": ["EURUSD"]},
+                  preferences={"sizingMode": "equityMultiplier", "sizingValue": 0.02, "conservativeMode": True},
+                  closeOnly=True)
+    desired = desired_state(body, PRO)
+    config = desired.config
+    assert config.user_id == "alice" and config.tier == common_pb2.SUBSCRIPTION_TIER_PRO
+    assert list(config.trading_symbols) == ["EURUSD"] and list(config.monitoring_symbols) == ["USDJPY"]
+    assert config.risk.max_risk_per_trade == 0.5 and config.preferences.max_open_positions == 3
+    assert config.preferences.sizing_mode == account_pb2.SIZING_MODE_EQUITY_MULTIPLIER
+    assert config.close_only and config.preferences.conservative_mode and config.generation == 7
+    assert config.limits.max_trading_pairs == 5 and config.limits.correlation_analysis
+    assert config.worker_shard == desired.shard == subjects.partition_of("alice")
+    assert config.account_type == common_pb2.ACCOUNT_TYPE_DEMO and config.broker_server == "ICMarketsSC-Demo"
+
+
+def test_the_user_may_read_market_data_of_its_effective_symbols_only():
+    desired = desired_state(client(("EURUSD", "GBPUSD", "USDJPY"), monitoring=("AUDUSD",)), FREE)
+    assert desired.md_symbols == ("EURUSD", "GBPUSD", "AUDUSD")  # USDJPY is over the free limit
+
+
+def test_a_paused_user_keeps_its_config_but_loses_its_credentials():
+    desired = desired_state(client(paused=True), PRO)
+    assert desired.config.paused and not desired.credentials_active
+
+
+def test_subjects_are_named_by_the_one_subjects_module():
+    assert desired_state(client(), PRO).subjects["commands"] == "tc.alice.commands"
+
+
+@pytest.mark.parametrize("users, replicas", [(0, 1), (1, 1), (2000, 1), (2001, 2), (10_000, 5), (10**6, 8)])
+def test_worker_pool_grows_with_users_within_the_partitions(users, replicas):
+    assert reconcile.worker_pool_size(users) == replicas
+
+
+# ---------------------------------------------------------------------- status and conditions
+OK = ApplyOutcome(nats_ready=True, credentials_issued=True, credentials_secret="alice-agent")
+LIVE = AgentSeen(at_ms=NOW - 3000, version="0.1.0", terminal_connected=True, latency_ms=42.0)
+
+
+def test_a_provisioned_user_with_a_live_agent_is_ready():
+    tc = client()
+    status = status_for(tc, desired_state(tc, PRO), OK, LIVE, TradingClientStatus(), NOW)
+    assert status.phase == "Ready" and status.observed_generation == 3
+    assert conditions(status) == {"Ready": ("True", "Reconciled"), "NatsProvisioned": ("True", "Provisioned"),
+                                  "CredentialsIssued": ("True", "Issued"),
+                                  "AgentConnected": ("True", "Heartbeating"),
+                                  "TierCompliant": ("True", "WithinLimits")}
+    assert status.credentials_secret == "alice-agent" and status.latency_ms == 42.0
+    assert status.last_heartbeat == reconcile.rfc3339(NOW - 3000)
+    assert all(c.observed_generation == 3 for c in status.conditions)
+
+
+def test_over_the_tier_is_degraded_with_the_reason_and_the_amount():
+    tc = client(("EURUSD", "GBPUSD", "USDJPY"))
+    status = status_for(tc, desired_state(tc, FREE), OK, LIVE, TradingClientStatus(), NOW)
+    compliant = next(c for c in status.conditions if c.type == "TierCompliant")
+    assert (compliant.status, compliant.reason) == ("False", "TradingPairsOverLimit")
+    assert "allows 2 (1 over): USDJPY" in compliant.message and status.phase == "Degraded"
+
+
+@pytest.mark.parametrize("agent, expected", [
+    (AgentSeen(), ("Unknown", "NeverSeen")),
+    (AgentSeen(at_ms=NOW - 60_000, terminal_connected=True), ("False", "HeartbeatMissing")),
+    (AgentSeen(at_ms=NOW - 1000, terminal_connected=False), ("True", "TerminalDisconnected")),
+])
+def test_agent_connected_follows_the_heartbeats(agent, expected):
+    tc = client()
+    status = status_for(tc, desired_state(tc, PRO), OK, agent, TradingClientStatus(), NOW)
+    assert conditions(status)["AgentConnected"] == expected
+
+
+def test_a_failed_apply_is_not_ready_and_says_which_step_failed():
+    tc = client()
+    outcome = ApplyOutcome(nats_ready=False, credentials_issued=False, error="config entry: nats: timeout")
+    status = status_for(tc, desired_state(tc, PRO), outcome, AgentSeen(), TradingClientStatus(), NOW)
+    assert status.phase == "Provisioning"
+    assert conditions(status)["Ready"] == ("False", "NotReconciled")
+    assert next(c for c in status.conditions if c.type == "NatsProvisioned").message == "config entry: nats: timeout"
+
+
+def test_a_paused_user_is_paused_not_failed():
+    tc = client(paused=True)
+    outcome = ApplyOutcome(nats_ready=True, credentials_issued=False)
+    status = status_for(tc, desired_state(tc, PRO), outcome, AgentSeen(), TradingClientStatus(), NOW)
+    assert status.phase == "Paused" and conditions(status)["CredentialsIssued"] == ("False", "Paused")
+    assert conditions(status)["Ready"] == ("True", "Reconciled")
+
+
+def test_last_transition_time_moves_only_when_a_condition_changes():
+    tc = client()
+    desired = desired_state(tc, PRO)
+    first = status_for(tc, desired, OK, LIVE, TradingClientStatus(), NOW)
+    still_live = AgentSeen(at_ms=NOW + 58_000, terminal_connected=True)
+    later = status_for(tc, desired, OK, still_live, first, NOW + 60_000)
+    assert [c.last_transition_time for c in later.conditions] == [c.last_transition_time for c in first.conditions]
+    silent = reconcile.with_agent(later, AgentSeen(at_ms=NOW - 3000), NOW + 120_000)
+    changed = {c.type: c.last_transition_time for c in silent.conditions}
+    assert changed["AgentConnected"] == reconcile.rfc3339(NOW + 120_000)
+    assert changed["Ready"] == first.conditions[0].last_transition_time
+
+
+def test_an_invalid_spec_keeps_what_was_there_and_says_why():
+    previous = status_for(client(), desired_state(client(), PRO), OK, LIVE, TradingClientStatus(), NOW)
+    status = reconcile.invalid_status(4, ["spec.userId: 'Al' does not match"], previous, NOW)
+    assert status.phase == "Invalid" and status.observed_generation == 4
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec") and "spec.userId" in ready.message
+    assert status.effective_symbols == previous.effective_symbols
