@@ -1,0 +1,254 @@
+"""Idempotent appliers: each ``ensure_*`` makes one resource match what the core wants
+(``None``: must not exist) and says what it did. Running one twice changes nothing the
+second time; a resource deleted behind the operator's back comes back on the next run.
+
+The per-user JetStream resources: the command-delivery design (SPEC §2.2) gives a user no
+consumer of its own at rest — live commands go over a plain subscription, and the agent
+creates its short-lived ``catchup-<uid>`` consumer itself after a reconnect. So for a
+user the operator makes sure the shared streams that carry its subjects exist, and on
+delete purges its subjects from them and removes a catch-up consumer left behind.
+Execution reports and account history are kept on delete: they are the audit trail
+(they age out with the streams' max age).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+
+from mt5fleet.client import credentials as mt5_credentials
+from mt5fleet.operator.changes import Applied, Change
+from mt5fleet.operator.secret_store import SecretStore
+from mt5fleet.operator.tiers import Tier
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.v1 import config_pb2
+
+log = logging.getLogger("mt5fleet.operator.appliers")
+
+# Streams purged of a deleted user's subjects; TC_EXECUTIONS and TC_ACCOUNT are kept (audit).
+PURGED_ON_DELETE = (subjects.PRICES_STREAM, subjects.SYMBOLS_STREAM, subjects.HEARTBEAT_STREAM,
+                    subjects.COMMANDS_STREAM)
+USER_STREAMS = (subjects.PRICES_STREAM, subjects.ACCOUNT_STREAM, subjects.SYMBOLS_STREAM,
+                subjects.EXECUTIONS_STREAM, subjects.HEARTBEAT_STREAM, subjects.COMMANDS_STREAM)
+
+# Keys of the agent's bootstrap Secret.
+CREDS_KEY = "user.creds"
+PUBLIC_KEY_KEY = "user-public-key"
+DIGEST_KEY = "permissions-digest"
+AGENT_KEY_KEY = "agent.key"
+BOOTSTRAP_KEY = "bootstrap.json"
+CA_KEY = "ca.crt"
+
+
+def bootstrap_secret_name(user_id: str) -> str:
+    return f"mt5fleet-agent-{user_id}"
+
+
+@dataclass(frozen=True)
+class IssuedCredentials:
+    creds: bytes          # the .creds file: user JWT + NKey seed (secret)
+    public_key: str       # the user's NKey public key, for revocation
+
+
+class CredentialIssuer(Protocol):
+    """Issues and revokes per-user NATS credentials (JWT auth: see nats_accounts.py)."""
+
+    def digest(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> str: ...
+
+    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> IssuedCredentials: ...
+
+    async def revoke(self, public_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class CredentialRequest:
+    user_id: str
+    md_symbols: tuple[str, ...]
+    tier: Tier
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How an agent reaches NATS, written into its bootstrap Secret."""
+    nats_urls: tuple[str, ...]
+    ca_pem: bytes | None = None
+
+
+class UserAppliers:
+    def __init__(self, js: Any, secrets: SecretStore, issuer: CredentialIssuer, connection: Connection,
+                 layout: bootstrap.JetStreamLayout | None = None) -> None:
+        self.js, self.secrets, self.issuer, self.connection = js, secrets, issuer, connection
+        self.layout = layout or bootstrap.JetStreamLayout()
+        self._config_kv: Any = None
+
+    # ------------------------------------------------------------------ JetStream
+    async def ensure_user_streams(self, user_id: str, present: bool) -> Applied:
+        if present:
+            changes = [await bootstrap.ensure_stream(self.js, self.layout.stream(name)) for name in USER_STREAMS]
+            recreated = [c.name for c in changes if c.action is not bootstrap.Action.UNCHANGED]
+            return Applied("streams", Change.UPDATED if recreated else Change.UNCHANGED, ", ".join(recreated))
+        purged = 0
+        for name in PURGED_ON_DELETE:
+            try:
+                await self.js.purge_stream(name, subject=subjects.user_subjects_all(user_id))
+                purged += 1
+            except NotFoundError:
+                pass
+        try:
+            await self.js.delete_consumer(subjects.COMMANDS_STREAM, f"catchup-{user_id}")
+        except (NotFoundError, BadRequestError):
+            pass
+        return Applied("streams", Change.DELETED if purged else Change.UNCHANGED, f"purged {purged} stream(s)")
+
+    # ------------------------------------------------------------------ tc-config
+    async def ensure_config(self, user_id: str, config: config_pb2.ClientConfig | None, now_ms: int) -> Applied:
+        kv = await self._kv()
+        current = await _kv_get(kv, user_id)
+        if config is None:
+            if current is None:
+                return Applied("config", Change.UNCHANGED)
+            await kv.delete(user_id)
+            return Applied("config", Change.DELETED)
+        if current is not None and _same_config(current, config):
+            return Applied("config", Change.UNCHANGED)
+        stamped = config_pb2.ClientConfig()
+        stamped.CopyFrom(config)
+        stamped.updated_at = now_ms
+        await kv.put(user_id, stamped.SerializeToString())
+        change = Change.CREATED if current is None else Change.UPDATED
+        return Applied("config", change, f"generation {config.generation}")
+
+    async def _kv(self) -> Any:
+        if self._config_kv is None:
+            self._config_kv = await self.js.key_value(subjects.CONFIG_BUCKET)
+        return self._config_kv
+
+    async def repair_config_bucket(self) -> Change:
+        self._config_kv = None
+        return (await bootstrap.ensure_bucket(self.js, self.layout.bucket(subjects.CONFIG_BUCKET))).action
+
+    # ------------------------------------------------------------------ credentials + bootstrap Secret
+    async def ensure_credentials(self, user_id: str, request: CredentialRequest | None) -> Applied:
+        """Issue the user's JWT when it has none or its permissions changed; revoke it
+        when the user is paused or deleted (``request`` None)."""
+        name = bootstrap_secret_name(user_id)
+        stored = await self.secrets.get(name) or {}
+        old_key = stored.get(PUBLIC_KEY_KEY, b"").decode()
+        if request is None:
+            if not old_key:
+                return Applied("credentials", Change.UNCHANGED)
+            await self.issuer.revoke(old_key)
+            kept = {k: v for k, v in stored.items() if k not in (CREDS_KEY, PUBLIC_KEY_KEY, DIGEST_KEY)}
+            await self.secrets.put(name, kept)
+            return Applied("credentials", Change.DELETED, "revoked")
+        digest = self.issuer.digest(request.user_id, request.md_symbols, request.tier)
+        if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
+            return Applied("credentials", Change.UNCHANGED)
+        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier)
+        await self.secrets.put(name, {**stored, CREDS_KEY: issued.creds, PUBLIC_KEY_KEY: issued.public_key.encode(),
+                                      DIGEST_KEY: digest.encode()})
+        if old_key and old_key != issued.public_key:
+            await self.issuer.revoke(old_key)  # the old JWT carried the old permissions
+        return Applied("credentials", Change.UPDATED if old_key else Change.CREATED)
+
+    async def ensure_bootstrap_secret(self, user_id: str, present: bool) -> Applied:
+        """The agent's bootstrap: NATS URLs, CA, user id and its MT5-password key; the
+        credentials are added by ensure_credentials. Deleted with the user."""
+        name = bootstrap_secret_name(user_id)
+        stored = await self.secrets.get(name)
+        if not present:
+            return Applied(f"secret {name}", await self.secrets.delete(name))
+        data = dict(stored or {})
+        data.setdefault(AGENT_KEY_KEY, mt5_credentials.generate_key().encode())
+        data[BOOTSTRAP_KEY] = json.dumps({"user_id": user_id, "nats_urls": list(self.connection.nats_urls),
+                                          "inbox_prefix": f"_INBOX_{user_id}", "creds_file": CREDS_KEY,
+                                          "tls_ca": CA_KEY if self.connection.ca_pem else ""},
+                                         sort_keys=True).encode()
+        if self.connection.ca_pem:
+            data[CA_KEY] = self.connection.ca_pem
+        return Applied(f"secret {name}", await self.secrets.put(name, data, {"mt5fleet.io/user": user_id}))
+
+    async def sealed_password(self, user_id: str, login: int, server: str, password_ref: tuple[str, str],
+                              current: config_pb2.EncryptedCredentials | None) -> config_pb2.EncryptedCredentials:
+        """The MT5 password from the user's Secret, sealed under the agent's key; the
+        existing ciphertext is kept when it still opens to the same password (sealing
+        draws a fresh nonce, and a new ciphertext would look like a config change)."""
+        secret_name, secret_key = password_ref
+        source = await self.secrets.get(secret_name)
+        if source is None or secret_key not in source:
+            raise LookupError(f"Secret {secret_name} has no key {secret_key!r} (the MT5 password)")
+        password = mt5_credentials.Secret(source[secret_key].decode())
+        stored = await self.secrets.get(bootstrap_secret_name(user_id)) or {}
+        if AGENT_KEY_KEY not in stored:
+            raise LookupError(f"Secret {bootstrap_secret_name(user_id)} has no agent key yet")
+        key = mt5_credentials.AgentKey(base64.b64decode(stored[AGENT_KEY_KEY]), source="bootstrap secret")
+        if current is not None and current.ciphertext and current.login == login and current.server == server:
+            try:
+                if mt5_credentials.unseal(mt5_credentials.from_proto(current), key, login=login,
+                                          server=server) == password:
+                    return current
+            except mt5_credentials.CredentialError:
+                pass  # another key or a changed password: seal anew
+        sealed = mt5_credentials.seal(password, key, login=login, server=server)
+        return mt5_credentials.to_proto(sealed, login=login, server=server)
+
+    async def current_config(self, user_id: str) -> config_pb2.ClientConfig | None:
+        raw = await _kv_get(await self._kv(), user_id)
+        return config_pb2.ClientConfig.FromString(raw) if raw else None
+
+
+async def _kv_get(kv: Any, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    return entry.value or None
+
+
+def _same_config(raw: bytes, desired: config_pb2.ClientConfig) -> bool:
+    try:
+        current = config_pb2.ClientConfig.FromString(raw)
+    except Exception:  # an unreadable entry is drift: rewrite it
+        return False
+    current.updated_at = 0
+    return current == desired
+
+
+# ---------------------------------------------------------------------- worker pool
+class Scaler(Protocol):
+    """The adjustment-worker pool: a Deployment in a cluster, worker tasks in local mode."""
+
+    async def replicas(self) -> int | None: ...
+
+    async def scale(self, replicas: int) -> None: ...
+
+
+async def ensure_worker_replicas(scaler: Scaler, replicas: int) -> Applied:
+    current = await scaler.replicas()
+    if current == replicas:
+        return Applied("worker pool", Change.UNCHANGED, f"{replicas} replica(s)")
+    await scaler.scale(replicas)
+    return Applied("worker pool", Change.UPDATED, f"{current} -> {replicas} replica(s)")
+
+
+class DeploymentScaler:
+    """Scales the adjustment-worker Deployment through its scale subresource (the only
+    write the operator's RBAC grants on Deployments)."""
+
+    def __init__(self, apps_api: Any, namespace: str, name: str) -> None:
+        self.api, self.namespace, self.name = apps_api, namespace, name
+
+    async def replicas(self) -> int | None:
+        scale = await asyncio.to_thread(self.api.read_namespaced_deployment_scale, self.name, self.namespace)
+        return scale.spec.replicas
+
+    async def scale(self, replicas: int) -> None:
+        await asyncio.to_thread(self.api.patch_namespaced_deployment_scale, self.name, self.namespace,
+                                {"spec": {"replicas": replicas}})
