@@ -481,6 +481,59 @@ def test_partial_close_uses_the_position_volume_when_known() -> None:
     assert "volume of position 102 is unknown: close all of it" in cmds[1].adjustment_reason
 
 
+def test_partial_close_rounds_down_to_the_step_and_never_below_the_minimum() -> None:
+    # 33% of 0.25 lots is 0.0825: 0.08 on a 0.01 step, never the 0.09 nearest would give.
+    (cmd, _) = commands(adjust(close_signal(close_fraction=0.33), user(positions=POSITIONS, volumes={101: 0.25}), NOW))
+    assert cmd.lot_size == 0.08 and cmd.position_ticket == 101
+    # A broker with a 0.10 lot minimum: 0.08 is raised to 0.10 (0.15 stays open).
+    tenth = {**SPECS, "EURUSD": spec(volume_min=0.1)}
+    (cmd, _) = commands(adjust(close_signal(close_fraction=0.33),
+                               user(positions=POSITIONS, volumes={101: 0.25}, specs=tenth), NOW))
+    assert cmd.lot_size == 0.1
+    assert cmd.adjustment_reason == "close 33% of position 101: 0.1 of 0.25 lots"
+
+
+def test_partial_close_that_would_leave_less_than_the_minimum_closes_everything() -> None:
+    tenth = {**SPECS, "EURUSD": spec(volume_min=0.1)}
+    # 70% of 0.25 = 0.175 -> 0.17, leaving 0.08: below 0.10, a position the broker could not close on its own.
+    (cmd, _) = commands(adjust(close_signal(close_fraction=0.7),
+                               user(positions=POSITIONS, volumes={101: 0.25}, specs=tenth), NOW))
+    assert cmd.lot_size == 0.0
+    assert "would leave 0.08 lots, below the broker's minimum 0.1: close all of it" in cmd.adjustment_reason
+    # Exactly the minimum left is fine: 60% of 0.25 = 0.15, leaving 0.10.
+    (cmd, _) = commands(adjust(close_signal(close_fraction=0.6),
+                               user(positions=POSITIONS, volumes={101: 0.25}, specs=tenth), NOW))
+    assert cmd.lot_size == 0.15
+
+
+def test_partial_close_without_the_spec_closes_everything() -> None:
+    # Closing is allowed without the user's spec, but then no lot fits the broker's step.
+    (cmd, _) = commands(adjust(close_signal(close_fraction=0.5),
+                               user(positions=POSITIONS, volumes={101: 0.30}, specs={}), NOW))
+    assert cmd.lot_size == 0.0 and "volume step is unknown" in cmd.adjustment_reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(fraction=st.floats(0.01, 0.99), steps=st.integers(1, 100), step=st.sampled_from([0.01, 0.1, 1.0]),
+       min_steps=st.integers(1, 20))
+def test_partial_close_lot_property(fraction: float, steps: int, step: float, min_steps: int) -> None:
+    volume_min = float(Decimal(repr(step)) * min_steps)
+    volume = float(Decimal(repr(step)) * max(steps, min_steps))   # a position the broker accepted
+    specs = {**SPECS, "EURUSD": spec(volume_step=step, volume_min=volume_min, volume_max=100_000.0)}
+    (cmd, _) = commands(adjust(close_signal(close_fraction=fraction),
+                               user(positions=POSITIONS, volumes={101: volume}, specs=specs), NOW))
+    lots = Decimal(repr(cmd.lot_size))
+    if lots == 0:   # all of it: asking for a partial lot would have left less than the minimum
+        asked = max(Decimal(repr(fraction * volume)) // Decimal(repr(step)) * Decimal(repr(step)),
+                    Decimal(repr(volume_min)))
+        assert Decimal(repr(volume)) - asked < Decimal(repr(volume_min)) * Decimal("1.000001")
+        return
+    assert lots % Decimal(repr(step)) == 0                                   # on the broker's grid
+    assert lots >= Decimal(repr(volume_min))                                 # the broker accepts it
+    assert lots <= max(Decimal(repr(fraction * volume)) * Decimal("1.000001"), Decimal(repr(volume_min)))
+    assert Decimal(repr(volume)) - lots >= Decimal(repr(volume_min))         # what stays open can be closed
+
+
 def test_a_position_reported_twice_is_closed_once() -> None:
     twice = {"sig-open": (("mf1opened-a", 101), ("mf1opened-a", 101))}
     assert len(commands(adjust(close_signal(), user(positions=twice), NOW))) == 1

@@ -220,7 +220,7 @@ def test_conversion_rates() -> None:
     (0.0, 0.30, 0.0),          # 0: all of it
     (1.0, 0.30, 0.0),
     (0.5, 0.30, 0.15),
-    (0.5, 0.03, 0.02),         # 0.015 -> nearest step, half up
+    (0.5, 0.03, 0.01),         # 0.015 -> rounded down to the step: never more than asked
     (0.1, 0.05, 0.01),         # 0.005 -> 0.01: never 0, which would close everything
     (0.5, 0.01, 0.0),          # rounds to the whole position
     (0.5, None, 0.0),          # volume unknown: the whole position

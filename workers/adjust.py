@@ -22,7 +22,8 @@ from mt5fleet.workers.policy import Skip, SkipReason, UserState, first_skip
 from mt5fleet.workers.sizing import close_lots, lot_size
 
 # Skip and SkipReason live with the eligibility gates in ``policy``; callers import them here.
-__all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "to_proto"]
+__all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "close_command_id",
+           "to_proto"]
 
 DEFAULT_COMMAND_TTL_MS = 60_000
 
@@ -276,8 +277,14 @@ def _build_close(signal: Signal, user: UserState, now: int, expires: int) -> Res
         commands.append(to_proto(_base_command(
             signal, user, now, expires, type=CommandType.CLOSE_POSITION, lot_size=lots, position_ticket=ticket,
             target_command_id=opened_by, adjustment_reason=why,
-            command_id=ids.command_id_for(signal.signal_id, user.user_id, f"close:{ticket}"))))
+            command_id=close_command_id(signal.signal_id, user.user_id, ticket))))
     return Adjusted(tuple(commands), tuple(notes))
+
+
+def close_command_id(signal_id: str, user_id: str, ticket: int) -> str:
+    """The id of the command closing (part of) ``ticket`` for a CLOSE signal. The position
+    index recomputes it to match a close report that names no ticket (netting accounts)."""
+    return ids.command_id_for(signal_id, user_id, f"close:{ticket}")
 
 
 def _build_close_all(signal: Signal, user: UserState, now: int, expires: int) -> Result:

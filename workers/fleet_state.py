@@ -13,12 +13,13 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import api
 
 from mt5fleet.proto import subjects
-from mt5fleet.proto.domain import AccountSnapshot, ExecutionStatus, Quote, SymbolSpecInfo
+from mt5fleet.proto.domain import AccountSnapshot, CommandType, Execution, ExecutionStatus, Quote, SymbolSpecInfo
 from mt5fleet.proto.tasks import within
 from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
@@ -29,7 +30,8 @@ from mt5fleet.proto.validation import (
     check_symbol_specs,
     decode,
 )
-from mt5fleet.workers.policy import UserState, policy_from_config
+from mt5fleet.workers.adjust import close_command_id
+from mt5fleet.workers.policy import PositionRef, UserState, policy_from_config
 
 log = logging.getLogger("mt5fleet.worker.state")
 
@@ -47,7 +49,7 @@ class FleetState:
         self.quotes: dict[str, dict[str, Quote]] = defaultdict(dict)
         self.specs: dict[str, dict[str, SymbolSpecInfo]] = {}
         self.accounts: dict[str, AccountSnapshot] = {}
-        self.positions: dict[str, dict[str, list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
+        self.positions: dict[str, PositionBook] = {}
         self.stopped_out: set[str] = set()
         self._subscriptions: list[Any] = []
 
@@ -59,10 +61,12 @@ class FleetState:
                 if partition is None or subjects.partition_of(uid, partitions) == partition]
 
     def user_state(self, user_id: str) -> UserState:
-        positions = {signal: tuple(refs) for signal, refs in self.positions.get(user_id, {}).items()}
+        book = self.positions.get(user_id)
         return UserState(policy=policy_from_config(self.configs[user_id]), quotes=self.quotes.get(user_id, {}),
                          specs=self.specs.get(user_id, {}), account=self.accounts.get(user_id),
-                         stopped_out=user_id in self.stopped_out, positions_by_signal=positions)
+                         stopped_out=user_id in self.stopped_out,
+                         positions_by_signal=book.by_signal() if book is not None else {},
+                         position_volumes=book.volumes() if book is not None else {})
 
     # ------------------------------------------------------------------ following JetStream
     async def follow(self, js: Any) -> None:
@@ -129,11 +133,92 @@ class FleetState:
     def on_execution(self, subject: str, raw: bytes) -> None:
         user_id, _ = subjects.parse_user_subject(subject)
         report = check_execution(decode(execution_pb2.ExecutionReport, raw), self.now_ms())
-        if report.status in (ExecutionStatus.FILLED, ExecutionStatus.PARTIAL) and report.signal_id \
-                and report.position_ticket and report.command_type.opens:
-            refs = self.positions[user_id][report.signal_id]
-            if (report.command_id, report.position_ticket) not in refs:
-                refs.append((report.command_id, report.position_ticket))
+        self.positions.setdefault(user_id, PositionBook(user_id)).apply(report)
+
+
+@dataclass(slots=True)
+class OpenPosition:
+    """One MT5 position the fleet's commands opened, as the agent's reports tell it."""
+
+    ticket: int
+    symbol: str | None
+    volume: float                                                       # lots still open
+    opened_by: list[tuple[str, str]] = field(default_factory=list)      # (signal id, command id) per opening
+    counted: set[str] = field(default_factory=set)                      # command ids already applied
+
+
+class PositionBook:
+    """One user's open positions by ticket, kept from that user's execution reports. No I/O.
+
+    * A FILLED/PARTIAL opening report with a position ticket adds its filled volume (a
+      second opening on the same ticket, a netting account adding to its one position,
+      adds to it and lists the position under that signal too).
+    * A FILLED/PARTIAL CLOSE report takes its filled volume off the position it names: by
+      ticket, or, when the agent names none (on a netting account the closing deal names
+      no position), by the close command id, which is derived from (signal, user, ticket).
+      A position with nothing left is dropped.
+    * A FILLED CLOSE_ALL drops every position of its symbol (all, without a symbol). A
+      PARTIAL one drops none: the report does not say which closed, and a later close the
+      agent refuses ("no open position matches") costs less than an open position the
+      index forgot.
+    * A report is applied once per command id, so reading the stream twice changes nothing.
+
+    Positions closed by the broker (SL/TP hit) or by the agent itself (stop-out, weekend
+    close) send no report; a close for them is refused by the agent, harmlessly.
+    """
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.positions: dict[int, OpenPosition] = {}
+
+    def apply(self, report: Execution) -> None:
+        if report.status not in (ExecutionStatus.FILLED, ExecutionStatus.PARTIAL):
+            return
+        if report.command_type.opens:
+            self._opened(report)
+        elif report.command_type is CommandType.CLOSE_POSITION:
+            self._closed(report)
+        elif report.command_type is CommandType.CLOSE_ALL and report.status is ExecutionStatus.FILLED:
+            self.positions = {ticket: position for ticket, position in self.positions.items()
+                              if report.symbol is not None and position.symbol != report.symbol}
+
+    def by_signal(self) -> dict[str, tuple[PositionRef, ...]]:
+        refs: dict[str, list[PositionRef]] = defaultdict(list)
+        for position in self.positions.values():
+            for signal_id, command_id in position.opened_by:
+                refs[signal_id].append((command_id, position.ticket))
+        return {signal_id: tuple(pairs) for signal_id, pairs in refs.items()}
+
+    def volumes(self) -> dict[int, float]:
+        return {ticket: position.volume for ticket, position in self.positions.items()}
+
+    def _opened(self, report: Execution) -> None:
+        if not (report.signal_id and report.position_ticket):
+            return  # a placed pending order: no position yet, nothing to close
+        position = self.positions.setdefault(
+            report.position_ticket, OpenPosition(report.position_ticket, report.symbol, 0.0))
+        if report.command_id in position.counted:
+            return
+        position.counted.add(report.command_id)
+        position.opened_by.append((report.signal_id, report.command_id))
+        position.volume = round(position.volume + report.filled_volume, 8)
+
+    def _closed(self, report: Execution) -> None:
+        position = self._closed_position(report)
+        if position is None or report.command_id in position.counted:
+            return
+        position.counted.add(report.command_id)
+        position.volume = round(position.volume - report.filled_volume, 8)
+        if position.volume <= 0:
+            del self.positions[position.ticket]
+
+    def _closed_position(self, report: Execution) -> OpenPosition | None:
+        if report.position_ticket:
+            return self.positions.get(report.position_ticket)
+        if not report.signal_id:
+            return None
+        return next((position for ticket, position in self.positions.items()
+                     if close_command_id(report.signal_id, self.user_id, ticket) == report.command_id), None)
 
 
 def _guarded(handler: Callable[[str, bytes], None]) -> Callable[[Any], Any]:

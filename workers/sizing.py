@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from mt5fleet.proto.domain import AccountSnapshot, Quote, SymbolSpecInfo
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
@@ -165,20 +165,27 @@ def floor_to_step(lots: float, step: float, *, tolerance: bool = True) -> float:
 
 
 def close_lots(fraction: float, volume: float | None, spec: SymbolSpecInfo | None, ticket: int) -> tuple[float, str]:
-    """Lots to close of one position; 0 means all of it (the agent's convention)."""
+    """Lots to close of one position; 0 means all of it (the agent's convention).
+
+    A partial close is ``fraction`` x the position's volume rounded DOWN to the broker's
+    volume step (rounding never closes more than the signal asked), raised to volume_min
+    (a 0-lot CLOSE would close everything, and the broker refuses less than its minimum).
+    If what would stay open is below volume_min the broker could never close it on its
+    own, so the whole position is closed instead. Without the volume or the spec no
+    valid partial lot can be computed, and closing all is the side that reduces risk.
+    """
     if fraction <= 0 or fraction >= 1:
         return 0.0, f"close all of position {ticket}"
     if volume is None or volume <= 0:
         return 0.0, f"close {fraction:.0%} asked, but the volume of position {ticket} is unknown: close all of it"
-    lots = fraction * volume
-    if spec is not None:
-        # To the nearest step, and never 0: a 0-lot CLOSE would close everything.
-        step = _dec(spec.volume_step)
-        lots = max(float((_dec(lots) / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step), spec.volume_min)
-    else:
-        lots = max(round(lots, 8), 1e-8)   # never 0: that would close everything
-    if lots >= volume:
-        return 0.0, f"close {fraction:.0%} of position {ticket} ({volume:g} lots) rounds to all of it"
+    if spec is None:
+        return 0.0, (f"close {fraction:.0%} asked, but the broker's volume step is unknown: "
+                     f"close all of position {ticket}")
+    lots = max(floor_to_step(fraction * volume, spec.volume_step), spec.volume_min)
+    remainder = _dec(volume) - _dec(lots)
+    if remainder < _dec(spec.volume_min) * (1 - _STEP_TOLERANCE):
+        return 0.0, (f"close {fraction:.0%} of position {ticket} ({volume:g} lots) would leave {float(remainder):g} "
+                     f"lots, below the broker's minimum {spec.volume_min:g}: close all of it")
     return lots, f"close {fraction:.0%} of position {ticket}: {lots:g} of {volume:g} lots"
 
 
