@@ -31,7 +31,9 @@ SYMBOL_PATTERN = subjects.SYMBOL_RE.pattern
 TIER_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 MAX_SYMBOLS = 64
-SYMBOL_ITEMS = {"pattern": SYMBOL_PATTERN}
+# maxLength is the pattern's longest match, stated: the API server estimates a CEL rule's
+# cost from it (an unbounded string would put the symbol rules over the cost budget).
+SYMBOL_ITEMS = {"pattern": SYMBOL_PATTERN, "maxLength": 16}
 
 SizingModeName = Literal["riskPercent", "fixedLot", "balanceMultiplier", "equityMultiplier"]
 AccountTypeName = Literal["demo", "live"]
