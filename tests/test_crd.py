@@ -55,7 +55,7 @@ def draft4(schema: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def validator() -> Any:
-    import jsonschema as jsonschema
+    import jsonschema
     schema = draft4(openapi_schema())
     jsonschema.Draft4Validator.check_schema(schema)
     return jsonschema.Draft4Validator(schema)
@@ -163,7 +163,7 @@ def test_entry_point_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("version", [OLDEST_KUBERNETES, "latest"])
 def test_crd_is_a_valid_apiextensions_v1_object(version: str) -> None:
-    import kubernetes_validate as kubernetes_validate
+    import kubernetes_validate
     version = kubernetes_validate.latest_version() if version == "latest" else version
     kubernetes_validate.validate(crd.build(), version, strict=True)  # raises with the offending path
 
@@ -238,7 +238,7 @@ def test_metadata_is_left_to_the_api_server() -> None:
 
 
 def test_defaults_are_valid_values_of_their_own_fields() -> None:
-    import jsonschema as jsonschema
+    import jsonschema
     for _, node in schema_nodes(openapi_schema()):
         if "default" in node:
             filled = apply_defaults(node, node["default"])
@@ -288,7 +288,7 @@ def test_examples_cover_the_demo() -> None:
 
 
 def test_examples_other_objects_are_valid_kubernetes_objects() -> None:
-    import kubernetes_validate as kubernetes_validate
+    import kubernetes_validate
     others = [doc for doc in load_examples() if doc.get("kind") != models.KIND]
     assert {doc["kind"] for doc in others} == {"Secret"}
     for doc in others:
@@ -524,7 +524,7 @@ def test_a_valid_spec_from_the_models_is_accepted_by_both(validator: Any, spec: 
 
 @pytest.fixture(scope="module")
 def cel_rules() -> list[tuple[Any, str]]:
-    import celpy as celpy
+    import celpy
     env = celpy.Environment()
     return [(env.program(env.compile(rule)), message) for rule, message in models.CEL_RULES]
 
