@@ -1,19 +1,31 @@
-"""`mt5fleet worker adjust` as Kubernetes runs it: probes and metrics answer, and SIGTERM
-hands the partitions over at once and exits 0."""
+"""`mt5fleet worker adjust|marketdata|feedback|health` as Kubernetes runs them: probes and
+real Prometheus metrics answer, each worker turns real input into its output, SIGTERM
+exits 0 within seconds (adjust hands its partitions over at once), and a worker whose
+work fails exits non-zero."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Callable
 
 import nats
+from factories import execution, heartbeat
+from prometheus_client.parser import text_string_to_metric_families
 
+from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.v1 import market_data_pb2
+from mt5fleet.proto.validation import check_market_data
+
+WEDNESDAY = 1_795_014_000_000  # 10:00 New York: the FX market is open
 
 
 def _free_port() -> int:
@@ -62,6 +74,153 @@ async def test_adjust_worker_process_probes_metrics_and_sigterm(fresh_nats_serve
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------ marketdata, feedback, health
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class WorkerProcess:
+    """``mt5fleet worker <kind>`` as a subprocess, with its HTTP endpoints."""
+
+    def __init__(self, kind: str, server_url: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mt5fleet.proto.cli", "worker", kind, "--server", server_url,
+             "--http-host", "127.0.0.1", "--http-port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+    def get(self, path: str) -> tuple[int, str]:
+        return _get(f"http://127.0.0.1:{self.port}{path}")
+
+    def samples(self) -> Samples:
+        """Every sample of /metrics, parsed as Prometheus parses the exposition."""
+        families = text_string_to_metric_families(self.get("/metrics")[1])
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples}
+
+    async def wait_for(self, condition: Callable[[Samples], bool], what: str, timeout_s: float = 15.0) -> Samples:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.communicate()[0]
+            try:
+                samples = self.samples()
+                if condition(samples):
+                    return samples
+            except OSError:  # not listening yet
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def assert_probes(self) -> None:
+        assert self.get("/healthz")[0] == 200
+        assert self.get("/readyz") == (200, json.dumps({"nats": True}))
+
+    def terminate(self) -> str:
+        """SIGTERM; the worker must exit 0 within a few seconds. Returns its output."""
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=5)
+        assert self.process.returncode == 0, output
+        return output
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+async def _bootstrapped(url: str):
+    client = await nats.connect(url)
+    await bootstrap.bootstrap(client.jetstream(), subjects.build_layout())
+    return client
+
+
+async def test_marketdata_worker_process_publishes_the_simulated_feed(fresh_nats_server):
+    client = await _bootstrapped(fresh_nats_server.url)
+    js = client.jetstream()
+    # The simulated feed is silent while the market is closed: start its clock on a Wednesday.
+    worker = WorkerProcess("marketdata", fresh_nats_server.url, "--symbols", "EURUSD,GBPUSD",
+                           env={"MT5FLEET_SIM_START_MS": str(WEDNESDAY)})
+    try:
+        samples = await worker.wait_for(
+            lambda s: (_value(s, "mt5fleet_marketdata_published_total", kind="market_data") or 0) >= 2,
+            "market data published")
+        assert _value(samples, "mt5fleet_marketdata_ticks_total") >= 2
+        worker.assert_probes()
+        feed = ReferenceFeed(seed=1)
+        for symbol in ("EURUSD", "GBPUSD"):
+            stored = await js.get_msg(subjects.MARKET_DATA_STREAM, subject=subjects.market_data_subject(symbol),
+                                      direct=True)
+            message = market_data_pb2.ClientMarketData.FromString(stored.data)
+            data = check_market_data(message, message.timestamp)
+            assert data.symbol == symbol
+            # Stamped with the feed's clock, priced by the seeded reference feed at that time.
+            assert WEDNESDAY <= message.timestamp < WEDNESDAY + 60_000
+            recent = {feed.quote(symbol, t) for t in range(message.timestamp - 2_000, message.timestamp + 1, 50)}
+            assert (message.bid, message.ask) in recent
+        worker.terminate()
+    finally:
+        worker.kill()
+        await client.close()
+
+
+async def test_feedback_worker_process_turns_a_report_into_metrics(fresh_nats_server):
+    client = await _bootstrapped(fresh_nats_server.url)
+    worker = WorkerProcess("feedback", fresh_nats_server.url)
+    try:
+        await worker.wait_for(lambda s: _value(s, "mt5fleet_fleet_invalid_reports_total") == 0, "the metrics")
+        worker.assert_probes()
+        now = _now_ms()
+        report = execution(received_at=now - 400, executed_at=now - 300, command_created_at=now - 500,
+                           signal_created_at=now - 1_000, slippage_points=2.0, slippage_reference_points=14.0)
+        await client.jetstream().publish(subjects.user_subject("alice", subjects.Channel.EXECUTIONS),
+                                         report.SerializeToString())
+        samples = await worker.wait_for(
+            lambda s: _value(s, "mt5fleet_fleet_executions_total", status="filled", reason="") == 1, "the report")
+        # 14 points worse than the reference lands in the (10, 20] bucket. (No _sum: the
+        # client library leaves it out of histograms with negative buckets.)
+        assert _value(samples, "mt5fleet_fleet_slippage_points_count", against="reference") == 1
+        assert _value(samples, "mt5fleet_fleet_slippage_points_bucket", against="reference", le="10.0") == 0
+        assert _value(samples, "mt5fleet_fleet_slippage_points_bucket", against="reference", le="20.0") == 1
+        assert _value(samples, "mt5fleet_fleet_latency_seconds_sum", leg="agent_to_fill") == 0.1
+        assert _value(samples, "mt5fleet_fleet_latency_seconds_sum", leg="signal_to_fill") == 0.7
+        worker.terminate()
+    finally:
+        worker.kill()
+        await client.close()
+
+
+async def test_health_worker_process_exports_each_agents_heartbeat(fresh_nats_server):
+    client = await _bootstrapped(fresh_nats_server.url)
+    worker = WorkerProcess("health", fresh_nats_server.url)
+    try:
+        await worker.wait_for(lambda s: _value(s, "mt5fleet_fleet_invalid_heartbeats") == 0, "the metrics")
+        worker.assert_probes()
+        beat = heartbeat(user_id="bob", timestamp=_now_ms(), outbox_depth=4, last_command_latency_ms=87.5)
+        await client.jetstream().publish(subjects.user_subject("bob", subjects.Channel.HEARTBEAT),
+                                         beat.SerializeToString())
+        samples = await worker.wait_for(
+            lambda s: _value(s, "mt5fleet_fleet_agent_connected", user_id="bob") == 1, "bob's heartbeat")
+        assert _value(samples, "mt5fleet_fleet_outbox_depth", user_id="bob") == 4
+        assert _value(samples, "mt5fleet_fleet_command_latency_ms", user_id="bob") == 87.5
+        assert 0 <= _value(samples, "mt5fleet_fleet_heartbeat_age_seconds", user_id="bob") < 15
+        worker.terminate()
+    finally:
+        worker.kill()
+        await client.close()
+
+
+async def test_a_worker_whose_work_fails_exits_non_zero_with_the_cause(fresh_nats_server):
+    # No bootstrap: the feedback worker's durable consumer does not exist.
+    worker = WorkerProcess("feedback", fresh_nats_server.url)
+    try:
+        output, _ = worker.process.communicate(timeout=15)
+    finally:
+        worker.kill()
+    assert worker.process.returncode != 0
+    assert "work ended by itself" in output and "stream not found" in output, output

@@ -3,6 +3,12 @@
 Each connects to NATS, serves ``/metrics``, ``/healthz`` (liveness: the event loop answers)
 and ``/readyz`` (readiness: NATS connected) for Kubernetes probes, and on SIGTERM stops
 taking work, hands its partitions over (adjust), drains the NATS connection and exits 0.
+If its work ends by itself (a crash), it cleans up the same way and exits non-zero, so
+Kubernetes restarts it and says why.
+
+The simulated market-data feed follows the wall clock, so it is silent while the FX
+market is closed; ``$MT5FLEET_SIM_START_MS`` (unix ms) starts its clock at another
+instant instead (a demo or a test at the weekend).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from mt5fleet.client.clock import AcceleratedClock, Clock, SystemClock, now_ms
 from mt5fleet.proto import natsconn
 from mt5fleet.proto.tasks import cancel_and_wait
 
@@ -65,13 +72,18 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
     if options.kind == "marketdata":
         from mt5fleet.workers.marketdata_service import MarketDataWorker
 
-        feed = _feed(options)
-        worker = MarketDataWorker(nc, feed)
+        feed, clock = _feed(options)
+        # Timestamps from the feed's clock: a simulated instant and the wall clock must not mix.
+        worker = MarketDataWorker(nc, feed, now_ms=lambda: now_ms(clock))
         return Service(worker.metrics.registry, worker.run, feed.close)
     raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback or health")
 
 
-def _feed(options: WorkerOptions) -> Any:
+SIM_START_ENV = "MT5FLEET_SIM_START_MS"
+
+
+def _feed(options: WorkerOptions) -> tuple[Any, Clock]:
+    """The reference feed and the clock its ticks are stamped with."""
     if options.feed == "oanda":
         from mt5fleet.workers.feeds import OandaConfig, OandaPricingStream
 
@@ -79,12 +91,23 @@ def _feed(options: WorkerOptions) -> Any:
         if not token or not options.oanda_account:
             raise ValueError("the OANDA feed needs --oanda-account and the OANDA_TOKEN environment variable")
         return OandaPricingStream(OandaConfig.for_environment(
-            options.oanda_environment, account_id=options.oanda_account, token=token, symbols=options.symbols))
-    from mt5fleet.client.clock import SystemClock
+            options.oanda_environment, account_id=options.oanda_account, token=token,
+            symbols=options.symbols)), SystemClock()
     from mt5fleet.client.sim.feed import ReferenceFeed
     from mt5fleet.workers.feeds import SimulatedFeed
 
-    return SimulatedFeed(ReferenceFeed(seed=1), options.symbols or None, clock=SystemClock())
+    clock = _simulated_clock(os.environ.get(SIM_START_ENV, ""))
+    return SimulatedFeed(ReferenceFeed(seed=1), options.symbols or None, clock=clock), clock
+
+
+def _simulated_clock(start_ms: str) -> Clock:
+    if not start_ms:
+        return SystemClock()
+    try:
+        start = int(start_ms)
+    except ValueError:
+        raise ValueError(f"{SIM_START_ENV} must be unix milliseconds, not {start_ms!r}") from None
+    return AcceleratedClock(start / 1000, 1.0)  # real-time speed from that instant
 
 
 async def _forever() -> None:
@@ -123,10 +146,16 @@ async def run_worker(options: WorkerOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    work = asyncio.create_task(service.run())
-    await asyncio.wait({work, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("stopping the %s worker", options.kind)
+    work = asyncio.create_task(service.run(), name=f"{options.kind}-work")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    crashed = work.done() and not stop.is_set()
+    log.info("stopping the %s worker%s", options.kind, " after its work ended by itself" if crashed else "")
     await service.stop()
-    await cancel_and_wait([work])
+    await cancel_and_wait([work, stopping])
     await nc.drain()
     await runner.cleanup()
+    if crashed:
+        # Exit non-zero with the cause: a worker that quietly stopped working would look healthy.
+        work.result()  # re-raises the work's exception, if it had one
+        raise RuntimeError(f"the {options.kind} worker's work ended without being asked to stop")

@@ -71,6 +71,10 @@ class FeedbackWorker:
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
+        # Binding does not check that the consumer exists, and fetching from a missing one
+        # fails like a reconnect, which the loop rides out: without this check a worker
+        # started before the bootstrap would count nothing, forever, and look healthy.
+        await self.js.consumer_info(subjects.EXECUTIONS_STREAM, subjects.EXECUTIONS_CONSUMER)
         subscription = await self.js.pull_subscribe_bind(durable=subjects.EXECUTIONS_CONSUMER,
                                                          stream=subjects.EXECUTIONS_STREAM)
         try:
