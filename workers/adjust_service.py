@@ -93,6 +93,7 @@ class AdjustWorker:
     async def _pull(self, partition: int) -> None:
         subscription = await self.js.pull_subscribe_bind(durable=subjects.adjust_consumer(partition),
                                                          stream=subjects.SIGNALS_STREAM)
+        failures = 0
         try:
             while self._still_owns(partition):
                 try:
@@ -100,9 +101,13 @@ class AdjustWorker:
                 except TimeoutError:
                     continue
                 except Exception as exc:  # NATS reconnecting: the consumer keeps our place
-                    log.debug("fetch on partition %d: %s", partition, exc)
+                    failures += 1
+                    # Said once loudly (a missing consumer never heals by itself), then quietly.
+                    (log.warning if failures == 1 else log.debug)("fetch on partition %d: %r", partition, exc)
+                    self.metrics.fetch_errors.inc()
                     await asyncio.sleep(0.5)
                     continue
+                failures = 0
                 for message in messages:
                     await self._handle(partition, message)
         finally:

@@ -24,6 +24,9 @@ class AdjustMetrics:
         self.adjust_time = Histogram("mt5fleet_worker_adjust_seconds",
                                      "Adjusting one signal for every user of a partition and publishing",
                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.fetch_errors = Counter("mt5fleet_worker_fetch_errors_total",
+                                    "Failed pulls from a partition's consumer (NATS away, consumer missing)",
+                                    registry=r)
         self.partitions = Gauge("mt5fleet_worker_partitions_owned", "User partitions this replica owns",
                                 registry=r)
         self.users = Gauge("mt5fleet_worker_users_known", "Users with a ClientConfig in this worker's state",
