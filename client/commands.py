@@ -202,8 +202,10 @@ class CommandPipeline:
                 self.last_latency_ms = latency * 1000
                 self.metrics.command_latency.labels(STAGE_SIGNAL_TO_EXECUTED).observe(max(latency, 0))
             if outcome.fill_price is not None:
-                self.metrics.slippage.labels("adjusted").observe(outcome.slippage_points)
-                self.metrics.slippage.labels("reference").observe(outcome.slippage_reference_points)
+                for against, points in (("adjusted", outcome.slippage_points),
+                                        ("reference", outcome.slippage_reference_points)):
+                    self.metrics.slippage.labels(against).observe(points)
+                    self.metrics.slippage_net.labels(against).inc(points)
         else:
             self.metrics.rejected.labels("broker" if outcome.status == "REJECTED" else "terminal").inc()
 

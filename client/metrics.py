@@ -45,6 +45,9 @@ class AgentMetrics:
             "mt5fleet_agent_slippage_points",
             "Fill slippage in points (positive = worse for the trader), against the adjusted or the "
             "reference price", ["against"], buckets=SLIPPAGE_BUCKETS, registry=r)
+        # The histogram's _sum is not exported with negative buckets: the net sum is.
+        self.slippage_net = Gauge(
+            "mt5fleet_agent_slippage_points_net", "Sum of fill slippage in points", ["against"], registry=r)
         self.commands = Counter(
             "mt5fleet_agent_commands_total", "Commands handled, by outcome status", ["status"], registry=r)
         self.rejected = Counter(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+from prometheus_client import generate_latest
 
 from mt5fleet.proto import bootstrap, subjects
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
@@ -37,6 +38,8 @@ async def test_reports_become_slippage_and_latency_histograms(fresh_nats_server)
     m = worker.metrics
     assert m.invalid._value.get() == 1
     assert m.slippage.labels("reference")._sum.get() == 12.0
+    exposition = generate_latest(m.registry).decode()  # what Prometheus scrapes: averages need the net sum
+    assert 'mt5fleet_fleet_slippage_points_net{against="reference"} 12.0' in exposition
     assert abs(m.latency.labels("signal_to_worker")._sum.get() - 0.1) < 1e-9
     assert abs(m.latency.labels("worker_to_agent")._sum.get() - 0.05) < 1e-9
     assert abs(m.latency.labels("agent_to_fill")._sum.get() - 0.05) < 1e-9

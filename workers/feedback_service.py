@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import Execution, ExecutionStatus
@@ -33,6 +33,10 @@ class FeedbackMetrics:
         self.slippage = Histogram("mt5fleet_fleet_slippage_points",
                                   "Fill slippage in points (positive = worse), against the adjusted or reference price",
                                   ["against"], buckets=SLIPPAGE_BUCKETS, registry=r)
+        # prometheus_client drops a histogram's _sum when a bucket is negative: the net
+        # sum is exported here so that averages (net / count) can still be computed.
+        self.slippage_net = Gauge("mt5fleet_fleet_slippage_points_net", "Sum of fill slippage in points",
+                                  ["against"], registry=r)
         self.latency = Histogram("mt5fleet_fleet_latency_seconds",
                                  "Command latency by leg: signal_to_worker, worker_to_agent, agent_to_fill, "
                                  "signal_to_fill", ["leg"], buckets=LATENCY_BUCKETS, registry=r)
