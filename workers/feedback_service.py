@@ -48,8 +48,10 @@ def record(metrics: FeedbackMetrics, report: Execution) -> None:
     status = report.status.name.lower()
     metrics.executions.labels(status, report.reject_code or "").inc()
     if report.status in (ExecutionStatus.FILLED, ExecutionStatus.PARTIAL) and report.fill_price:
-        metrics.slippage.labels("adjusted").observe(report.slippage_points)
-        metrics.slippage.labels("reference").observe(report.slippage_reference_points)
+        for against, points in (("adjusted", report.slippage_points),
+                                ("reference", report.slippage_reference_points)):
+            metrics.slippage.labels(against).observe(points)
+            metrics.slippage_net.labels(against).inc(points)
     legs = {
         "worker_to_agent": _span(report.command_created_at_ms, report.received_at_ms),
         "agent_to_fill": _span(report.received_at_ms, report.executed_at_ms),
