@@ -157,6 +157,7 @@ class Agent:
         log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
         self.publisher.wake()
         self._spawn(self._catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS), "catchup")
+        self._spawn(self.streams.load_config(self._stop), "config")  # puts missed while away
 
     def _first_catchup_start(self) -> int:
         """Everything still possibly unexpired: known commands are skipped by the ledger."""

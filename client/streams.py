@@ -10,6 +10,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from nats.js.errors import NotFoundError
+
 from mt5fleet.client import convert, risk
 from mt5fleet.client import effective as effective_config
 from mt5fleet.client import mt5_constants as mt5
@@ -246,18 +248,34 @@ class Streams:
 
     # ------------------------------------------------------------------ server config and data
     async def watch_config(self, stop: asyncio.Event) -> None:
-        """Apply every version of this user's ClientConfig as it is written: no restart."""
+        """Apply every version of this user's ClientConfig as it is written: no restart.
+
+        A plain subscription on the key's subject gets each put live; a direct get reads
+        the current value at start and after every reconnect (what was put meanwhile).
+        Both are what the user's NATS permissions grant: no consumer per agent."""
+        agent = self.agent
+        await agent.nc.subscribe(subjects.config_key_subject(agent.user_id), cb=self._on_config_message)
+        await self.load_config(stop)
+
+    async def load_config(self, stop: asyncio.Event) -> None:
         agent = self.agent
         while not stop.is_set():
             try:
-                kv = await agent.nc.jetstream().key_value(subjects.CONFIG_BUCKET)
-                async for entry in await kv.watch(agent.user_id):
-                    if entry is None or entry.value is None or stop.is_set():
-                        continue
-                    self._apply_config(entry.value)
-            except Exception as exc:  # bucket not there yet, or the connection is away
-                log.debug("config watch: %s", exc)
-            await asyncio.sleep(2)
+                message = await agent.nc.jetstream().get_msg(
+                    subjects.config_stream_name(), subject=subjects.config_key_subject(agent.user_id), direct=True)
+            except NotFoundError:
+                return  # no config written yet: the subscription will bring the first one
+            except Exception as exc:  # the bucket not there yet, or the connection is away
+                log.debug("reading the config: %s", exc)
+                await asyncio.sleep(2)
+                continue
+            if message.data and not _kv_deleted(message.headers):
+                self._apply_config(message.data)
+            return
+
+    async def _on_config_message(self, message: Any) -> None:
+        if message.data and not _kv_deleted(message.headers):
+            self._apply_config(message.data)
 
     def _apply_config(self, raw: bytes) -> None:
         agent = self.agent
@@ -300,3 +318,8 @@ def _position_row(position: Any) -> PositionRow:
     return PositionRow(position.ticket, position.symbol, side, position.volume, position.price_open, position.sl,
                        position.tp, position.profit, position.comment)
 
+
+
+def _kv_deleted(headers: Any) -> bool:
+    """A KV delete or purge: a marker message, not a config (the operator deleted the user)."""
+    return bool(headers) and headers.get("KV-Operation") in ("DEL", "PURGE")

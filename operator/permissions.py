@@ -115,7 +115,7 @@ def catchup_grants(user_id: str) -> tuple[str, ...]:
 
 def config_key_subject(user_id: str) -> str:
     """``$KV.tc-config.<uid>``: the subject a KV put of this user's key is published on."""
-    return f"$KV.{subjects.CONFIG_BUCKET}.{subjects.check_user_id(user_id)}"
+    return subjects.config_key_subject(user_id)
 
 
 def config_stream() -> str:

@@ -89,6 +89,17 @@ def signal_subject(symbol: str) -> str:
     return f"{SIGNALS_PREFIX}.{check_symbol(symbol)}"
 
 
+def config_key_subject(user_id: str) -> str:
+    """``$KV.tc-config.<uid>``: where a put of the user's ClientConfig is published. Agents
+    read it with a plain subscription and a direct get (a KV watch would need a consumer
+    create no per-user permission can narrow to one key)."""
+    return f"$KV.{CONFIG_BUCKET}.{check_user_id(user_id)}"
+
+
+def config_stream_name() -> str:
+    return f"KV_{CONFIG_BUCKET}"
+
+
 def market_data_subject(symbol: str) -> str:
     return f"{MARKET_DATA_PREFIX}.{check_symbol(symbol)}"
 

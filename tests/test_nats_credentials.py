@@ -17,7 +17,7 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
-from agent_harness import AgentHarness
+from agent_harness import AgentHarness, wait_for
 from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -28,7 +28,7 @@ from mt5fleet.operator import nats_jwt as nj
 from mt5fleet.operator import permissions as pm
 from mt5fleet.proto import bootstrap, natsconn, subjects
 from mt5fleet.proto.embedded_nats import EmbeddedNats, OperatorMode
-from mt5fleet.proto.v1 import heartbeat_pb2
+from mt5fleet.proto.v1 import config_pb2, heartbeat_pb2
 
 TIER_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")
 TIER = pm.TierLimits(payload=256 * 1024, subscriptions=50, data=-1)
@@ -454,6 +454,12 @@ async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nat
         assert heartbeat_pb2.Heartbeat.FromString(stored.data).user_id == "dave"
         assert len(harness.agent._md_subscriptions) == len(TIER_SYMBOLS)
         assert [r.command_id for r in await harness.stored_reports()] == [missed.command_id, live.command_id]
+        # The operator's config reaches the agent live through what its permissions grant.
+        kv = await harness.js.key_value(subjects.CONFIG_BUCKET)
+        config = config_pb2.ClientConfig(user_id="dave", tier_name="pro", trading_symbols=["EURUSD", "GBPUSD"])
+        config.risk.max_risk_per_trade = 1.0
+        await kv.put("dave", config.SerializeToString())
+        await wait_for(lambda: harness.agent.effective.tier == "pro", "config applied under the user's creds")
 
 
 async def _eventually(read: Any, timeout: float = 10.0) -> Any:
