@@ -91,7 +91,7 @@ class Agent:
         for entry in self.ledger.unreported():  # reports whose JetStream ack never came
             if entry.report:
                 self.publisher.enqueue("execution", self.pipeline._report_subject, entry.command_id, entry.report)
-        self._spawn(self._connect_nats(), "nats")
+        self._spawn(self._stay_connected(), "nats")
         self._spawn(self.publisher.drain_forever(self._stop), "outbox")
         self._spawn(self.pipeline.run(self._stop), "commands")
         self._spawn(self.streams.run(self._stop), "streams")
@@ -129,16 +129,40 @@ class Agent:
         self.metrics.terminal_connected.set(1 if self.terminal.connected else 0)
 
     # ------------------------------------------------------------------ NATS
-    async def _connect_nats(self) -> None:
+    async def _stay_connected(self) -> None:
+        """nats-py reconnects by itself, except after an error it deems final: a refused
+        or revoked credential (the operator issues a new JWT on a tier change and revokes
+        the old one) closes the connection for good. Then a new one is made, reading the
+        credentials file again, with backoff."""
+        wait = self.settings.nats.reconnect_wait_s
+        while not self._stop.is_set():
+            if self.nc is not None and not self.nc.is_closed:
+                await asyncio.sleep(0.5)
+                continue
+            first = self.nc is None
+            try:
+                await self._connect_nats(catch_up_from=self._first_catchup_start() if first
+                                         else self._lost_at_ms - CATCHUP_MARGIN_MS)
+                wait = self.settings.nats.reconnect_wait_s
+                if not first:
+                    self.reconnects += 1
+                    self.metrics.nats_reconnects.inc()
+            except Exception as exc:  # server away or credentials refused: try again
+                log.warning("NATS connection failed (%s); next attempt in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 30.0)
+
+    async def _connect_nats(self, catch_up_from: int) -> None:
         self.nc = await natsconn.connect(
             self.settings.nats, inbox_prefix=f"_INBOX_{self.user_id}",
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
         self.metrics.nats_connected.set(1)
         self._connected_since_ms = now_ms(self.clock)
         self.publisher.attach(self.nc)
+        self._md_subscriptions.clear()  # they belonged to the previous connection
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.COMMANDS),
                                 cb=self._on_live_command)
-        self._spawn(self._catch_up(self._first_catchup_start()), "catchup")
+        self._spawn(self._catch_up(catch_up_from), "catchup")
         self._spawn(self.streams.watch_config(self._stop), "config")
         await self.streams.resubscribe_market_data()
 

@@ -55,6 +55,7 @@ def bootstrap_secret_name(user_id: str) -> str:
 class IssuedCredentials:
     creds: bytes          # the .creds file: user JWT + NKey seed (secret)
     public_key: str       # the user's NKey public key, for revocation
+    issued_at: int = 0    # the JWT's iat, unix seconds
 
 
 class CredentialIssuer(Protocol):
@@ -62,9 +63,10 @@ class CredentialIssuer(Protocol):
 
     def digest(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> str: ...
 
-    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> IssuedCredentials: ...
+    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier,
+              previous: bytes | None = None) -> IssuedCredentials: ...
 
-    async def revoke(self, public_key: str) -> None: ...
+    async def revoke(self, public_key: str, issued_before: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -151,11 +153,13 @@ class UserAppliers:
         digest = self.issuer.digest(request.user_id, request.md_symbols, request.tier)
         if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
             return Applied("credentials", Change.UNCHANGED)
-        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier)
+        # Same key, new JWT: the agent's next (re)connect reads the new .creds from its
+        # Secret; the old JWT, with the old permissions, is revoked.
+        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier, stored.get(CREDS_KEY))
         await self.secrets.put(name, {**stored, CREDS_KEY: issued.creds, PUBLIC_KEY_KEY: issued.public_key.encode(),
                                       DIGEST_KEY: digest.encode()})
-        if old_key and old_key != issued.public_key:
-            await self.issuer.revoke(old_key)  # the old JWT carried the old permissions
+        if old_key and CREDS_KEY in stored:
+            await self.issuer.revoke(old_key, issued_before=issued.issued_at)
         return Applied("credentials", Change.UPDATED if old_key else Change.CREATED)
 
     async def ensure_bootstrap_secret(self, user_id: str, present: bool) -> Applied:

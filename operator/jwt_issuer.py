@@ -14,6 +14,7 @@ from typing import Any
 
 from mt5fleet.operator.appliers import IssuedCredentials
 from mt5fleet.operator.nats_accounts import AccountAuthority, push_account_jwt
+from mt5fleet.operator.nats_jwt import NKey, decode_user, parse_creds
 from mt5fleet.operator.permissions import TierLimits, UserAccess, user_access
 from mt5fleet.operator.tiers import Tier
 
@@ -41,15 +42,26 @@ class JwtIssuer:
                            "account": self.authority.account_public_key}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
-    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> IssuedCredentials:
+    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier,
+              previous: bytes | None = None) -> IssuedCredentials:
+        """New credentials; with ``previous`` (the user's current .creds) the same key gets
+        a JWT issued strictly later, so the old one can be revoked without the new."""
         access = access_for(user_id, md_symbols, tier)
-        issued = self.authority.issue_user(user_id, access.permissions, access.limits)
-        return IssuedCredentials(creds=issued.creds_text.encode(), public_key=issued.public_key)
+        key, not_before = None, 0
+        if previous:
+            old_jwt, seed = parse_creds(previous.decode())
+            key, not_before = NKey.from_seed(seed), decode_user(old_jwt).issued_at + 1
+        issued = self.authority.issue_user(user_id, access.permissions, access.limits, key=key,
+                                           not_before_iat=not_before)
+        return IssuedCredentials(creds=issued.creds_text.encode(), public_key=issued.public_key,
+                                 issued_at=issued.issued_at)
 
-    async def revoke(self, public_key: str) -> None:
-        """Revoked in the account JWT, pushed to the servers (which cut the user's
-        connections), then persisted so a restarted operator keeps the revocation."""
-        self.authority.revoke(public_key)
+    async def revoke(self, public_key: str, issued_before: int | None = None) -> None:
+        """Revoked in the account JWT (every JWT of the key issued before ``issued_before``,
+        default all up to now), pushed to the servers (which cut the connections using
+        them), then persisted so a restarted operator keeps the revocation."""
+        at = None if issued_before is None else issued_before - 1
+        self.authority.revoke(public_key, at)
         await push_account_jwt(self.system_nc, self.authority.account_jwt(), trusted_signers=self.trusted_signers)
         await self.persist(self.authority.state_json())
         log.info("revoked NATS user %s", public_key)

@@ -110,10 +110,12 @@ class AccountAuthority:
         return self._claims.subject
 
     def issue_user(self, user_id: str, permissions: UserPermissions, limits: NatsLimits = UNLIMITED,
-                   *, expires: int = 0) -> IssuedUser:
-        """A fresh key pair and a JWT for it: nothing is stored, nothing needs pushing."""
-        key = NKey.create(KeyKind.USER)
-        issued_at = self._clock()
+                   *, expires: int = 0, key: NKey | None = None, not_before_iat: int = 0) -> IssuedUser:
+        """A JWT for a fresh key pair, or for ``key`` (new permissions, same identity: the
+        agent's seed stays, only its JWT changes). ``not_before_iat`` puts the issue time
+        after an older JWT's, so revoking "issued up to then" spares this one."""
+        key = key or NKey.create(KeyKind.USER)
+        issued_at = max(self._clock(), not_before_iat)
         claims = UserClaims(subject=key.public_key, name=user_id, issuer_account=self.account_public_key,
                             permissions=permissions, limits=limits, expires=expires)
         token = encode_user(claims, self._account_signer, issued_at=issued_at)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +27,9 @@ class SecretStore(Protocol):
 
 
 class DirectorySecretStore:
-    """One JSON file per secret (base64 values), mode 0600 in a 0700 folder. Also reads
-    ``Secret`` objects given to it at start (local mode's YAML files)."""
+    """Each secret a 0700 folder of 0600 files, one per key: the layout of a Secret mounted
+    as a volume, so an agent can point ``creds_file`` at ``<root>/<secret>/user.creds``.
+    Also reads ``Secret`` objects given to it (local mode's YAML files)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -40,42 +40,48 @@ class DirectorySecretStore:
         """A Secret from the watched folder (read-only here: it is the user's file)."""
         self._given[name] = dict(data)
 
-    def forget(self, name: str) -> None:
-        self._given.pop(name, None)
+    def path(self, name: str, key: str | None = None) -> Path:
+        if "/" in name or name.startswith(".") or (key is not None and ("/" in key or key.startswith("."))):
+            raise ValueError(f"not a secret name or key: {name!r} {key!r}")
+        return self.root / name if key is None else self.root / name / key
 
     async def get(self, name: str) -> dict[str, bytes] | None:
         if name in self._given:
             return dict(self._given[name])
-        path = self._path(name)
-        if not path.exists():
+        folder = self.path(name)
+        if not folder.is_dir():
             return None
-        raw = json.loads(path.read_text())
-        return {key: base64.b64decode(value) for key, value in raw["data"].items()}
+        return {item.name: item.read_bytes() for item in folder.iterdir() if not item.name.startswith(".")}
 
     async def put(self, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None) -> Change:
         current = await self.get(name)
         if current == dict(data):
             return Change.UNCHANGED
-        path = self._path(name)
-        body = {"labels": dict(labels or {}), "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(body, out, sort_keys=True)
-        temporary.replace(path)
+        folder = self.path(name)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for key, value in data.items():
+            _write_private(self.path(name, key), value)
+        for stale in set(current or {}) - set(data):
+            self.path(name, stale).unlink(missing_ok=True)
         return Change.CREATED if current is None else Change.UPDATED
 
     async def delete(self, name: str) -> Change:
-        path = self._path(name)
-        if not path.exists():
+        folder = self.path(name)
+        if not folder.is_dir():
             return Change.UNCHANGED
-        path.unlink()
+        for item in folder.iterdir():
+            item.unlink()
+        folder.rmdir()
         return Change.DELETED
 
-    def _path(self, name: str) -> Path:
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"not a secret name: {name!r}")
-        return self.root / f"{name}.json"
+
+def _write_private(path: Path, value: bytes) -> None:
+    """Replace atomically, so a reader (an agent reconnecting) never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(value)
+    temporary.replace(path)
 
 
 class KubernetesSecretStore:

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(commands)
     _add_agent(commands)
     _add_worker(commands)
+    from mt5fleet.operator.cli import add_operator
+
+    add_operator(commands)
     return parser
 
 
@@ -116,6 +119,10 @@ def _add_nats(commands: argparse._SubParsersAction) -> None:
         help="keep the server running this many seconds (-1: until Ctrl-C); default: stop at once",
     )
     embedded.set_defaults(handler=_run_embedded)
+
+    from mt5fleet.operator.cli import add_trust_chain
+
+    add_trust_chain(nats_commands)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:

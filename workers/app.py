@@ -120,7 +120,7 @@ def _async(function: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
     return call
 
 
-def _http_app(registry: CollectorRegistry, nc: Any) -> web.Application:
+def probe_app(registry: CollectorRegistry, nc: Any) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -138,7 +138,7 @@ def _http_app(registry: CollectorRegistry, nc: Any) -> web.Application:
 async def run_worker(options: WorkerOptions) -> None:
     nc = await natsconn.connect(options.nats)
     service = await build_service(options, nc)
-    runner = web.AppRunner(_http_app(service.registry, nc), access_log=None)
+    runner = web.AppRunner(probe_app(service.registry, nc), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, options.http_host, options.http_port).start()
     log.info("%s worker running; metrics on :%d/metrics", options.kind, options.http_port)

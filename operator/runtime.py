@@ -1,0 +1,191 @@
+"""Assembling the operator: NATS connections, the trust chain, the secret store, the
+reconciler; then either local mode (a folder) or kopf (a cluster).
+
+What the operator holds of the NATS trust chain: the operator signing key (to re-sign
+the app account with revocations), the app account's signing key (to issue user JWTs)
+and a system-account user (to push account JWTs). They come from one JSON file, a
+Secret in a cluster (``mt5fleet nats trust-chain`` creates it). The account's
+revocations are persisted beside it, in the secret store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mt5fleet.operator.appliers import Connection, Scaler, UserAppliers
+from mt5fleet.operator.jwt_issuer import JwtIssuer
+from mt5fleet.operator.local import LocalOperator
+from mt5fleet.operator.metrics import OperatorMetrics
+from mt5fleet.operator.nats_accounts import AccountAuthority, TrustChain, write_creds
+from mt5fleet.operator.secret_store import DirectorySecretStore, SecretStore
+from mt5fleet.operator.service import Reconciler
+from mt5fleet.operator.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
+from mt5fleet.proto import natsconn, subjects
+from mt5fleet.proto.natsconn import NatsSettings
+from mt5fleet.workers.app import probe_app
+
+log = logging.getLogger("mt5fleet.operator")
+
+ACCOUNT_STATE_SECRET = "mt5fleet-nats-account"
+ACCOUNT_STATE_KEY = "state.json"
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    nats: NatsSettings                       # the service user's connection (full access in the app account)
+    trust_file: Path                         # TrustChain JSON (secret)
+    agent_nats_urls: tuple[str, ...] = ()    # what agents are told to connect to (default: nats.servers)
+    agent_ca_file: Path | None = None        # CA agents verify the server with (TLS beyond the cluster)
+    tiers_file: Path | None = None           # YAML/JSON {tierName: {maxTradingPairs: ...}}
+    http_host: str = "0.0.0.0"               # noqa: S104 - probes and metrics inside the cluster
+    http_port: int = 8080
+    users_per_worker: int = 2000
+
+
+@dataclass
+class Running:
+    reconciler: Reconciler
+    nc: Any
+    system_nc: Any
+    metrics: OperatorMetrics
+
+    async def close(self) -> None:
+        for connection in (self.nc, self.system_nc):
+            try:
+                await connection.drain()
+            except Exception:  # already closed
+                pass
+
+
+def load_tiers(path: Path | None) -> dict[str, Tier]:
+    if path is None:
+        return dict(DEFAULT_TIERS)
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    return tiers_from_mapping(raw.get("tiers", raw) if isinstance(raw, Mapping) else None)
+
+
+async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scaler | None = None,
+                metrics: OperatorMetrics | None = None) -> Running:
+    chain = TrustChain.from_json(options.trust_file.read_text())
+    nc = await natsconn.connect(options.nats)
+    system_nc = await natsconn.connect(_with_creds(options.nats, chain, "system"))
+    authority = await _authority(chain, secrets)
+
+    async def persist(state: str) -> None:
+        await secrets.put(ACCOUNT_STATE_SECRET, {ACCOUNT_STATE_KEY: state.encode()})
+
+    issuer = JwtIssuer(authority, system_nc, persist, trusted_signers=chain.trusted_signers)
+    ca = options.agent_ca_file.read_bytes() if options.agent_ca_file else None
+    connection = Connection(nats_urls=options.agent_nats_urls or options.nats.servers, ca_pem=ca)
+    appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection)
+    metrics = metrics or OperatorMetrics()
+    reconciler = Reconciler(appliers, load_tiers(options.tiers_file), scaler=scaler, metrics=metrics,
+                            users_per_worker=options.users_per_worker)
+
+    async def on_correlations(message: Any) -> None:
+        reconciler.on_correlations(message.data)
+
+    await nc.subscribe(subjects.CORRELATIONS_SUBJECT, cb=on_correlations)
+    return Running(reconciler=reconciler, nc=nc, system_nc=system_nc, metrics=metrics)
+
+
+async def _authority(chain: TrustChain, secrets: SecretStore) -> AccountAuthority:
+    stored = await secrets.get(ACCOUNT_STATE_SECRET)
+    if stored and ACCOUNT_STATE_KEY in stored:  # revocations made by an earlier run
+        return AccountAuthority.from_state_json(stored[ACCOUNT_STATE_KEY].decode(), account_signer=chain.app_signing,
+                                                operator_signer=chain.operator_signing)
+    return chain.authority()
+
+
+def _with_creds(settings: NatsSettings, chain: TrustChain, which: str) -> NatsSettings:
+    """The same servers and TLS, as the chain's system user (creds in a private temp file)."""
+    user = chain.system_user if which == "system" else chain.service_user
+    folder = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
+    path = write_creds(folder / f"{which}.creds", user)
+    return dataclasses.replace(settings, creds_file=str(path), name=f"{settings.name}-{which}")
+
+
+async def serve_http(metrics: OperatorMetrics, nc: Any, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(probe_app(metrics.registry, nc), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+# ---------------------------------------------------------------------- local mode
+async def run_local(options: OperatorOptions, folder: Path, state_dir: Path | None = None, *,
+                    stop: asyncio.Event | None = None, scaler: Scaler | None = None) -> None:
+    state_dir = state_dir or folder / ".mt5fleet"
+    secrets = DirectorySecretStore(state_dir / "secrets")
+    running = await start(options, secrets, scaler=scaler)
+    runner = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
+    local = LocalOperator(folder, running.reconciler, secrets)
+    stop = stop or _stop_on_signals()
+    log.info("operator in local mode over %s (state in %s); metrics on :%d", folder, state_dir, options.http_port)
+    try:
+        await local.run(stop)
+    finally:
+        await runner.cleanup()
+        await running.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# ---------------------------------------------------------------------- cluster (kopf)
+def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worker_deployment: str = "",
+                peering_name: str = "mt5fleet") -> None:
+    """kopf.run with our handlers; the Reconciler is built at start-up into kopf's memo.
+
+    Namespaced on purpose: TradingClients, their password Secrets and the agents'
+    bootstrap Secrets live in the operator's namespace, so its RBAC is a Role there and
+    nothing cluster-wide beyond reading its CRD."""
+    import kopf
+    import kubernetes
+
+    from mt5fleet.operator import handlers
+    from mt5fleet.operator.appliers import DeploymentScaler
+    from mt5fleet.operator.secret_store import KubernetesSecretStore
+
+    home = namespace or os.environ.get("POD_NAMESPACE", "default")
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    memo = kopf.Memo()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        handlers.configure(settings, peering_name=peering_name)
+        kubernetes.config.load_incluster_config()
+        core, apps = kubernetes.client.CoreV1Api(), kubernetes.client.AppsV1Api()
+        scaler = DeploymentScaler(apps, home, worker_deployment) if worker_deployment else None
+        running = await start(options, KubernetesSecretStore(core, home), scaler=scaler)
+        memo.reconciler, memo.running = running.reconciler, running
+        memo.http = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if getattr(memo, "http", None):
+            await memo.http.cleanup()
+        if getattr(memo, "running", None):
+            await memo.running.close()
+
+    kopf.run(registry=registry, memo=memo, namespace=home, peering_name=peering_name, standalone=False)

@@ -1,0 +1,178 @@
+"""The operator in local mode against a real nats-server in JWT operator mode: TradingClient
+files become a config entry, credentials and a bootstrap Secret; a tier change reaches a
+running agent live; drift is repaired; a deleted file removes the user."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import nats
+import pytest
+import yaml
+from agent_harness import AgentHarness, wait_for
+from nats.aio.client import RawCredentials
+from nats.js.errors import KeyNotFoundError
+
+from mt5fleet.client.clock import AcceleratedClock
+from mt5fleet.operator import runtime
+from mt5fleet.operator.appliers import AGENT_KEY_KEY, CREDS_KEY, bootstrap_secret_name
+from mt5fleet.operator.local import STATUS_SUFFIX, LocalOperator
+from mt5fleet.operator.nats_accounts import create_trust_chain
+from mt5fleet.operator.nats_jwt import decode_user, parse_creds
+from mt5fleet.operator.secret_store import DirectorySecretStore
+from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.proto.natsconn import NatsSettings
+from mt5fleet.proto.v1 import config_pb2
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+async def platform(tmp_path):
+    """An operator-mode server, the service connection, and a local operator over a folder
+    holding bob (pro) and carol (pro, over the limit) and the demo Secrets."""
+    chain = create_trust_chain()
+    with EmbeddedNats(server_name="mt5fleet-test-local", store_dir=tmp_path / "store",
+                      operator=chain.server_mode()) as server:
+        service = await nats.connect(server.url, user_credentials=RawCredentials(chain.service_user.creds_text))
+        await bootstrap.bootstrap(service.jetstream(), subjects.build_layout())
+        trust = tmp_path / "trust.json"
+        trust.write_text(chain.to_json())
+        creds = tmp_path / "service.creds"
+        creds.write_text(chain.service_user.creds_text)
+        folder = tmp_path / "clients"
+        folder.mkdir()
+        for name in ("bob-pro.yaml", "carol-pro-over-limit.yaml", "secrets.yaml"):
+            shutil.copy(EXAMPLES / name, folder / name)
+        options = runtime.OperatorOptions(nats=NatsSettings(servers=(server.url,), creds_file=str(creds)),
+                                          trust_file=trust)
+        secrets = DirectorySecretStore(tmp_path / "state" / "secrets")
+        running = await runtime.start(options, secrets)
+        local = LocalOperator(folder, running.reconciler, secrets, poll_s=0.05)
+        try:
+            yield server, service, local, secrets, folder
+        finally:
+            await running.close()
+            await service.close()
+
+
+async def config_of(service, user_id: str) -> config_pb2.ClientConfig:
+    kv = await service.jetstream().key_value(subjects.CONFIG_BUCKET)
+    return config_pb2.ClientConfig.FromString((await kv.get(user_id)).value)
+
+
+def status_of(folder: Path, file: str) -> dict:
+    [entry] = yaml.safe_load((folder / (file + STATUS_SUFFIX)).read_text())
+    return entry["status"]
+
+
+def conditions(status: dict) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+async def test_files_become_config_credentials_and_status(platform):
+    _, service, local, secrets, folder = platform
+    assert await local.scan() == 2
+    bob = await config_of(service, "bob")
+    assert bob.tier_name == "pro" and list(bob.trading_symbols) == ["EURUSD", "EURGBP", "EURJPY", "USDCHF"]
+    assert bob.worker_shard == subjects.partition_of("bob") and bob.mt5_credentials.login == 3012345
+    assert bob.mt5_credentials.ciphertext and b"eu-live-4" not in bob.SerializeToString()  # sealed, not plain
+    carol = await config_of(service, "carol")
+    assert len(carol.trading_symbols) == 5
+    secret = await secrets.get(bootstrap_secret_name("bob"))
+    jwt, _ = parse_creds(secret[CREDS_KEY].decode())
+    assert decode_user(jwt).claims.name == "bob" and AGENT_KEY_KEY in secret
+    bob_status = status_of(folder, "bob-pro.yaml")
+    assert bob_status["phase"] == "Ready" and bob_status["workerShard"] == subjects.partition_of("bob")
+    assert conditions(bob_status)["NatsProvisioned"] == ("True", "Provisioned")
+    assert conditions(bob_status)["CredentialsIssued"] == ("True", "Issued")
+    assert conditions(bob_status)["AgentConnected"] == ("Unknown", "NeverSeen")
+    carol_status = status_of(folder, "carol-pro-over-limit.yaml")
+    assert conditions(carol_status)["TierCompliant"] == ("False", "TradingPairsOverLimit")
+    assert carol_status["phase"] == "Degraded"
+    assert await local.scan() == 0  # nothing changed: nothing reconciled
+    assert await local.scan(force=True) == 2
+    assert (await config_of(service, "bob")).updated_at == bob.updated_at  # idempotent: not rewritten
+
+
+async def test_a_tier_change_reaches_the_running_agent_live(platform, tmp_path):
+    server, service, local, secrets, folder = platform
+    await local.scan()
+    creds_file = secrets.path(bootstrap_secret_name("bob"), CREDS_KEY)
+    # On the wall clock: the operator judges heartbeats by it (no trading happens here).
+    harness = AgentHarness(server, tmp_path, user_id="bob", nats={"creds_file": str(creds_file)},
+                           symbols={"trading": ["EURUSD"], "monitoring": []}, clock=AcceleratedClock(time.time(), 1.0))
+    harness.nc = service
+    harness.js = service.jetstream()
+    try:
+        await harness.start_agent()
+        await wait_for(lambda: harness.agent.effective.tier == "pro", "the operator's config applied")
+        assert harness.agent.effective.trading_symbols == ("EURUSD", "EURGBP", "EURJPY", "USDCHF")
+        body = yaml.safe_load((folder / "bob-pro.yaml").read_text())
+        body["spec"]["tier"] = "free"
+        (folder / "bob-pro.yaml").write_text(yaml.safe_dump(body))
+        assert await local.scan() == 1
+        await wait_for(lambda: harness.agent.effective.tier == "free", "the tier change applied live")
+        assert harness.agent.effective.trading_symbols == ("EURUSD", "EURGBP")
+        status = status_of(folder, "bob-pro.yaml")
+        assert status["observedGeneration"] == 2
+        assert conditions(status)["TierCompliant"] == ("False", "TradingPairsOverLimit")
+        # New permissions (fewer md symbols): a new JWT for the same key; the old one is
+        # revoked, and the agent reconnects on the new one from its Secret.
+        await wait_for(lambda: harness.agent.reconnects >= 1 and harness.agent.nc.is_connected,
+                       "agent back on its new credentials", timeout=20)
+        for _ in range(100):  # the timer's pass: heartbeats into AgentConnected
+            await local.observe()
+            if conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"][0] == "True":
+                break
+            await asyncio.sleep(0.1)
+        assert conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"] == ("True", "Heartbeating")
+    finally:
+        if harness.agent is not None:
+            await harness.agent.stop()
+
+
+async def test_drift_is_repaired_and_a_deleted_file_removes_the_user(platform):
+    _, service, local, secrets, folder = platform
+    await local.scan()
+    kv = await service.jetstream().key_value(subjects.CONFIG_BUCKET)
+    await kv.delete("bob")  # behind the operator's back
+    await service.jetstream().delete_stream(subjects.SYMBOLS_STREAM)
+    await local.scan(force=True)  # the resync timer's pass
+    assert (await config_of(service, "bob")).user_id == "bob"
+    assert (await service.jetstream().stream_info(subjects.SYMBOLS_STREAM)).config.name == subjects.SYMBOLS_STREAM
+    await service.jetstream().publish("tc.bob.commands", b"x")
+    (folder / "bob-pro.yaml").unlink()
+    await local.scan()
+    with pytest.raises(KeyNotFoundError):
+        await kv.get("bob")
+    assert await secrets.get(bootstrap_secret_name("bob")) is None
+    purged = await service.jetstream().stream_info(subjects.COMMANDS_STREAM, subjects_filter="tc.bob.commands")
+    assert not purged.state.subjects
+    assert not (folder / ("bob-pro.yaml" + STATUS_SUFFIX)).exists()
+    assert (await config_of(service, "carol")).user_id == "carol"  # the others are untouched
+
+
+async def test_a_malformed_file_is_refused_with_its_reasons_and_costs_nothing_else(platform):
+    _, service, local, _, folder = platform
+    (folder / "broken.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "mt5fleet.io/v1alpha1", "kind": "TradingClient", "metadata": {"name": "eve"},
+        "spec": {"userId": "Eve!", "tier": "pro", "broker": {"name": "X", "server": "Y"},
+                 "account": {"login": 1, "passwordSecretRef": {"name": "mt5-eve"}},
+                 "symbols": {"trading": ["EURUSD"], "monitoring": ["EURUSD"]}}}))
+    (folder / "twice.yaml").write_text((folder / "bob-pro.yaml").read_text().replace("name: bob", "name: bob2"))
+    (folder / "garbage.yaml").write_text("kind: [unclosed")
+    await local.scan()
+    [eve] = yaml.safe_load((folder / ("broken.yaml" + STATUS_SUFFIX)).read_text())
+    assert eve["status"]["phase"] == "Invalid"
+    ready = next(c for c in eve["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "spec.userId" in ready["message"]
+    [twice] = yaml.safe_load((folder / ("twice.yaml" + STATUS_SUFFIX)).read_text())
+    assert "already used by default/bob" in twice["status"]["conditions"][0]["message"]
+    assert (await config_of(service, "bob")).user_id == "bob"
+    assert (await config_of(service, "carol")).user_id == "carol"
+    assert local.reconciler.metrics.reconciles.labels("invalid")._value.get() == 2
