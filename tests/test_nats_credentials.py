@@ -274,7 +274,12 @@ async def test_the_user_reads_market_data_of_its_tier(alice, service):
     subscription = await alice.nc.subscribe(subjects.market_data_subject("EURUSD"))
     await alice.nc.flush()
     await service.nc.publish(subjects.market_data_subject("EURUSD"), b"md")
-    assert (await subscription.next_msg(timeout=5)).data == b"md"
+    await service.nc.flush()
+    try:
+        received = await subscription.next_msg(timeout=10)
+    except nats.errors.TimeoutError:
+        raise AssertionError(f"md.EURUSD not delivered; alice's server errors: {alice.errors}") from None
+    assert received.data == b"md"
     assert alice.errors == []
 
 
