@@ -96,11 +96,14 @@ class UserAppliers:
             changes = [await bootstrap.ensure_stream(self.js, self.layout.stream(name)) for name in USER_STREAMS]
             recreated = [c.name for c in changes if c.action is not bootstrap.Action.UNCHANGED]
             return Applied("streams", Change.UPDATED if recreated else Change.UNCHANGED, ", ".join(recreated))
-        purged = 0
+        purged, everything = 0, subjects.user_subjects_all(user_id)
         for name in PURGED_ON_DELETE:
             try:
-                await self.js.purge_stream(name, subject=subjects.user_subjects_all(user_id))
-                purged += 1
+                # Only a stream that holds the user's messages counts: a second delete
+                # (or a user that never published) reports nothing purged.
+                if (await self.js.stream_info(name, subjects_filter=everything)).state.subjects:
+                    await self.js.purge_stream(name, subject=everything)
+                    purged += 1
             except NotFoundError:
                 pass
         try:
@@ -251,8 +254,11 @@ class DeploymentScaler:
 
     async def replicas(self) -> int | None:
         scale = await asyncio.to_thread(self.api.read_namespaced_deployment_scale, self.name, self.namespace)
-        return scale.spec.replicas
+        # The API server omits replicas when it is 0 (omitempty): that is 0, not unknown.
+        return (scale.spec.replicas if scale.spec else None) or 0
 
     async def scale(self, replicas: int) -> None:
+        # A merge patch, said explicitly: the client's default content type for a dict body
+        # differs between client versions (JSON patch, strategic merge).
         await asyncio.to_thread(self.api.patch_namespaced_deployment_scale, self.name, self.namespace,
-                                {"spec": {"replicas": replicas}})
+                                {"spec": {"replicas": replicas}}, _content_type="application/merge-patch+json")

@@ -73,7 +73,8 @@ async def on_change(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> 
         emit(body, "Warning", "InvalidSpec", str(exc))
         return
     result = await reconciler.reconcile(client, previous)
-    patch.status.update(to_mapping(result.status))
+    if result.status != previous:  # a resume of an unchanged resource writes nothing
+        patch.status.update(to_mapping(result.status))
     _emit_changes(emit, body, result.changes)
     failed = next((c for c in result.status.conditions if c.type == "Ready" and c.status != "True"), None)
     if failed is not None and failed.reason != "Reconciled" and result.status.phase != "Paused":

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,22 @@ def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worke
 
     Namespaced on purpose: TradingClients, their password Secrets and the agents'
     bootstrap Secrets live in the operator's namespace, so its RBAC is a Role there and
-    nothing cluster-wide beyond reading its CRD."""
+    nothing cluster-wide but what kopf observes (deploy/rbac/operator-role.yaml)."""
+    import kopf
+
+    home = namespace or os.environ.get("POD_NAMESPACE", "default")
+    registry, memo = cluster_operator(options, namespace=home, worker_deployment=worker_deployment,
+                                      peering_name=peering_name)
+    kopf.run(registry=registry, memo=memo, namespaces=[home], peering_name=peering_name, standalone=False)
+
+
+def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deployment: str = "",
+                     peering_name: str = "mt5fleet", login: Callable[..., Any] | None = None,
+                     api_client: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+    """What kopf runs: the registry (our handlers, start-up, clean-up) and the memo the
+    start-up fills with the Reconciler. How the API server is reached, by default as the
+    pod's service account: ``login``, kopf's login handler; ``api_client``, the
+    Kubernetes client of the secret store and the scaler."""
     import kopf
     import kubernetes
 
@@ -166,18 +181,20 @@ def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worke
     from mt5fleet.operator.appliers import DeploymentScaler
     from mt5fleet.operator.secret_store import KubernetesSecretStore
 
-    home = namespace or os.environ.get("POD_NAMESPACE", "default")
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
+    # A registry of our own has none of the login handlers kopf's default one carries:
+    # without one, kopf starts with no credentials.
+    kopf.on.login(registry=registry)(login or kopf.login_via_client)
     memo = kopf.Memo()
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         handlers.configure(settings, peering_name=peering_name)
-        kubernetes.config.load_incluster_config()
-        core, apps = kubernetes.client.CoreV1Api(), kubernetes.client.AppsV1Api()
-        scaler = DeploymentScaler(apps, home, worker_deployment) if worker_deployment else None
-        running = await start(options, KubernetesSecretStore(core, home), scaler=scaler)
+        client = api_client() if api_client is not None else _in_cluster_client()
+        core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
+        scaler = DeploymentScaler(apps, namespace, worker_deployment) if worker_deployment else None
+        running = await start(options, KubernetesSecretStore(core, namespace), scaler=scaler)
         memo.reconciler, memo.running = running.reconciler, running
         memo.http = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
 
@@ -188,4 +205,11 @@ def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worke
         if getattr(memo, "running", None):
             await memo.running.close()
 
-    kopf.run(registry=registry, memo=memo, namespace=home, peering_name=peering_name, standalone=False)
+    return registry, memo
+
+
+def _in_cluster_client() -> Any:
+    import kubernetes
+
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()

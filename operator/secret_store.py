@@ -92,26 +92,37 @@ class KubernetesSecretStore:
         self.api, self.namespace = core_api, namespace
 
     async def get(self, name: str) -> dict[str, bytes] | None:
-        try:
-            secret = await asyncio.to_thread(self.api.read_namespaced_secret, name, self.namespace)
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
-        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        secret = await self._read(name)
+        return None if secret is None else _decoded(secret)
 
     async def put(self, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None) -> Change:
-        current = await self.get(name)
-        if current == dict(data):
-            return Change.UNCHANGED
+        current = await self._read(name)
+        wanted = {**MANAGED_BY, **(labels or {})}
+        if current is not None:
+            # A put without labels (the credentials into the bootstrap Secret) keeps the
+            # labels an earlier put or someone else set: a replace would drop them.
+            kept = dict(current.metadata.labels or {})
+            if _decoded(current) == dict(data) and kept.items() >= wanted.items():
+                return Change.UNCHANGED
+            wanted = {**kept, **wanted}
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": name, "namespace": self.namespace, "labels": {**MANAGED_BY, **(labels or {})}},
+                "metadata": {"name": name, "namespace": self.namespace, "labels": wanted},
                 "data": {key: base64.b64encode(value).decode() for key, value in data.items()}}
         if current is None:
             await asyncio.to_thread(self.api.create_namespaced_secret, self.namespace, body)
             return Change.CREATED
+        # The version read: a Secret changed since then is a conflict (retried), not overwritten.
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
         await asyncio.to_thread(self.api.replace_namespaced_secret, name, self.namespace, body)
         return Change.UPDATED
+
+    async def _read(self, name: str) -> Any:
+        try:
+            return await asyncio.to_thread(self.api.read_namespaced_secret, name, self.namespace)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
 
     async def delete(self, name: str) -> Change:
         try:
@@ -121,6 +132,10 @@ class KubernetesSecretStore:
                 return Change.UNCHANGED
             raise
         return Change.DELETED
+
+
+def _decoded(secret: Any) -> dict[str, bytes]:
+    return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
 
 
 def _status(exc: Exception) -> int | None:

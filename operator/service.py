@@ -170,7 +170,11 @@ class Reconciler:
             return None
         replicas = reconcile.worker_pool_size(self.fleet.users, users_per_worker=self.users_per_worker)
         self.metrics.worker_replicas.set(replicas)
-        applied = await ensure_worker_replicas(self.scaler, replicas)
+        try:
+            applied = await ensure_worker_replicas(self.scaler, replicas)
+        except Exception as exc:  # the pool's trouble (Deployment gone, API down) is no user's: the next pass retries
+            log.warning("could not size the worker pool to %d replica(s): %s", replicas, exc)
+            return None
         self._count([applied])
         return applied
 
