@@ -28,7 +28,7 @@ from mt5fleet.operator.local import LocalOperator
 from mt5fleet.operator.metrics import OperatorMetrics
 from mt5fleet.operator.nats_accounts import AccountAuthority, TrustChain, write_creds
 from mt5fleet.operator.secret_store import DirectorySecretStore, SecretStore
-from mt5fleet.operator.service import Reconciler
+from mt5fleet.operator.service import Reconciler, wall_ms
 from mt5fleet.operator.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
 from mt5fleet.proto import natsconn, subjects
 from mt5fleet.proto.natsconn import NatsSettings
@@ -77,7 +77,9 @@ def load_tiers(path: Path | None) -> dict[str, Tier]:
 
 
 async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scaler | None = None,
-                metrics: OperatorMetrics | None = None) -> Running:
+                metrics: OperatorMetrics | None = None, now_ms: Callable[[], int] = wall_ms) -> Running:
+    """``now_ms``: the clock status times and heartbeat ages are judged by (the demo's
+    simulated market clock; the wall clock otherwise)."""
     chain = TrustChain.from_json(options.trust_file.read_text())
     nc = await natsconn.connect(options.nats)
     system_nc = await natsconn.connect(_with_creds(options.nats, chain, "system"))
@@ -92,7 +94,7 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection)
     metrics = metrics or OperatorMetrics()
     reconciler = Reconciler(appliers, load_tiers(options.tiers_file), scaler=scaler, metrics=metrics,
-                            users_per_worker=options.users_per_worker)
+                            now_ms=now_ms, users_per_worker=options.users_per_worker)
 
     async def on_correlations(message: Any) -> None:
         reconciler.on_correlations(message.data)

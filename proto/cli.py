@@ -29,10 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(commands)
     _add_agent(commands)
     _add_worker(commands)
+    _add_demo(commands)
     from mt5fleet.operator.cli import add_operator
 
     add_operator(commands)
     return parser
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="the embedded platform on this machine, with simulated agents and signals")
+    demo.add_argument("--users", type=int, default=4, help="TradingClients: the 4 examples, then generated ones")
+    demo.add_argument("--duration", type=float, default=45, help="seconds of signals after start-up")
+    demo.add_argument("--signals-per-minute", type=float, default=20, help="rate of the demo signal feed")
+    demo.add_argument("--run-dir", type=Path, help="new or empty folder for logs and state (default: a temporary one)")
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from mt5fleet.operator.demo import main as demo_main
+
+    return demo_main(args)
 
 
 def _add_worker(commands: argparse._SubParsersAction) -> None:
