@@ -91,11 +91,15 @@ class UserAppliers:
         self._config_kv: Any = None
 
     # ------------------------------------------------------------------ JetStream
+    async def ensure_streams(self) -> Applied:
+        """The shared streams every user's subjects live in (one check serves all users)."""
+        changes = [await bootstrap.ensure_stream(self.js, self.layout.stream(name)) for name in USER_STREAMS]
+        recreated = [c.name for c in changes if c.action is not bootstrap.Action.UNCHANGED]
+        return Applied("streams", Change.UPDATED if recreated else Change.UNCHANGED, ", ".join(recreated))
+
     async def ensure_user_streams(self, user_id: str, present: bool) -> Applied:
         if present:
-            changes = [await bootstrap.ensure_stream(self.js, self.layout.stream(name)) for name in USER_STREAMS]
-            recreated = [c.name for c in changes if c.action is not bootstrap.Action.UNCHANGED]
-            return Applied("streams", Change.UPDATED if recreated else Change.UNCHANGED, ", ".join(recreated))
+            return await self.ensure_streams()
         purged, everything = 0, subjects.user_subjects_all(user_id)
         for name in PURGED_ON_DELETE:
             try:

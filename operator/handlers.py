@@ -101,10 +101,23 @@ async def on_timer(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> N
         client = parse_resource(body)
     except SpecError:
         return  # on_change has said why
-    result = await reconciler.reconcile(client, previous)
+    shared, checked = await _shared_streams(reconciler)
+    result = await reconciler.reconcile(client, previous, streams_checked=checked)
     if result.status != previous:
         patch.status.update(to_mapping(result.status))
-    _emit_changes(getattr(memo, "emit", kopf_event), body, result.changes, repaired=True)
+    _emit_changes(getattr(memo, "emit", kopf_event), body, shared + result.changes, repaired=True)
+
+
+async def _shared_streams(reconciler: Reconciler) -> tuple[tuple[Applied, ...], bool]:
+    """The streams all users share, checked by whichever timer comes first in each resync
+    interval (not by every user's); if that fails, the user's reconcile checks them and its
+    status says why."""
+    try:
+        applied = await reconciler.ensure_streams(unless_within_s=RESYNC_INTERVAL_S)
+    except Exception as exc:
+        log.warning("checking the shared streams failed: %s", exc)
+        return (), False
+    return ((applied,) if applied is not None else ()), True
 
 
 def _emit_changes(emit: Emit, body: Any, changes: tuple[Applied, ...] | list[Applied], *,

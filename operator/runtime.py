@@ -67,6 +67,16 @@ class Running:
                 pass
 
 
+def embedded_options(chain: TrustChain, url: str, folder: Path, **options: Any) -> OperatorOptions:
+    """Options for an operator beside a nats-server of its own trusting ``chain`` (tests,
+    benchmarks): the chain and the service user's credentials as private files in ``folder``."""
+    trust = folder / "trust.json"
+    with os.fdopen(os.open(trust, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(chain.to_json())
+    creds = write_creds(folder / "service.creds", chain.service_user)
+    return OperatorOptions(nats=NatsSettings(servers=(url,), creds_file=str(creds)), trust_file=trust, **options)
+
+
 def load_tiers(path: Path | None) -> dict[str, Tier]:
     if path is None:
         return dict(DEFAULT_TIERS)

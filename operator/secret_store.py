@@ -57,10 +57,10 @@ class DirectorySecretStore:
         current = await self.get(name)
         if current == dict(data):
             return Change.UNCHANGED
-        folder = self.path(name)
-        folder.mkdir(mode=0o700, exist_ok=True)
+        self.path(name).mkdir(mode=0o700, exist_ok=True)
         for key, value in data.items():
-            _write_private(self.path(name, key), value)
+            if current is None or current.get(key) != value:  # file creation is the cost: only what changed
+                _write_private(self.path(name, key), value)
         for stale in set(current or {}) - set(data):
             self.path(name, stale).unlink(missing_ok=True)
         return Change.CREATED if current is None else Change.UPDATED

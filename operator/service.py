@@ -72,16 +72,21 @@ class Reconciler:
         self.users_per_worker = users_per_worker
         self.correlations: dict[Pair, float] | None = None
         self.fleet = FleetView()
+        self._streams_at: float | None = None   # monotonic time ensure_streams last checked them
 
     # ------------------------------------------------------------------ create / update / resume
-    async def reconcile(self, client: TradingClient, previous: TradingClientStatus) -> Result:
+    async def reconcile(self, client: TradingClient, previous: TradingClientStatus, *,
+                        streams_checked: bool = False) -> Result:
+        """``streams_checked``: the caller has ensured the shared streams for many users
+        (``ensure_streams``: a local pass, a resync interval), so this user's reconcile
+        checks only what is the user's."""
         started = time.perf_counter()
         tier = self.tiers.get(client.spec.tier)
         if tier is None:
             known = ", ".join(sorted(self.tiers))
             return self._invalid(client, [f"spec.tier: unknown tier {client.spec.tier!r} (known: {known})"], previous)
         desired = reconcile.desired_state(client, tier, self.correlations)
-        applied, outcome = await self._apply(client, desired)
+        applied, outcome = await self._apply(client, desired, streams_checked)
         status = reconcile.status_for(client, desired, outcome, await self.agent_seen(client.spec.user_id),
                                       previous, self.now_ms())
         self.metrics.reconciles.labels("error" if outcome.error else "ok").inc()
@@ -103,12 +108,14 @@ class Reconciler:
     def _invalid(self, client: TradingClient, problems: list[str], previous: TradingClientStatus) -> Result:
         return Result(status=self.invalid(client.key, client.generation, problems, previous))
 
-    async def _apply(self, client: TradingClient, desired: Desired) -> tuple[list[Applied], ApplyOutcome]:
+    async def _apply(self, client: TradingClient, desired: Desired,
+                     streams_checked: bool) -> tuple[list[Applied], ApplyOutcome]:
         user = desired.user_id
         applied: list[Applied] = []
         step = "JetStream streams"
         try:
-            applied.append(await self.appliers.ensure_user_streams(user, present=True))
+            if not streams_checked:
+                applied.append(await self.appliers.ensure_user_streams(user, present=True))
             step = "bootstrap Secret"
             applied.append(await self.appliers.ensure_bootstrap_secret(user, present=True))
             step = "NATS credentials"
@@ -133,6 +140,18 @@ class Reconciler:
         return await self.appliers.sealed_password(
             spec.user_id, spec.account.login, spec.broker.server, (ref.name, ref.key),
             current.mt5_credentials if current is not None and current.HasField("mt5_credentials") else None)
+
+    async def ensure_streams(self, *, unless_within_s: float = 0.0) -> Applied | None:
+        """The shared streams, once for many users (drift repair included). With
+        ``unless_within_s``: skipped (None) if this checked them that recently, so that
+        kopf's per-resource timers check them once per interval, not once per user."""
+        now = time.monotonic()
+        if unless_within_s and self._streams_at is not None and now - self._streams_at < unless_within_s:
+            return None
+        applied = await self.appliers.ensure_streams()
+        self._streams_at = now
+        self._count([applied])
+        return applied
 
     # ------------------------------------------------------------------ delete
     async def finalize(self, client_key: str, user_id: str) -> list[Applied]:

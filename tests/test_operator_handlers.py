@@ -32,7 +32,6 @@ from mt5fleet.operator.nats_accounts import create_trust_chain
 from mt5fleet.operator.secret_store import DirectorySecretStore
 from mt5fleet.proto import bootstrap, subjects
 from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.proto.natsconn import NatsSettings
 from mt5fleet.proto.v1 import config_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -112,11 +111,7 @@ async def jwt_nats(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, Any, run
                       operator=chain.server_mode()) as server:
         service = await nats.connect(server.url, user_credentials=RawCredentials(chain.service_user.creds_text))
         await bootstrap.bootstrap(service.jetstream(), subjects.build_layout())
-        (tmp_path / "trust.json").write_text(chain.to_json())
-        (tmp_path / "service.creds").write_text(chain.service_user.creds_text)
-        options = runtime.OperatorOptions(nats=NatsSettings(servers=(server.url,),
-                                                            creds_file=str(tmp_path / "service.creds")),
-                                          trust_file=tmp_path / "trust.json", http_host="127.0.0.1", http_port=0)
+        options = runtime.embedded_options(chain, server.url, tmp_path, http_host="127.0.0.1", http_port=0)
         try:
             yield server, service, options
         finally:
