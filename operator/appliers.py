@@ -66,6 +66,8 @@ class CredentialIssuer(Protocol):
     def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier,
               previous: bytes | None = None) -> IssuedCredentials: ...
 
+    def narrows(self, previous: bytes, user_id: str, md_symbols: Sequence[str], tier: Tier) -> bool: ...
+
     async def revoke(self, public_key: str, issued_before: int | None = None) -> None: ...
 
 
@@ -92,10 +94,26 @@ class UserAppliers:
 
     # ------------------------------------------------------------------ JetStream
     async def ensure_streams(self) -> Applied:
-        """The shared streams every user's subjects live in (one check serves all users)."""
-        changes = [await bootstrap.ensure_stream(self.js, self.layout.stream(name)) for name in USER_STREAMS]
-        recreated = [c.name for c in changes if c.action is not bootstrap.Action.UNCHANGED]
-        return Applied("streams", Change.UPDATED if recreated else Change.UNCHANGED, ", ".join(recreated))
+        """The shared streams every user's subjects live in, and the config bucket (one
+        check serves all users). Only what is missing is created: limits and replicas of
+        existing ones belong to ``mt5fleet nats bootstrap`` (its --config / --replicas),
+        which the operator must not undo; ``layout`` should carry the same overrides so a
+        recreated stream comes back as bootstrap made it."""
+        recreated = []
+        for name in USER_STREAMS:
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError:
+                await bootstrap.ensure_stream(self.js, self.layout.stream(name))
+                recreated.append(name)
+        bucket = self.layout.bucket(subjects.CONFIG_BUCKET)
+        try:
+            await self.js.stream_info(bucket.stream_name)
+        except NotFoundError:
+            await bootstrap.ensure_bucket(self.js, bucket)
+            self._config_kv = None
+            recreated.append(bucket.stream_name)
+        return Applied("streams", Change.CREATED if recreated else Change.UNCHANGED, ", ".join(recreated))
 
     async def ensure_user_streams(self, user_id: str, present: bool) -> Applied:
         if present:
@@ -161,11 +179,16 @@ class UserAppliers:
         if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
             return Applied("credentials", Change.UNCHANGED)
         # Same key, new JWT: the agent's next (re)connect reads the new .creds from its
-        # Secret; the old JWT, with the old permissions, is revoked.
-        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier, stored.get(CREDS_KEY))
+        # Secret. The old JWT is revoked only when the new permissions are narrower (a
+        # downgrade must take effect); after an upgrade it stays valid, so an agent whose
+        # creds were copied to a VPS keeps trading until it gets the new file.
+        previous = stored.get(CREDS_KEY)
+        narrowed = bool(old_key and previous) and self.issuer.narrows(previous, request.user_id,
+                                                                      request.md_symbols, request.tier)
+        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier, previous)
         await self.secrets.put(name, {**stored, CREDS_KEY: issued.creds, PUBLIC_KEY_KEY: issued.public_key.encode(),
                                       DIGEST_KEY: digest.encode()})
-        if old_key and CREDS_KEY in stored:
+        if narrowed:  # the old JWT allows what the user may no longer do
             await self.issuer.revoke(old_key, issued_before=issued.issued_at)
         return Applied("credentials", Change.UPDATED if old_key else Change.CREATED)
 

@@ -26,6 +26,9 @@ def add_operator(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--agent-nats", action="append", default=[], metavar="URL",
                         help="NATS URL written into agents' bootstrap Secrets (default: --nats)")
     parser.add_argument("--agent-ca", type=Path, help="CA written into agents' bootstrap Secrets")
+    parser.add_argument("--jetstream-config", type=Path, help="the TOML given to `mt5fleet nats bootstrap --config` "
+                        "(a stream deleted behind the operator's back is recreated as bootstrap made it)")
+    parser.add_argument("--replicas", type=int, help="the --replicas given to `mt5fleet nats bootstrap`")
     parser.add_argument("--http-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
     parser.add_argument("--namespace", help="cluster mode: namespace to watch (default: $POD_NAMESPACE)")
     parser.add_argument("--worker-deployment", default="", help="cluster mode: adjustment-worker Deployment to scale")
@@ -57,7 +60,7 @@ def run_operator(args: argparse.Namespace) -> int:
         nats=NatsSettings(servers=tuple(args.nats), name="mt5fleet-operator", creds_file=args.creds,
                           tls_ca=args.tls_ca),
         trust_file=args.trust, agent_nats_urls=tuple(args.agent_nats), agent_ca_file=args.agent_ca,
-        tiers_file=args.tiers, http_port=args.http_port)
+        tiers_file=args.tiers, http_port=args.http_port, layout=_layout(args))
     if args.local:
         asyncio.run(runtime.run_local(options, args.local, args.state))
     else:
@@ -80,3 +83,14 @@ def run_trust_chain(args: argparse.Namespace) -> int:
         args.server_config.write_text("\n".join(lines) + "\n")
         print(f"nats-server config lines written to {args.server_config}")
     return 0
+
+
+def _layout(args: argparse.Namespace):
+    import tomllib
+
+    from mt5fleet.proto.subjects import build_layout
+
+    overrides = tomllib.loads(args.jetstream_config.read_text()) if args.jetstream_config else {}
+    if args.replicas is not None:
+        overrides["replicas"] = args.replicas
+    return build_layout(overrides)

@@ -56,6 +56,18 @@ class JwtIssuer:
         return IssuedCredentials(creds=issued.creds_text.encode(), public_key=issued.public_key,
                                  issued_at=issued.issued_at)
 
+    def narrows(self, previous: bytes, user_id: str, md_symbols: Sequence[str], tier: Tier) -> bool:
+        """Whether new credentials would take away something ``previous`` (the user's
+        current .creds) allows. Only then must the old JWT be revoked: after an upgrade
+        it may stay valid, so an agent whose creds file was copied to a VPS keeps working
+        until it gets the new file (it only misses the new symbols meanwhile)."""
+        old = decode_user(parse_creds(previous.decode())[0]).claims
+        new = access_for(user_id, md_symbols, tier)
+        return not (_covers(new.permissions.pub.allow, old.permissions.pub.allow)
+                    and _covers(new.permissions.sub.allow, old.permissions.sub.allow)
+                    and all(_within(getattr(old.limits, name), getattr(new.limits, name))
+                            for name in ("payload", "subs", "data")))
+
     async def revoke(self, public_key: str, issued_before: int | None = None) -> None:
         """Revoked in the account JWT (every JWT of the key issued before ``issued_before``,
         default all up to now), pushed to the servers (which cut the connections using
@@ -65,3 +77,12 @@ class JwtIssuer:
         await push_account_jwt(self.system_nc, self.authority.account_jwt(), trusted_signers=self.trusted_signers)
         await self.persist(self.authority.state_json())
         log.info("revoked NATS user %s", public_key)
+
+
+def _covers(new: Sequence[str], old: Sequence[str]) -> bool:
+    return set(old) <= set(new)
+
+
+def _within(old: int, new: int) -> bool:
+    """The old limit is no larger than the new one (-1 is unlimited)."""
+    return new == -1 or (old != -1 and old <= new)

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from mt5fleet.operator.service import Reconciler, wall_ms
 from mt5fleet.operator.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
 from mt5fleet.proto import natsconn, subjects
 from mt5fleet.proto.natsconn import NatsSettings
+from mt5fleet.proto.subjects import JetStreamLayout
 from mt5fleet.workers.app import probe_app
 
 log = logging.getLogger("mt5fleet.operator")
@@ -50,6 +51,9 @@ class OperatorOptions:
     http_host: str = "0.0.0.0"               # noqa: S104 - probes and metrics inside the cluster
     http_port: int = 8080
     users_per_worker: int = 2000
+    # The JetStream layout the streams were bootstrapped with (mt5fleet nats bootstrap
+    # --config / --replicas): what the operator recreates a deleted stream as.
+    layout: JetStreamLayout = field(default_factory=JetStreamLayout)
 
 
 @dataclass
@@ -101,7 +105,7 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     issuer = JwtIssuer(authority, system_nc, persist, trusted_signers=chain.trusted_signers)
     ca = options.agent_ca_file.read_bytes() if options.agent_ca_file else None
     connection = Connection(nats_urls=options.agent_nats_urls or options.nats.servers, ca_pem=ca)
-    appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection)
+    appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection, layout=options.layout)
     metrics = metrics or OperatorMetrics()
     reconciler = Reconciler(appliers, load_tiers(options.tiers_file), scaler=scaler, metrics=metrics,
                             now_ms=now_ms, users_per_worker=options.users_per_worker)

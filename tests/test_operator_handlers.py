@@ -229,7 +229,7 @@ async def test_the_timer_repairs_what_was_deleted_behind_the_operators_back(clus
     assert (await cluster.config("bob"))[0].user_id == "bob"
     assert (await js.stream_info(subjects.SYMBOLS_STREAM)).config.name == subjects.SYMBOLS_STREAM
     assert cluster.take_events() == [
-        ("bob", "Normal", "RepairedUpdated", f"streams updated ({subjects.SYMBOLS_STREAM})"),
+        ("bob", "Normal", "RepairedCreated", f"streams created ({subjects.SYMBOLS_STREAM})"),
         ("bob", "Normal", "RepairedCreated", "config created (generation 1)"),
     ]
     quiet = await cluster.call(handlers.on_timer, cluster.objects["bob"])

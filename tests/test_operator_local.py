@@ -176,3 +176,42 @@ async def test_a_malformed_file_is_refused_with_its_reasons_and_costs_nothing_el
     assert (await config_of(service, "bob")).user_id == "bob"
     assert (await config_of(service, "carol")).user_id == "carol"
     assert local.reconciler.metrics.reconciles.labels("invalid")._value.get() == 2
+
+
+async def test_an_upgrade_keeps_the_old_jwt_valid_and_a_downgrade_revokes_it(platform, tmp_path):
+    server, _, local, secrets, folder = platform
+    await local.scan()
+    name = bootstrap_secret_name("bob")
+    pro_creds = (await secrets.get(name))[CREDS_KEY]
+    _set_tier(folder / "bob-pro.yaml", "enterprise")
+    await local.scan()
+    enterprise_creds = (await secrets.get(name))[CREDS_KEY]
+    assert enterprise_creds != pro_creds
+    # An agent still holding the pro file (copied to its VPS) keeps its connection.
+    still = await nats.connect(server.url, user_credentials=RawCredentials(pro_creds.decode()), allow_reconnect=False)
+    await still.close()
+    _set_tier(folder / "bob-pro.yaml", "free")
+    await local.scan()
+    for refused in (pro_creds, enterprise_creds):  # both allow more than free does
+        with pytest.raises(Exception, match="(?i)authorization|revoked"):
+            await nats.connect(server.url, user_credentials=RawCredentials(refused.decode()), allow_reconnect=False,
+                               max_reconnect_attempts=0, connect_timeout=2)
+    free_creds = (await secrets.get(name))[CREDS_KEY]
+    ok = await nats.connect(server.url, user_credentials=RawCredentials(free_creds.decode()), allow_reconnect=False)
+    await ok.close()
+
+
+async def test_the_operator_never_undoes_bootstrap_limits(platform):
+    _, service, local, _, _ = platform
+    js = service.jetstream()
+    info = await js.stream_info(subjects.PRICES_STREAM)
+    info.config.max_age = 120.0  # as `mt5fleet nats bootstrap --config` would set it
+    await js.update_stream(info.config)
+    await local.scan(force=True)
+    assert (await js.stream_info(subjects.PRICES_STREAM)).config.max_age == 120.0
+
+
+def _set_tier(file: Path, tier: str) -> None:
+    body = yaml.safe_load(file.read_text())
+    body["spec"]["tier"] = tier
+    file.write_text(yaml.safe_dump(body))
