@@ -41,6 +41,8 @@ def add_trust_chain(nats_commands: argparse._SubParsersAction) -> None:
         "trust-chain", help="create NATS JWT keys: operator, system and app accounts, service and system users")
     parser.add_argument("--out", type=Path, required=True, help="trust chain JSON to create (secret; 0600)")
     parser.add_argument("--server-config", type=Path, help="also write the nats-server config lines for it")
+    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (workers, operator, bootstrap) and "
+                        "system.creds (account JWT pushes) there, 0600")
     parser.set_defaults(handler=run_trust_chain)
 
 
@@ -82,6 +84,12 @@ def run_trust_chain(args: argparse.Namespace) -> int:
         lines = chain.server_mode().config_lines(Path("/data/jwt"))
         args.server_config.write_text("\n".join(lines) + "\n")
         print(f"nats-server config lines written to {args.server_config}")
+    if args.creds_dir:
+        from mt5fleet.operator.nats_accounts import write_creds
+
+        args.creds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, user in (("service", chain.service_user), ("system", chain.system_user)):
+            print(f"{name} user credentials written to {write_creds(args.creds_dir / f'{name}.creds', user)}")
     return 0
 
 

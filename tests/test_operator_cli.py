@@ -1,0 +1,38 @@
+"""`mt5fleet nats trust-chain` and `mt5fleet operator --crd` as a platform operator runs them."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from mt5fleet.operator import crd
+from mt5fleet.operator.nats_accounts import TrustChain
+from mt5fleet.operator.nats_jwt import decode_user, parse_creds
+from mt5fleet.proto import cli
+
+
+def test_trust_chain_writes_private_files_that_fit_together(tmp_path, capsys):
+    out, config, creds = tmp_path / "trust.json", tmp_path / "nats-jwt.conf", tmp_path / "creds"
+    assert cli.main(["nats", "trust-chain", "--out", str(out), "--server-config", str(config),
+                     "--creds-dir", str(creds)]) == 0
+    chain = TrustChain.from_json(out.read_text())
+    for path in (out, creds / "service.creds", creds / "system.creds"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    service_jwt, _ = parse_creds((creds / "service.creds").read_text())
+    assert decode_user(service_jwt).claims.subject == chain.service_user.public_key
+    lines = config.read_text().splitlines()
+    assert f'operator: "{chain.operator_jwt}"' in lines and "  type: full" in lines
+    assert "SU" not in capsys.readouterr().out  # no seed on the terminal
+
+
+def test_trust_chain_never_overwrites_an_existing_chain(tmp_path, capsys):
+    out = tmp_path / "trust.json"
+    out.write_text("keep me")
+    assert cli.main(["nats", "trust-chain", "--out", str(out)]) == 1
+    assert out.read_text() == "keep me" and "exists" in capsys.readouterr().err
+
+
+def test_operator_crd_prints_the_committed_crd(capsys):
+    assert cli.main(["operator", "--crd"]) == 0
+    committed = Path(__file__).resolve().parents[1] / "deploy/helm/mt5fleet/crds/tradingclients.mt5fleet.io.yaml"
+    assert capsys.readouterr().out == committed.read_text() == crd.render()
