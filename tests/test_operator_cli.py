@@ -36,3 +36,17 @@ def test_operator_crd_prints_the_committed_crd(capsys):
     assert cli.main(["operator", "--crd"]) == 0
     committed = Path(__file__).resolve().parents[1] / "deploy/helm/mt5fleet/crds/tradingclients.mt5fleet.io.yaml"
     assert capsys.readouterr().out == committed.read_text() == crd.render()
+
+
+def test_the_peering_manifests_match_what_the_operator_uses():
+    import kubernetes_validate
+    import yaml
+
+    from mt5fleet.operator import handlers
+
+    crd_doc, peering = yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/kopf/peering.yaml")
+                                          .read_text())
+    kubernetes_validate.validate(crd_doc, "1.29.0", strict=True)
+    assert (crd_doc["spec"]["group"], crd_doc["spec"]["scope"]) == ("kopf.dev", "Namespaced")
+    assert peering["kind"] == crd_doc["spec"]["names"]["kind"] == "KopfPeering"
+    assert peering["metadata"]["name"] == handlers.configure.__kwdefaults__["peering_name"]
