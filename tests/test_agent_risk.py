@@ -101,5 +101,7 @@ async def test_auto_close_before_the_weekend_when_the_user_asked(fresh_nats_serv
         await kv.put("alice", config.SerializeToString())
         h.clock.start += 6 * 60  # 16:46 New York: inside the 15-minute lead
         await wait_for(lambda: not open_positions(h.sim), "positions closed before the weekend")
+        # The report follows the close through JetStream: wait for it, do not race it.
+        await wait_for(lambda: any(r.command_type == commands_pb2.CLOSE_ALL for r in h.reports), "close-all reported")
         closing = [r for r in h.reports if r.command_type == commands_pb2.CLOSE_ALL]
         assert len(closing) == 1 and closing[0].status == FILLED
