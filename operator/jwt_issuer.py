@@ -15,18 +15,12 @@ from typing import Any
 from mt5fleet.operator.appliers import IssuedCredentials
 from mt5fleet.operator.nats_accounts import AccountAuthority, push_account_jwt
 from mt5fleet.operator.nats_jwt import NKey, decode_user, parse_creds
-from mt5fleet.operator.permissions import TierLimits, UserAccess, user_access
+from mt5fleet.operator.reconcile import access_for
 from mt5fleet.operator.tiers import Tier
 
 log = logging.getLogger("mt5fleet.operator.credentials")
 
 Persist = Callable[[str], Awaitable[Any]]
-
-
-def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAccess:
-    return user_access(user_id, md_symbols, TierLimits(payload=tier.max_payload_bytes,
-                                                       subscriptions=tier.max_subscriptions,
-                                                       data=tier.max_data_bytes))
 
 
 class JwtIssuer:

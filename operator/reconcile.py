@@ -17,6 +17,7 @@ from mt5fleet.operator.models import (
     TradingClientSpec,
     TradingClientStatus,
 )
+from mt5fleet.operator.permissions import TierLimits, UserAccess, catchup_consumer, user_access
 from mt5fleet.operator.tiers import Tier
 from mt5fleet.proto import subjects
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
@@ -48,6 +49,17 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class CatchupConsumer:
+    """The one consumer a user has: created by its agent after a reconnect, short-lived,
+    filtered to its commands (SPEC §2.2: no live consumer per user). The operator grants
+    exactly this name and filter; the agent (client/catchup.py) creates it."""
+    stream: str
+    name: str
+    filter_subject: str
+    inactive_threshold_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Desired:
     """Everything the appliers make true for one user."""
     user_id: str
@@ -58,6 +70,8 @@ class Desired:
     shard: int
     subjects: Mapping[str, str]
     credentials_active: bool            # False while paused: the JWT is revoked
+    access: UserAccess                  # the user's NATS permissions and limits
+    catchup: CatchupConsumer
 
 
 def select_symbols(spec: TradingClientSpec, tier: Tier, correlations: Mapping[Pair, float] | None,
@@ -104,9 +118,20 @@ def desired_state(client: TradingClient, tier: Tier, correlations: Mapping[Pair,
     shard = subjects.partition_of(spec.user_id, partitions)
     symbols = selection.symbols
     md = tuple(dict.fromkeys(symbols.trading + symbols.correlation + symbols.monitoring))
+    access = access_for(spec.user_id, md, tier)
+    catchup = CatchupConsumer(stream=subjects.COMMANDS_STREAM, name=catchup_consumer(spec.user_id),
+                              filter_subject=subjects.user_subject(spec.user_id, subjects.Channel.COMMANDS))
     return Desired(user_id=spec.user_id, tier=tier, selection=selection,
                    config=client_config(client, tier, symbols, shard), md_symbols=md, shard=shard,
-                   subjects=user_subjects(spec.user_id), credentials_active=not spec.paused)
+                   subjects=user_subjects(spec.user_id), credentials_active=not spec.paused, access=access,
+                   catchup=catchup)
+
+
+def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAccess:
+    """The user's NATS permissions, with its tier's connection limits."""
+    return user_access(user_id, md_symbols, TierLimits(payload=tier.max_payload_bytes,
+                                                       subscriptions=tier.max_subscriptions,
+                                                       data=tier.max_data_bytes))
 
 
 def client_config(client: TradingClient, tier: Tier, symbols: EffectiveSymbols, shard: int) -> config_pb2.ClientConfig:
