@@ -10,6 +10,7 @@ its field path, exactly as ``kubectl apply`` would have refused it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from collections.abc import Mapping
@@ -210,7 +211,7 @@ def _read(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: expected an object, got {type(data).__name__}")
         return None
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     known = {camel(f.name) for f in dataclasses.fields(cls)}
     problems.extend(f"{path}.{key}: unknown field" for key in data if key not in known)
     values: dict[str, Any] = {}
@@ -233,6 +234,12 @@ def _read(cls: type, data: Any, path: str, problems: list[str]) -> Any:
         return cls(**values)
     except TypeError:  # a required field was missing: already reported
         return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolving string annotations costs more than reading a whole spec: once per class.
+    return typing.get_type_hints(cls)
 
 
 def _value(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
