@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
+from mt5fleet.client import credentials, watermarks
 from mt5fleet.client import effective as effective_config
-from mt5fleet.client import watermarks
 from mt5fleet.client.catchup import catch_up
 from mt5fleet.client.clock import Clock, SystemClock, now_ms
 from mt5fleet.client.commands import CommandPipeline
@@ -34,6 +35,7 @@ from mt5fleet.client.streams import Streams
 from mt5fleet.client.terminal import Mt5Login, Terminal
 from mt5fleet.proto import natsconn, subjects
 from mt5fleet.proto.tasks import cancel_and_wait
+from mt5fleet.proto.v1 import config_pb2
 
 log = logging.getLogger("mt5fleet.agent")
 
@@ -221,6 +223,30 @@ class Agent:
         log.info("configuration applied: tier %s, trading %s", new.tier, ", ".join(new.trading_symbols))
         if changed_symbols:
             self.streams.symbols_changed.set()
+
+    def use_server_credentials(self, sealed: config_pb2.EncryptedCredentials) -> bool:
+        """Log in with the MT5 password the operator sealed into ClientConfig (under this
+        agent's key: the bootstrap Secret's ``agent.key``), when the local config names
+        none: the password then lives in one place, the platform's Secret. A password in
+        the local config always wins. Returns whether the terminal login changed."""
+        if self.settings.mt5.password is not None or not sealed.ciphertext:
+            return False
+        try:
+            key = credentials.load_key(self.settings.mt5.key_file, self.settings.mt5.key_env)
+            password = credentials.unseal(credentials.from_proto(sealed), key, login=sealed.login,
+                                          server=sealed.server)
+        except credentials.CredentialError as exc:
+            self.metrics.invalid.labels("EncryptedCredentials").inc()
+            log.warning("the server's MT5 credentials do not open with this agent's key: %s", exc)
+            return False
+        current = self.terminal.login
+        if (current.login, current.server, current.password) == (sealed.login, sealed.server, password):
+            return False
+        self.terminal.login = dataclasses.replace(current, login=sealed.login, server=sealed.server,
+                                                  password=password)
+        log.info("MT5 login %s on %s from the server's sealed credentials", sealed.login, sealed.server)
+        self._spawn(self.mt5(self._connect_terminal), "terminal-login")
+        return True
 
     def save_watermarks(self) -> None:
         watermarks.save(self.watermarks_path, self.marks)

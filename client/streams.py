@@ -289,6 +289,8 @@ class Streams:
             log.warning("refused a ClientConfig: %s", exc)
             return
         agent.apply_config(new)
+        if config.HasField("mt5_credentials"):
+            agent.use_server_credentials(config.mt5_credentials)
 
     async def resubscribe_market_data(self) -> None:
         agent = self.agent

@@ -120,3 +120,35 @@ async def test_a_new_client_config_applies_live(harness):
     refused = harness.command(symbol="GBPUSD")
     await harness.send(refused)
     assert (await harness.report(refused.command_id)).reject_code == "symbol_not_allowed"
+
+
+async def test_the_mt5_password_the_operator_sealed_logs_the_terminal_in(fresh_nats_server, tmp_path):
+    """No password in the agent's own config: the one the operator sealed under the
+    agent's key (its bootstrap Secret's agent.key) is used; a foreign key is refused."""
+    from mt5fleet.client import credentials
+    from mt5fleet.client.sim.broker import BROKERS
+
+    key_file = tmp_path / "agent.key"
+    key_file.write_text(credentials.generate_key())
+    broker = BROKERS["icm-raw"]
+    async with AgentHarness(fresh_nats_server, tmp_path, mt5={"key_file": str(key_file)}) as h:
+        assert h.agent.terminal.login.password is None
+
+        def config_sealed_with(key: credentials.AgentKey) -> bytes:
+            sealed = credentials.seal(broker.password, key, login=broker.login, server=broker.server)
+            config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", trading_symbols=["EURUSD"])
+            config.risk.max_risk_per_trade = 1.0
+            config.mt5_credentials.CopyFrom(credentials.to_proto(sealed, login=broker.login, server=broker.server))
+            return config.SerializeToString()
+
+        kv = await h.js.key_value(subjects.CONFIG_BUCKET)
+        foreign = credentials.AgentKey(bytes(range(32)))
+        await kv.put("alice", config_sealed_with(foreign))
+        await wait_for(lambda: h.agent.metrics.invalid.labels("EncryptedCredentials")._value.get() == 1,
+                       "a password sealed under another key refused")
+        assert h.agent.terminal.login.password is None
+        await kv.put("alice", config_sealed_with(credentials.load_key(key_file)))
+        await wait_for(lambda: h.agent.terminal.login.login == broker.login, "the server's login used")
+        assert h.agent.terminal.login.password.reveal() == broker.password
+        await wait_for(lambda: h.agent.terminal.connected, "terminal logged in with it")
+        assert h.sim.account_info().login == broker.login
