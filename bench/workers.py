@@ -19,52 +19,12 @@ import platform
 import time
 
 import nats
+from _common import now_ms, populate, signal
 
 from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.domain import Signal
 from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.proto.v1 import account_pb2, commands_pb2, config_pb2, prices_pb2, signals_pb2, symbols_pb2
-from mt5fleet.proto.validation import check_signal
+from mt5fleet.proto.v1 import prices_pb2
 from mt5fleet.workers.adjust_service import AdjustWorker
-
-WEDNESDAY = 1_795_014_000_000
-_origin = time.monotonic()
-
-
-def now_ms() -> int:
-    return WEDNESDAY + int((time.monotonic() - _origin) * 1000)
-
-
-def populate(worker: AdjustWorker, users: int) -> None:
-    """Fill the worker's state through the same handlers its JetStream consumers call."""
-    now = now_ms()
-    spec = symbols_pb2.SymbolSpecList(timestamp=now, specs=[symbols_pb2.SymbolSpec(
-        symbol="EURUSD", broker_symbol="EURUSD.m", digits=5, point=1e-5, contract_size=100_000, tick_size=1e-5,
-        tick_value=1.0, volume_min=0.01, volume_max=100, volume_step=0.01, trade_mode=4,
-        currency_base="EUR", currency_profit="USD", currency_margin="EUR")])
-    for i in range(users):
-        uid = f"u{i:05d}"
-        config = config_pb2.ClientConfig(user_id=uid, tier_name="pro", trading_symbols=["EURUSD"],
-                                         max_quote_age_ms=3_600_000)
-        config.risk.max_risk_per_trade = 1.0
-        worker.state.on_config(uid, config.SerializeToString())
-        bid = round(1.1 + (i % 11 - 5) * 1e-5, 5)
-        batch = prices_pb2.ClientPriceStream(user_id=uid, batch_timestamp=now, prices=[prices_pb2.ClientPrice(
-            symbol="EURUSD", bid=bid, ask=round(bid + 1e-4, 5), spread=10, timestamp=now)])
-        worker.state.on_prices(f"tc.{uid}.prices", batch.SerializeToString())
-        spec.user_id = uid
-        worker.state.on_specs(f"tc.{uid}.symbols", spec.SerializeToString())
-        account = account_pb2.AccountProfile(user_id=uid, account_number="1", base_currency="USD", balance=1e4,
-                                             equity=1e4, margin_free=1e4, timestamp=now)
-        worker.state.on_account(f"tc.{uid}.account", account.SerializeToString())
-
-
-def signal(signal_id: str) -> Signal:
-    now = now_ms()
-    return check_signal(signals_pb2.UniversalSignal(
-        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=1.1, reference_ask=1.10002,
-        entry=1.10002, stop_loss=1.09502, take_profit=1.11002, confidence=0.8, created_at=now,
-        expires_at=now + 600_000, strategy="bench"), now)
 
 
 async def bench_fanout(url: str, users: int) -> dict:
