@@ -71,7 +71,6 @@ from mt5fleet.proto.natsconn import NatsSettings
 from mt5fleet.proto.sessions import NEW_YORK
 from mt5fleet.proto.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2, signals_pb2
-from mt5fleet.workers.adjust import Skip, adjust
 from mt5fleet.workers.adjust_service import AdjustWorker
 from mt5fleet.workers.app import Service, probe_app
 from mt5fleet.workers.feedback_service import FeedbackWorker
@@ -295,31 +294,6 @@ async def _forever() -> None:
     await asyncio.Event().wait()
 
 
-class ObservedAdjustWorker(AdjustWorker):
-    """An adjustment replica that also tells the demo which users a signal skipped, and
-    why (the worker itself only counts skips by reason). ``adjust`` is pure, so asking
-    it again with the same state and instant gives the answer the worker acted on."""
-
-    def __init__(self, nc: Any, *, on_skip: Callable[[str, str, str], None], **kwargs: Any) -> None:
-        super().__init__(nc, **kwargs)
-        self.on_skip = on_skip
-
-    def commands_for(self, signal: Any, partition: int, now: int) -> list[commands_pb2.TradingCommand]:
-        commands = super().commands_for(signal, partition, now)
-        served = {command.user_id for command in commands}
-        for user_id in self.state.users(partition, self.partitions):
-            if user_id in served:
-                continue
-            try:
-                result = adjust(signal, self.state.user_state(user_id), now)
-            except (ValueError, KeyError):
-                self.on_skip(signal.signal_id, user_id, "error")
-                continue
-            if isinstance(result, Skip):
-                self.on_skip(signal.signal_id, user_id, result.reason.value)
-        return commands
-
-
 class WorkerPool:
     """The adjustment-worker pool the operator scales (``appliers.Scaler``): in-process
     replicas, each with its own NATS connection as the service user and its own /metrics."""
@@ -357,7 +331,7 @@ class WorkerPool:
         holder: list[AdjustWorker] = []
 
         async def build(nc: Any) -> Service:
-            worker = ObservedAdjustWorker(nc, on_skip=self.on_skip, replica_id=f"demo-{name}",
+            worker = AdjustWorker(nc, on_skip=self.on_skip, replica_id=f"demo-{name}",
                                           lease_ttl_ms=LEASE_TTL_MS, now_ms=lambda: now_ms(self.clock))
             await worker.start()
             holder.append(worker)

@@ -33,6 +33,8 @@ log = logging.getLogger("mt5fleet.worker.adjust")
 
 FETCH_BATCH = 16
 PUBLISH_CONCURRENCY = 256
+# Users adjusted between two chances for their commands to be published.
+FAN_OUT_CHUNK = 256
 
 
 def wall_ms() -> int:
@@ -42,13 +44,15 @@ def wall_ms() -> int:
 class AdjustWorker:
     def __init__(self, nc: Any, *, replica_id: str | None = None, partitions: int = subjects.ADJUST_PARTITIONS,
                  lease_ttl_ms: int = 10_000, now_ms: Callable[[], int] = wall_ms,
-                 metrics: AdjustMetrics | None = None) -> None:
+                 metrics: AdjustMetrics | None = None,
+                 on_skip: Callable[[str, str, str], None] | None = None) -> None:
         self.nc, self.js = nc, nc.jetstream()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.partitions = partitions
         self.lease_ttl_ms = lease_ttl_ms
         self.now_ms = now_ms
         self.metrics = metrics or AdjustMetrics()
+        self.on_skip = on_skip or (lambda signal_id, user_id, reason: None)  # (signal, user, reason)
         self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc())
         self.owned: dict[int, asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
@@ -131,8 +135,7 @@ class AdjustWorker:
         self.metrics.signal_to_worker.observe(max(now - signal.created_at_ms, 0) / 1000)
         started = time.perf_counter()
         try:
-            commands = self.commands_for(signal, partition, now)
-            await asyncio.gather(*(self._publish(command) for command in commands))
+            await self._fan_out(signal, partition, now)
         except Exception as exc:  # some publish failed: let the partition's consumer redeliver it
             log.warning("signal %s on partition %d not finished (%s); it will be redelivered",
                         signal.signal_id, partition, exc)
@@ -143,17 +146,41 @@ class AdjustWorker:
         self.metrics.adjust_time.observe(time.perf_counter() - started)
         self.metrics.signals.labels("done").inc()
 
+    async def _fan_out(self, signal: Signal, partition: int, now: int) -> None:
+        """Publish while adjusting, chunk by chunk: the first users' commands leave while
+        the rest of the partition is still being adjusted. Returns once every command is
+        stored; raises the first failure (the caller naks: ids make the retry safe)."""
+        users = self.state.users(partition, self.partitions)
+        publishing: list[asyncio.Task] = []
+        try:
+            for start in range(0, len(users), FAN_OUT_CHUNK):
+                chunk = self.commands_for_users(signal, users[start:start + FAN_OUT_CHUNK], now)
+                publishing.extend(asyncio.create_task(self._publish(command)) for command in chunk)
+                await asyncio.sleep(0)
+            results = await asyncio.gather(*publishing, return_exceptions=True)
+        finally:
+            for task in publishing:
+                task.cancel()  # only the unfinished ones: after a stop or a failure
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+
     def commands_for(self, signal: Signal, partition: int, now: int) -> list[commands_pb2.TradingCommand]:
+        return self.commands_for_users(signal, self.state.users(partition, self.partitions), now)
+
+    def commands_for_users(self, signal: Signal, users: list[str], now: int) -> list[commands_pb2.TradingCommand]:
         commands: list[commands_pb2.TradingCommand] = []
-        for user_id in self.state.users(partition, self.partitions):
+        for user_id in users:
             try:
                 result = adjust(signal, self.state.user_state(user_id), now)
             except (ValueError, KeyError) as exc:  # one user's odd state must not cost the others
                 self.metrics.skips.labels("error").inc()
+                self.on_skip(signal.signal_id, user_id, "error")
                 log.warning("adjusting %s for %s failed: %s", signal.signal_id, user_id, exc)
                 continue
             if isinstance(result, Skip):
                 self.metrics.skips.labels(result.reason.value).inc()
+                self.on_skip(signal.signal_id, user_id, result.reason.value)
                 continue
             commands.extend(result.commands)
         return commands
