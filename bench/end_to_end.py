@@ -135,10 +135,12 @@ async def _worker_main(conn: Any, url: str, origin_at: float, users: int) -> Non
 
 def trace_stages(worker: AdjustWorker) -> list[tuple[str, str, int, float]]:
     """Wrap (not change) the worker's per-partition steps to time them: (stage, signal id,
-    partition, time.monotonic()) for picked up, adjusted (commands_for returned) and stored
-    (every command acked, the signal acked)."""
+    partition, time.monotonic()) for picked up, first commands adjusted (the first chunk of
+    users; the worker publishes while it adjusts the rest), adjusted (the partition's last
+    chunk) and stored (every command acked, the signal acked)."""
     stages: list[tuple[str, str, int, float]] = []
-    handle, commands_for = worker._handle, worker.commands_for
+    handle, commands_for_users = worker._handle, worker.commands_for_users
+    current: dict[str, int] = {}
 
     async def timed_handle(partition: int, message: Any) -> None:
         picked = time.monotonic()
@@ -147,12 +149,16 @@ def trace_stages(worker: AdjustWorker) -> list[tuple[str, str, int, float]]:
         await handle(partition, message)
         stages.append(("stored", signal_id, partition, time.monotonic()))
 
-    def timed_commands_for(signal: Any, partition: int, now: int) -> list[Any]:
-        out = commands_for(signal, partition, now)
+    def timed_commands_for_users(signal: Any, users: list[str], now: int) -> list[Any]:
+        out = commands_for_users(signal, users, now)
+        partition = subjects.partition_of(users[0], worker.partitions) if users else -1
+        first = current.get(signal.signal_id) is None
+        current[signal.signal_id] = partition
+        stages.append(("first_adjusted" if first else "adjusted", signal.signal_id, partition, time.monotonic()))
         stages.append(("adjusted", signal.signal_id, partition, time.monotonic()))
         return out
 
-    worker._handle, worker.commands_for = timed_handle, timed_commands_for
+    worker._handle, worker.commands_for_users = timed_handle, timed_commands_for_users
     return stages
 
 
@@ -167,10 +173,12 @@ def stage_summary(stages: list[tuple[str, str, int, float]], sent: dict[str, flo
         rows[signal_id] = {
             "first_picked_up_ms": round(min(t for stage, t in mine if stage == "picked_up") * 1000, 1),
             "last_picked_up_ms": round(max(t for stage, t in mine if stage == "picked_up") * 1000, 1),
+            "first_adjusted_ms": round(min((t for stage, t in mine if stage == "first_adjusted"),
+                                           default=float("nan")) * 1000, 1),
             "all_adjusted_ms": round(max(t for stage, t in mine if stage == "adjusted") * 1000, 1),
             "all_stored_ms": round(max((t for stage, t in mine if stage == "stored"), default=float("nan")) * 1000, 1),
         }
-    keys = ("first_picked_up_ms", "last_picked_up_ms", "all_adjusted_ms", "all_stored_ms")
+    keys = ("first_picked_up_ms", "last_picked_up_ms", "first_adjusted_ms", "all_adjusted_ms", "all_stored_ms")
     return {"median": {k: round(statistics.median(r[k] for r in rows.values()), 1) for k in keys} if rows else {},
             "per_signal": rows}
 
@@ -205,7 +213,7 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
     shares = {label: round(cumulative(where, name) / total, 3) for label, where, name in (
         ("price ingest: FleetState.on_prices (decode, validate, update)", "workers/fleet_state.py", "on_prices"),
         ("  of which check_price_batch (validation)", "proto/validation.py", "check_price_batch"),
-        ("adjustment: AdjustWorker.commands_for", "workers/adjust_service.py", "commands_for"),
+        ("adjustment: AdjustWorker.commands_for_users", "workers/adjust_service.py", "commands_for_users"),
         ("JetStream publish of commands: AdjustWorker._publish", "workers/adjust_service.py", "_publish"),
         ("nats-py reading: Client._read_loop (socket, protocol parse, dispatch)", "nats/aio/client.py", "_read_loop"),
         ("idle: epoll wait", "~", "<method 'poll' of 'select.epoll' objects>"),
