@@ -16,7 +16,7 @@ from typing import Any
 from mt5fleet.client import mt5_constants as mt5
 from mt5fleet.client import orders
 from mt5fleet.client.orders import Found, Outcome
-from mt5fleet.client.terminal import Terminal
+from mt5fleet.client.terminal import Terminal, TerminalError
 from mt5fleet.proto.domain import Command, CommandType, SymbolSpecInfo
 
 log = logging.getLogger("mt5fleet.agent.execution")
@@ -135,7 +135,22 @@ class Executor:
 
     def _send(self, cmd: Command, request: Mapping[str, Any], spec: SymbolSpecInfo | None) -> Outcome:
         result = self.terminal.order_send(request)
-        return orders.outcome(cmd, request, result, spec)
+        outcome = orders.outcome(cmd, request, result, spec)
+        if cmd.type.opens and outcome.deal_ticket and outcome.status in ("FILLED", "PARTIAL"):
+            outcome = self._with_deal_position(outcome)
+        return outcome
+
+    def _with_deal_position(self, outcome: Outcome) -> Outcome:
+        """The position the opening deal really went to: on a netting account a second
+        buy adds to the existing position, whose ticket is not the new order's. Later
+        close/modify commands target this ticket, so it must be the real one."""
+        try:
+            deal = self.terminal.deal(outcome.deal_ticket)
+        except TerminalError as exc:  # the fill stands; the order's ticket is the usual rule
+            log.debug("deal %s not readable: %s", outcome.deal_ticket, exc)
+            return outcome
+        position = getattr(deal, "position_id", 0) if deal is not None else 0
+        return dataclasses.replace(outcome, position_ticket=position) if position else outcome
 
     # ---------------------------------------------------------------- recovery
     def find(self, command_id: str, since_s: float, until_s: float) -> Found | None:

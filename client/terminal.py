@@ -143,6 +143,11 @@ class Terminal:
         kwargs = {"symbol": broker_symbol} if broker_symbol else {}
         return tuple(self.call("orders_get", **kwargs) or ())
 
+    def deal(self, ticket: int) -> Any | None:
+        """One deal by its ticket, or None when the history does not (yet) hold it."""
+        found = self.call("history_deals_get", ticket=ticket, not_found_ok=True)
+        return found[0] if found else None
+
     def deals(self, date_from: float, date_to: float) -> tuple:
         return tuple(self.call("history_deals_get", date_from, date_to) or ())
 

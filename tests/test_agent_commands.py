@@ -106,3 +106,17 @@ async def test_a_malformed_command_is_reported_and_the_next_good_one_still_execu
     assert "lot_size" in refused.reason
     assert harness.agent.metrics.invalid.labels("TradingCommand")._value.get() == 2
     assert len(open_positions(harness.sim)) == 1
+
+
+async def test_on_a_netting_account_a_second_buy_reports_the_position_it_added_to(fresh_nats_server, tmp_path):
+    """Close and modify commands target the reported ticket: it must be the position's,
+    not the second order's (a netting account keeps one position per symbol)."""
+    async with AgentHarness(fresh_nats_server, tmp_path, simulated={"broker": "eu-netting", "seed": 7}) as h:
+        first, second = h.command(), h.command()
+        for command in (first, second):
+            await h.send(command)
+        reports = [await h.report(c.command_id) for c in (first, second)]
+        assert [r.status for r in reports] == [FILLED, FILLED]
+        [position] = h.sim.positions_get()
+        assert reports[0].ticket == reports[1].ticket == position.ticket
+        assert reports[1].order_ticket != position.ticket
