@@ -133,6 +133,7 @@ class RiskContext:
     spec: SymbolSpecInfo | None
     market: MarketState
     stop_out: StopOutState = field(default_factory=StopOutState)
+    netting: bool = False     # one position per symbol: an order there opens no new one
 
     @property
     def daily_loss(self) -> float:
@@ -261,6 +262,8 @@ def _rollover(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> Decision | 
 
 def _max_open_positions(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> Decision | None:
     cap = limits.max_open_positions
+    if ctx.netting and ctx.symbol_positions:
+        return None  # it adds to (or reduces) the symbol's one position: the count stays
     if cap and ctx.open_positions >= cap:
         return Decision.refuse(RejectCode.MAX_OPEN_POSITIONS, f"{ctx.open_positions} positions open "
                                                               f"({ctx.symbol_positions} on {cmd.symbol}), "

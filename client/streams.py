@@ -226,7 +226,8 @@ class Streams:
             symbol_positions=sum(1 for p in positions if p.symbol == broker),
             bid=view.bid if view else 0.0, ask=view.ask if view else 0.0,
             spread_points=round((view.ask - view.bid) / view.spec.point) if view else 0.0,
-            spec=view.spec if view else None, market=sessions.market_state(at_ms), stop_out=agent.marks.stop_out)
+            spec=view.spec if view else None, market=sessions.market_state(at_ms), stop_out=agent.marks.stop_out,
+            netting=not agent.executor.hedging)
         return risk.check(command, agent.effective.limits, context)
 
     # ------------------------------------------------------------------ heartbeat

@@ -252,6 +252,15 @@ def test_exactly_at_max_open_positions_is_refused():
     assert "5 positions open (2 on EURUSD), the limit is 5" in decision.reason
 
 
+def test_on_a_netting_account_an_order_on_a_held_symbol_opens_no_new_position():
+    at_cap = limits(max_open_positions=5)
+    assert check(command(), at_cap, ctx(open_positions=5, symbol_positions=1, netting=True)).allowed
+    assert refused(check(command(), at_cap, ctx(open_positions=5, symbol_positions=0, netting=True)),
+                   RejectCode.MAX_OPEN_POSITIONS)  # a new symbol is a new position
+    assert refused(check(command(), at_cap, ctx(open_positions=5, symbol_positions=1)),
+                   RejectCode.MAX_OPEN_POSITIONS)  # hedging: every order is a position
+
+
 def test_zero_max_open_positions_is_no_limit():
     assert check(command(), limits(max_open_positions=0), ctx(open_positions=400)).allowed
 
