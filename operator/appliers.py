@@ -17,20 +17,22 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from google.protobuf.message import DecodeError
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
 from mt5fleet.client import credentials as mt5_credentials
 from mt5fleet.operator.changes import Applied, Change
+from mt5fleet.operator.permissions import UserAccess
 from mt5fleet.operator.secret_store import SecretStore
-from mt5fleet.operator.tiers import Tier
 from mt5fleet.proto import bootstrap, subjects
 from mt5fleet.proto.v1 import config_pb2
 
 log = logging.getLogger("mt5fleet.operator.appliers")
+
+UNREAD = object()  # ensure_config: the caller has not read the current entry
 
 # Streams purged of a deleted user's subjects; TC_EXECUTIONS and TC_ACCOUNT are kept (audit).
 PURGED_ON_DELETE = (subjects.PRICES_STREAM, subjects.SYMBOLS_STREAM, subjects.HEARTBEAT_STREAM,
@@ -59,23 +61,16 @@ class IssuedCredentials:
 
 
 class CredentialIssuer(Protocol):
-    """Issues and revokes per-user NATS credentials (JWT auth: see nats_accounts.py)."""
+    """Issues and revokes per-user NATS credentials (JWT auth: see nats_accounts.py);
+    ``access`` is the user's desired permissions and limits (reconcile.Desired.access)."""
 
-    def digest(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> str: ...
+    def digest(self, access: UserAccess) -> str: ...
 
-    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier,
-              previous: bytes | None = None) -> IssuedCredentials: ...
+    def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials: ...
 
-    def narrows(self, previous: bytes, user_id: str, md_symbols: Sequence[str], tier: Tier) -> bool: ...
+    def narrows(self, previous: bytes, access: UserAccess) -> bool: ...
 
     async def revoke(self, public_key: str, issued_before: int | None = None) -> None: ...
-
-
-@dataclass(frozen=True)
-class CredentialRequest:
-    user_id: str
-    md_symbols: tuple[str, ...]
-    tier: Tier
 
 
 @dataclass(frozen=True)
@@ -135,11 +130,15 @@ class UserAppliers:
         return Applied("streams", Change.DELETED if purged else Change.UNCHANGED, f"purged {purged} stream(s)")
 
     # ------------------------------------------------------------------ tc-config
-    async def ensure_config(self, user_id: str, config: config_pb2.ClientConfig | None, now_ms: int) -> Applied:
+    async def ensure_config(self, user_id: str, config: config_pb2.ClientConfig | None, now_ms: int, *,
+                            current: config_pb2.ClientConfig | None | object = UNREAD) -> Applied:
+        """``current``: the entry as the caller just read it (``current_config``), so a
+        reconcile reads it once; an unreadable entry reads as None and is rewritten."""
         kv = await self._kv()
-        current = await _kv_get(kv, user_id)
+        if current is UNREAD:
+            current = await self.current_config(user_id)
         if config is None:
-            if current is None:
+            if await _kv_get(kv, user_id) is None:
                 return Applied("config", Change.UNCHANGED)
             await kv.delete(user_id)
             return Applied("config", Change.DELETED)
@@ -157,25 +156,21 @@ class UserAppliers:
             self._config_kv = await self.js.key_value(subjects.CONFIG_BUCKET)
         return self._config_kv
 
-    async def repair_config_bucket(self) -> Change:
-        self._config_kv = None
-        return (await bootstrap.ensure_bucket(self.js, self.layout.bucket(subjects.CONFIG_BUCKET))).action
-
     # ------------------------------------------------------------------ credentials + bootstrap Secret
-    async def ensure_credentials(self, user_id: str, request: CredentialRequest | None) -> Applied:
+    async def ensure_credentials(self, user_id: str, access: UserAccess | None) -> Applied:
         """Issue the user's JWT when it has none or its permissions changed; revoke it
-        when the user is paused or deleted (``request`` None)."""
+        when the user is paused or deleted (``access`` None)."""
         name = bootstrap_secret_name(user_id)
         stored = await self.secrets.get(name) or {}
         old_key = stored.get(PUBLIC_KEY_KEY, b"").decode()
-        if request is None:
+        if access is None:
             if not old_key:
                 return Applied("credentials", Change.UNCHANGED)
             await self.issuer.revoke(old_key)
             kept = {k: v for k, v in stored.items() if k not in (CREDS_KEY, PUBLIC_KEY_KEY, DIGEST_KEY)}
             await self.secrets.put(name, kept)
             return Applied("credentials", Change.DELETED, "revoked")
-        digest = self.issuer.digest(request.user_id, request.md_symbols, request.tier)
+        digest = self.issuer.digest(access)
         if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
             return Applied("credentials", Change.UNCHANGED)
         # Same key, new JWT: the agent's next (re)connect reads the new .creds from its
@@ -183,9 +178,8 @@ class UserAppliers:
         # downgrade must take effect); after an upgrade it stays valid, so an agent whose
         # creds were copied to a VPS keeps trading until it gets the new file.
         previous = stored.get(CREDS_KEY)
-        narrowed = bool(old_key and previous) and self.issuer.narrows(previous, request.user_id,
-                                                                      request.md_symbols, request.tier)
-        issued = self.issuer.issue(request.user_id, request.md_symbols, request.tier, previous)
+        narrowed = bool(old_key and previous) and self.issuer.narrows(previous, access)
+        issued = self.issuer.issue(access, previous)
         await self.secrets.put(name, {**stored, CREDS_KEY: issued.creds, PUBLIC_KEY_KEY: issued.public_key.encode(),
                                       DIGEST_KEY: digest.encode()})
         if narrowed:  # the old JWT allows what the user may no longer do
@@ -234,8 +228,13 @@ class UserAppliers:
         return mt5_credentials.to_proto(sealed, login=login, server=server)
 
     async def current_config(self, user_id: str) -> config_pb2.ClientConfig | None:
+        """The user's entry; None when there is none or it is unreadable (drift: rewritten)."""
         raw = await _kv_get(await self._kv(), user_id)
-        return config_pb2.ClientConfig.FromString(raw) if raw else None
+        try:
+            return config_pb2.ClientConfig.FromString(raw) if raw else None
+        except DecodeError:
+            log.warning("the tc-config entry of %s is unreadable; it will be rewritten", user_id)
+            return None
 
 
 async def _kv_get(kv: Any, key: str) -> bytes | None:
@@ -246,13 +245,12 @@ async def _kv_get(kv: Any, key: str) -> bytes | None:
     return entry.value or None
 
 
-def _same_config(raw: bytes, desired: config_pb2.ClientConfig) -> bool:
-    try:
-        current = config_pb2.ClientConfig.FromString(raw)
-    except Exception:  # an unreadable entry is drift: rewrite it
-        return False
-    current.updated_at = 0
-    return current == desired
+def _same_config(current: config_pb2.ClientConfig, desired: config_pb2.ClientConfig) -> bool:
+    """Equal but for when it was written."""
+    unstamped = config_pb2.ClientConfig()
+    unstamped.CopyFrom(current)
+    unstamped.updated_at = 0
+    return unstamped == desired
 
 
 # ---------------------------------------------------------------------- worker pool

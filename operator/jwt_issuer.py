@@ -1,5 +1,5 @@
-"""The appliers' CredentialIssuer over NATS JWT auth: per-user permissions from the tier
-(``permissions.user_access``), user JWTs signed by the app account's signing key,
+"""The appliers' CredentialIssuer over NATS JWT auth: the user's access as the reconcile
+core computed it (``reconcile.Desired.access``), user JWTs signed by the app account's signing key,
 revocations pushed to the servers as a new account JWT and persisted.
 """
 
@@ -15,8 +15,7 @@ from typing import Any
 from mt5fleet.operator.appliers import IssuedCredentials
 from mt5fleet.operator.nats_accounts import AccountAuthority, push_account_jwt
 from mt5fleet.operator.nats_jwt import NKey, decode_user, parse_creds
-from mt5fleet.operator.reconcile import access_for
-from mt5fleet.operator.tiers import Tier
+from mt5fleet.operator.permissions import UserAccess
 
 log = logging.getLogger("mt5fleet.operator.credentials")
 
@@ -29,37 +28,33 @@ class JwtIssuer:
         self.authority, self.system_nc, self.persist = authority, system_nc, persist
         self.trusted_signers = trusted_signers
 
-    def digest(self, user_id: str, md_symbols: Sequence[str], tier: Tier) -> str:
+    def digest(self, access: UserAccess) -> str:
         """Changes exactly when the permissions or limits a new JWT would carry change."""
-        access = access_for(user_id, md_symbols, tier)
         body = json.dumps({"permissions": asdict(access.permissions), "limits": asdict(access.limits),
                            "account": self.authority.account_public_key}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
-    def issue(self, user_id: str, md_symbols: Sequence[str], tier: Tier,
-              previous: bytes | None = None) -> IssuedCredentials:
+    def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials:
         """New credentials; with ``previous`` (the user's current .creds) the same key gets
         a JWT issued strictly later, so the old one can be revoked without the new."""
-        access = access_for(user_id, md_symbols, tier)
         key, not_before = None, 0
         if previous:
             old_jwt, seed = parse_creds(previous.decode())
             key, not_before = NKey.from_seed(seed), decode_user(old_jwt).issued_at + 1
-        issued = self.authority.issue_user(user_id, access.permissions, access.limits, key=key,
+        issued = self.authority.issue_user(access.user_id, access.permissions, access.limits, key=key,
                                            not_before_iat=not_before)
         return IssuedCredentials(creds=issued.creds_text.encode(), public_key=issued.public_key,
                                  issued_at=issued.issued_at)
 
-    def narrows(self, previous: bytes, user_id: str, md_symbols: Sequence[str], tier: Tier) -> bool:
+    def narrows(self, previous: bytes, access: UserAccess) -> bool:
         """Whether new credentials would take away something ``previous`` (the user's
         current .creds) allows. Only then must the old JWT be revoked: after an upgrade
         it may stay valid, so an agent whose creds file was copied to a VPS keeps working
         until it gets the new file (it only misses the new symbols meanwhile)."""
         old = decode_user(parse_creds(previous.decode())[0]).claims
-        new = access_for(user_id, md_symbols, tier)
-        return not (_covers(new.permissions.pub.allow, old.permissions.pub.allow)
-                    and _covers(new.permissions.sub.allow, old.permissions.sub.allow)
-                    and all(_within(getattr(old.limits, name), getattr(new.limits, name))
+        return not (_covers(access.permissions.pub.allow, old.permissions.pub.allow)
+                    and _covers(access.permissions.sub.allow, old.permissions.sub.allow)
+                    and all(_within(getattr(old.limits, name), getattr(access.limits, name))
                             for name in ("payload", "subs", "data")))
 
     async def revoke(self, public_key: str, issued_before: int | None = None) -> None:

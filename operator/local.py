@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -149,8 +150,10 @@ class LocalOperator:
             previous = tracked.status if tracked else TradingClientStatus()
             status = self.reconciler.invalid(document.key, generation, exc.problems, previous)
             log.warning("%s in %s refused: %s", document.key, document.file.name, exc)
-            self.tracked[document.key] = Tracked(document.key, document.file, tracked.user_id if tracked else "",
-                                                 digest, generation, status, tracked.provisioned if tracked else False)
+            # What was provisioned stays (and is still finalized if the file goes).
+            self.tracked[document.key] = (
+                dataclasses.replace(tracked, file=document.file, digest=digest, generation=generation, status=status)
+                if tracked else Tracked(document.key, document.file, "", digest, generation, status))
             return 1
         seen_users[client.spec.user_id] = document.key
         if tracked and tracked.provisioned and tracked.user_id != client.spec.user_id:

@@ -28,21 +28,13 @@ from mt5fleet.operator.nats_jwt import NO_LIMIT, NatsLimits, Permission, UserPer
 from mt5fleet.proto import subjects
 
 JS_API = "$JS.API"
+UNLIMITED = NatsLimits()
 # client/catchup.py names the consumer; the operator does not import the agent package,
 # so the prefix is restated here and a test keeps the two equal.
 CATCHUP_CONSUMER_PREFIX = "catchup-"
 # The subscriptions an agent holds besides market data: live commands, nats-py's inbox
 # multiplexer, the catch-up pull subscription, the live config subscription.
 FIXED_SUBSCRIPTIONS = 4
-
-
-@dataclass(frozen=True)
-class TierLimits:
-    """A tier's per-connection NATS limits (bytes and counts); -1 is unlimited."""
-
-    payload: int = NO_LIMIT
-    subscriptions: int = NO_LIMIT
-    data: int = NO_LIMIT
 
 
 @dataclass(frozen=True)
@@ -60,12 +52,13 @@ class UserAccess:
         return self.permissions.sub.allow
 
 
-def user_access(user_id: str, md_symbols: Iterable[str], limits: TierLimits = TierLimits()) -> UserAccess:
+def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UNLIMITED) -> UserAccess:
+    """``limits``: the tier's per-connection limits, carried into the JWT as they are."""
     user_id = subjects.check_user_id(user_id)
     md = sorted({subjects.market_data_subject(symbol) for symbol in md_symbols})
     needed = FIXED_SUBSCRIPTIONS + len(md)
-    if limits.subscriptions != NO_LIMIT and limits.subscriptions < needed:
-        raise ValueError(f"user {user_id}: the tier allows {limits.subscriptions} subscriptions, "
+    if limits.subs != NO_LIMIT and limits.subs < needed:
+        raise ValueError(f"user {user_id}: the tier allows {limits.subs} subscriptions, "
                          f"the agent needs {needed} ({len(md)} md symbols + {FIXED_SUBSCRIPTIONS})")
     config_pub, config_sub = config_grants(user_id)
     publish = (*agent_publish_subjects(user_id), *catchup_grants(user_id), *config_pub)
@@ -74,7 +67,7 @@ def user_access(user_id: str, md_symbols: Iterable[str], limits: TierLimits = Ti
     return UserAccess(
         user_id=user_id,
         permissions=UserPermissions(pub=Permission(allow=publish), sub=Permission(allow=subscribe)),
-        limits=NatsLimits(payload=limits.payload, subs=limits.subscriptions, data=limits.data))
+        limits=limits)
 
 
 def agent_publish_subjects(user_id: str) -> tuple[str, ...]:
@@ -146,7 +139,7 @@ def config_grants(user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 __all__ = [
-    "CATCHUP_CONSUMER_PREFIX", "FIXED_SUBSCRIPTIONS", "TierLimits", "UserAccess", "agent_publish_subjects",
+    "CATCHUP_CONSUMER_PREFIX", "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects",
     "catchup_consumer", "catchup_grants", "config_grants", "config_key_subject", "config_stream", "inbox_prefix",
     "inbox_subjects", "user_access",
 ]

@@ -17,7 +17,8 @@ from mt5fleet.operator.models import (
     TradingClientSpec,
     TradingClientStatus,
 )
-from mt5fleet.operator.permissions import TierLimits, UserAccess, catchup_consumer, user_access
+from mt5fleet.operator.nats_jwt import NatsLimits
+from mt5fleet.operator.permissions import UserAccess, catchup_consumer, user_access
 from mt5fleet.operator.tiers import Tier
 from mt5fleet.proto import subjects
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
@@ -66,11 +67,10 @@ class Desired:
     tier: Tier
     selection: Selection
     config: config_pb2.ClientConfig     # without credentials and updated_at: the applier adds them
-    md_symbols: tuple[str, ...]         # md.<symbol> subjects the user may read
     shard: int
     subjects: Mapping[str, str]
     credentials_active: bool            # False while paused: the JWT is revoked
-    access: UserAccess                  # the user's NATS permissions and limits
+    access: UserAccess                  # NATS permissions (md.<symbol> of its effective symbols), limits
     catchup: CatchupConsumer
 
 
@@ -122,16 +122,15 @@ def desired_state(client: TradingClient, tier: Tier, correlations: Mapping[Pair,
     catchup = CatchupConsumer(stream=subjects.COMMANDS_STREAM, name=catchup_consumer(spec.user_id),
                               filter_subject=subjects.user_subject(spec.user_id, subjects.Channel.COMMANDS))
     return Desired(user_id=spec.user_id, tier=tier, selection=selection,
-                   config=client_config(client, tier, symbols, shard), md_symbols=md, shard=shard,
+                   config=client_config(client, tier, symbols, shard), shard=shard,
                    subjects=user_subjects(spec.user_id), credentials_active=not spec.paused, access=access,
                    catchup=catchup)
 
 
 def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAccess:
     """The user's NATS permissions, with its tier's connection limits."""
-    return user_access(user_id, md_symbols, TierLimits(payload=tier.max_payload_bytes,
-                                                       subscriptions=tier.max_subscriptions,
-                                                       data=tier.max_data_bytes))
+    return user_access(user_id, md_symbols, NatsLimits(payload=tier.max_payload_bytes,
+                                                       subs=tier.max_subscriptions, data=tier.max_data_bytes))
 
 
 def client_config(client: TradingClient, tier: Tier, symbols: EffectiveSymbols, shard: int) -> config_pb2.ClientConfig:

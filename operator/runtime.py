@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Running:
     nc: Any
     system_nc: Any
     metrics: OperatorMetrics
+    creds_dir: Path   # the system user's creds file: nats-py re-reads it on every reconnect
 
     async def close(self) -> None:
         for connection in (self.nc, self.system_nc):
@@ -69,6 +71,7 @@ class Running:
                 await connection.drain()
             except Exception:  # already closed
                 pass
+        shutil.rmtree(self.creds_dir, ignore_errors=True)
 
 
 def embedded_options(chain: TrustChain, url: str, folder: Path, **options: Any) -> OperatorOptions:
@@ -96,7 +99,8 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     simulated market clock; the wall clock otherwise)."""
     chain = TrustChain.from_json(options.trust_file.read_text())
     nc = await natsconn.connect(options.nats)
-    system_nc = await natsconn.connect(_with_creds(options.nats, chain, "system"))
+    creds_dir = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
+    system_nc = await natsconn.connect(_as_system_user(options.nats, chain, creds_dir))
     authority = await _authority(chain, secrets)
 
     async def persist(state: str) -> None:
@@ -114,7 +118,7 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
         reconciler.on_correlations(message.data)
 
     await nc.subscribe(subjects.CORRELATIONS_SUBJECT, cb=on_correlations)
-    return Running(reconciler=reconciler, nc=nc, system_nc=system_nc, metrics=metrics)
+    return Running(reconciler=reconciler, nc=nc, system_nc=system_nc, metrics=metrics, creds_dir=creds_dir)
 
 
 async def _authority(chain: TrustChain, secrets: SecretStore) -> AccountAuthority:
@@ -125,12 +129,10 @@ async def _authority(chain: TrustChain, secrets: SecretStore) -> AccountAuthorit
     return chain.authority()
 
 
-def _with_creds(settings: NatsSettings, chain: TrustChain, which: str) -> NatsSettings:
-    """The same servers and TLS, as the chain's system user (creds in a private temp file)."""
-    user = chain.system_user if which == "system" else chain.service_user
-    folder = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
-    path = write_creds(folder / f"{which}.creds", user)
-    return dataclasses.replace(settings, creds_file=str(path), name=f"{settings.name}-{which}")
+def _as_system_user(settings: NatsSettings, chain: TrustChain, folder: Path) -> NatsSettings:
+    """The same servers and TLS, as the chain's system user (creds in a private file)."""
+    path = write_creds(folder / "system.creds", chain.system_user)
+    return dataclasses.replace(settings, creds_file=str(path), name=f"{settings.name}-system")
 
 
 async def serve_http(metrics: OperatorMetrics, nc: Any, host: str, port: int) -> web.AppRunner:

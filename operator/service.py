@@ -12,7 +12,6 @@ from typing import Any
 
 from mt5fleet.operator import reconcile
 from mt5fleet.operator.appliers import (
-    CredentialRequest,
     Scaler,
     UserAppliers,
     bootstrap_secret_name,
@@ -85,7 +84,10 @@ class Reconciler:
         if tier is None:
             known = ", ".join(sorted(self.tiers))
             return self._invalid(client, [f"spec.tier: unknown tier {client.spec.tier!r} (known: {known})"], previous)
-        desired = reconcile.desired_state(client, tier, self.correlations)
+        try:
+            desired = reconcile.desired_state(client, tier, self.correlations)
+        except ValueError as exc:  # e.g. a tier whose subscription limit cannot hold the user's symbols
+            return self._invalid(client, [f"spec: {exc}"], previous)
         applied, outcome = await self._apply(client, desired, streams_checked)
         status = reconcile.status_for(client, desired, outcome, await self.agent_seen(client.spec.user_id),
                                       previous, self.now_ms())
@@ -110,32 +112,33 @@ class Reconciler:
 
     async def _apply(self, client: TradingClient, desired: Desired,
                      streams_checked: bool) -> tuple[list[Applied], ApplyOutcome]:
+        """Streams, Secret, config entry (NatsProvisioned), then credentials. A failed step
+        stops the rest; the status names it and the next run retries."""
         user = desired.user_id
         applied: list[Applied] = []
-        step = "JetStream streams"
+        nats_ready, step = False, "JetStream streams"
         try:
             if not streams_checked:
                 applied.append(await self.appliers.ensure_user_streams(user, present=True))
             step = "bootstrap Secret"
             applied.append(await self.appliers.ensure_bootstrap_secret(user, present=True))
-            step = "NATS credentials"
-            request = CredentialRequest(user, desired.md_symbols, desired.tier) if desired.credentials_active else None
-            applied.append(await self.appliers.ensure_credentials(user, request))
-            step = "MT5 password"
-            config = reconcile_config_with_password(desired, await self._sealed(client))
             step = "config entry"
-            applied.append(await self.appliers.ensure_config(user, config, self.now_ms()))
-        except Exception as exc:  # the status says which step failed; the next run retries
+            current = await self.appliers.current_config(user)
+            config = reconcile_config_with_password(desired, await self._sealed(client, current))
+            applied.append(await self.appliers.ensure_config(user, config, self.now_ms(), current=current))
+            nats_ready, step = True, "NATS credentials"
+            applied.append(await self.appliers.ensure_credentials(
+                user, desired.access if desired.credentials_active else None))
+        except Exception as exc:
             log.warning("reconciling %s: %s failed: %s", client.key, step, exc)
-            nats_ready = step in ("NATS credentials", "MT5 password", "bootstrap Secret")
-            return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False,
-                                         error=f"{step}: {exc}")
+            return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False, error=f"{step}: {exc}")
         return applied, ApplyOutcome(nats_ready=True, credentials_issued=desired.credentials_active,
                                      credentials_secret=bootstrap_secret_name(user))
 
-    async def _sealed(self, client: TradingClient) -> Any:
+    async def _sealed(self, client: TradingClient, current: Any) -> Any:
+        """The MT5 password sealed under the agent's key, keeping the entry's ciphertext
+        while it still opens to the same password."""
         spec = client.spec
-        current = await self.appliers.current_config(spec.user_id)
         ref = spec.account.password_secret_ref
         return await self.appliers.sealed_password(
             spec.user_id, spec.account.login, spec.broker.server, (ref.name, ref.key),

@@ -31,7 +31,7 @@ from mt5fleet.proto.embedded_nats import EmbeddedNats, OperatorMode
 from mt5fleet.proto.v1 import config_pb2, heartbeat_pb2
 
 TIER_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")
-TIER = pm.TierLimits(payload=256 * 1024, subscriptions=50, data=-1)
+TIER = nj.NatsLimits(payload=256 * 1024, subs=50, data=-1)
 # A refused request gets no reply at all (the server drops it and sends -ERR): the client
 # times out. The -ERR naming the subject is the proof; this only bounds the wait for it.
 REFUSED = (nats.errors.TimeoutError, asyncio.TimeoutError)
@@ -74,7 +74,7 @@ def test_no_grant_is_a_wildcard_beyond_the_users_own_tokens():
 
 def test_a_tier_too_small_for_the_agent_is_refused():
     with pytest.raises(ValueError, match="needs 7"):
-        pm.user_access("alice", TIER_SYMBOLS, pm.TierLimits(subscriptions=6))
+        pm.user_access("alice", TIER_SYMBOLS, nj.NatsLimits(subs=6))
     with pytest.raises(subjects.InvalidName):
         pm.user_access("Alice", TIER_SYMBOLS)
     with pytest.raises(subjects.InvalidName):

@@ -171,8 +171,8 @@ async def test_create_writes_the_full_status_and_says_what_it_created(cluster):
     assert status["workerShard"] == subjects.partition_of("bob")
     assert cluster.take_events() == [
         ("bob", "Normal", "Created", "secret mt5fleet-agent-bob created"),
-        ("bob", "Normal", "Created", "credentials created"),
         ("bob", "Normal", "Created", "config created (generation 1)"),
+        ("bob", "Normal", "Created", "credentials created"),
     ]
     config, _ = await cluster.config("bob")
     assert config.tier_name == "pro" and config.generation == 1 and config.mt5_credentials.ciphertext
@@ -201,8 +201,8 @@ async def test_a_tier_change_rewrites_the_config_and_the_credentials(cluster):
     assert patch["status"]["observedGeneration"] == 2
     assert conditions(patch["status"])["TierCompliant"]["reason"] == "TradingPairsOverLimit"
     assert cluster.take_events() == [
-        ("bob", "Normal", "Updated", "credentials updated"),
         ("bob", "Normal", "Updated", "config updated (generation 2)"),
+        ("bob", "Normal", "Updated", "credentials updated"),
     ]
     # Fewer md symbols: a new JWT on the same key, and the old one no longer connects.
     assert (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] != creds

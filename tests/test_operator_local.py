@@ -5,6 +5,7 @@ running agent live; drift is repaired; a deleted file removes the user."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ async def platform(tmp_path):
             yield server, service, local, secrets, folder
         finally:
             await running.close()
+            assert not running.creds_dir.exists()  # the system user's seed does not outlive the run
             await service.close()
 
 
@@ -215,3 +217,24 @@ def _set_tier(file: Path, tier: str) -> None:
     body = yaml.safe_load(file.read_text())
     body["spec"]["tier"] = tier
     file.write_text(yaml.safe_dump(body))
+
+
+async def test_an_unreadable_config_entry_is_rewritten(platform):
+    _, service, local, _, _ = platform
+    await local.scan()
+    kv = await service.jetstream().key_value(subjects.CONFIG_BUCKET)
+    await kv.put("bob", b"\x0a\xff\xff not a ClientConfig")
+    await local.scan(force=True)
+    repaired = await config_of(service, "bob")
+    assert repaired.user_id == "bob" and repaired.mt5_credentials.ciphertext
+    assert status_of(local.folder, "bob-pro.yaml")["phase"] == "Ready"
+
+
+async def test_a_tier_too_small_for_the_users_symbols_is_invalid_not_a_crash(platform):
+    _, _, local, _, folder = platform
+    pro = local.reconciler.tiers["pro"]
+    local.reconciler.tiers["pro"] = dataclasses.replace(pro, max_subscriptions=5)
+    await local.scan()
+    status = status_of(folder, "bob-pro.yaml")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert status["phase"] == "Invalid" and "the tier allows 5 subscriptions" in ready["message"]

@@ -182,9 +182,10 @@ async def test_feedback_worker_process_turns_a_report_into_metrics(fresh_nats_se
                                          report.SerializeToString())
         samples = await worker.wait_for(
             lambda s: _value(s, "mt5fleet_fleet_executions_total", status="filled", reason="") == 1, "the report")
-        # 14 points worse than the reference lands in the (10, 20] bucket. (No _sum: the
-        # client library leaves it out of histograms with negative buckets.)
+        # 14 points worse than the reference lands in the (10, 20] bucket. The client library
+        # leaves _sum out of histograms with negative buckets: the net gauge carries it.
         assert _value(samples, "mt5fleet_fleet_slippage_points_count", against="reference") == 1
+        assert _value(samples, "mt5fleet_fleet_slippage_points_net", against="reference") == 14.0
         assert _value(samples, "mt5fleet_fleet_slippage_points_bucket", against="reference", le="10.0") == 0
         assert _value(samples, "mt5fleet_fleet_slippage_points_bucket", against="reference", le="20.0") == 1
         assert _value(samples, "mt5fleet_fleet_latency_seconds_sum", leg="agent_to_fill") == 0.1
