@@ -17,7 +17,7 @@ from rich.console import Console
 
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
-from mt5fleet.operator import demo
+from mt5fleet.operator import demo_users
 from mt5fleet.operator.demo_feed import SignalFactory
 from mt5fleet.operator.demo_view import DemoStats, Endpoint, UserRow, percentile, render, summary
 from mt5fleet.operator.models import parse_resource
@@ -31,16 +31,16 @@ REPORT = execution_pb2.ExecutionReport
 
 # ---------------------------------------------------------------------- pure pieces
 def test_each_demo_broker_server_maps_to_its_simulated_preset():
-    assert {server: demo.broker_preset(server) for server in
+    assert {server: demo_users.broker_preset(server) for server in
             ("ICMarketsSC-Demo", "Exness-MT5Trial", "FBS-Real", "EuroRetail-Live")} == {
         "ICMarketsSC-Demo": "icm-raw", "Exness-MT5Trial": "exness-m", "FBS-Real": "fbs-cent",
         "EuroRetail-Live": "eu-netting"}
     with pytest.raises(ValueError, match="no simulated broker for server 'Nowhere-Live'"):
-        demo.broker_preset("Nowhere-Live")
-    clients = demo.read_clients(demo.examples_folder())
+        demo_users.broker_preset("Nowhere-Live")
+    clients = demo_users.read_clients(demo_users.examples_folder())
     assert [c.spec.user_id for c in clients] == ["alice", "bob", "carol", "dave"]
     for client in clients:  # the examples' logins are the presets' own
-        assert BROKERS[demo.broker_preset(client.spec.broker.server)].login == client.spec.account.login
+        assert BROKERS[demo_users.broker_preset(client.spec.broker.server)].login == client.spec.account.login
 
 
 @pytest.mark.parametrize(("now", "expected"), [
@@ -50,33 +50,33 @@ def test_each_demo_broker_server_maps_to_its_simulated_preset():
     (dt.datetime(2026, 7, 15, 20, 0, tzinfo=dt.UTC), dt.datetime(2026, 7, 15, 10, 0)),    # Wednesday, summer time
 ])
 def test_the_market_clock_starts_on_a_weekday_morning_in_new_york(now, expected):
-    start = demo.market_clock_start(now)
+    start = demo_users.market_clock_start(now)
     assert dt.datetime.fromtimestamp(start, NEW_YORK).replace(tzinfo=None) == expected
     state = sessions.market_state(int(start * 1000))
     assert state.is_open and not state.in_rollover
 
 
 def test_generated_users_are_valid_and_mix_tiers_and_brokers(tmp_path):
-    generated = [demo.generated_user(index) for index in range(5, 13)]
+    generated = [demo_users.generated_user(index) for index in range(5, 13)]
     clients = [parse_resource(client) for client, _ in generated]
     assert [c.spec.user_id for c in clients] == [f"user{i:03d}" for i in range(5, 13)]
     assert {c.spec.tier for c in clients} == {"free", "pro", "enterprise"}
-    assert {demo.broker_preset(c.spec.broker.server) for c in clients} == set(BROKERS)
+    assert {demo_users.broker_preset(c.spec.broker.server) for c in clients} == set(BROKERS)
     assert len({c.spec.account.login for c in clients}) == len(clients)
     for client, (_, secret) in zip(clients, generated, strict=True):
         assert secret["metadata"]["name"] == client.spec.account.password_secret_ref.name
         assert secret["stringData"]["password"]
-    demo.prepare_clients(tmp_path / "six", 6, demo.examples_folder())
-    assert [c.spec.user_id for c in demo.read_clients(tmp_path / "six")] == [
+    demo_users.prepare_clients(tmp_path / "six", 6, demo_users.examples_folder())
+    assert [c.spec.user_id for c in demo_users.read_clients(tmp_path / "six")] == [
         "alice", "bob", "carol", "dave", "user005", "user006"]
-    demo.prepare_clients(tmp_path / "two", 2, demo.examples_folder())
-    assert [c.spec.user_id for c in demo.read_clients(tmp_path / "two")] == ["alice", "bob"]
+    demo_users.prepare_clients(tmp_path / "two", 2, demo_users.examples_folder())
+    assert [c.spec.user_id for c in demo_users.read_clients(tmp_path / "two")] == ["alice", "bob"]
 
 
 def test_the_signal_feed_makes_valid_opens_and_closes_of_earlier_opens():
     feed = ReferenceFeed(seed=1)
     factory = SignalFactory(feed, run_id="t1")
-    now = int(demo.market_clock_start(dt.datetime(2026, 11, 18, tzinfo=dt.UTC)) * 1000)
+    now = int(demo_users.market_clock_start(dt.datetime(2026, 11, 18, tzinfo=dt.UTC)) * 1000)
     signals = [factory.next_signal(now + i * 3000) for i in range(40)]
     opened = set()
     for message in signals:
