@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mt5fleet.proto.domain import Signal
-from mt5fleet.proto.tasks import cancel_and_wait
+from mt5fleet.proto.domain.trading import Signal
+from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import account_pb2, commands_pb2, config_pb2, prices_pb2, signals_pb2, symbols_pb2
 from mt5fleet.proto.validation import check_signal
 
@@ -345,7 +345,7 @@ class _PoolChild:
         self.tasks: list[asyncio.Task] = []
 
     async def run(self) -> None:
-        from mt5fleet.proto import natsconn
+        from mt5fleet.proto.runtime import natsconn
 
         set_origin(self.spec["origin"])
         raise_nofile()

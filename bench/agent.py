@@ -34,9 +34,10 @@ from typing import Any
 
 from _common import command_line, cpu_s, machine, price_batch, rss_mb, uid_of, write_results
 
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.proto.tasks import cancel_and_wait
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
+from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import prices_pb2
 
 # Wednesday 18 November 2026, 10:00 in New York: the simulated market is open.
@@ -46,11 +47,11 @@ SETTLE_S = 3.0
 
 # ---------------------------------------------------------------------- children
 async def run_agents(url: str, count: int, seconds: float) -> dict[str, Any]:
-    from mt5fleet.client.agent import Agent
-    from mt5fleet.client.app import build_terminal_api
-    from mt5fleet.client.clock import AcceleratedClock
-    from mt5fleet.client.config import parse_settings
+    from mt5fleet.client.adapters.config_file import parse_settings
+    from mt5fleet.client.app.agent import Agent
     from mt5fleet.client.sim.broker import BROKERS
+    from mt5fleet.launcher.agent import build_terminal_api
+    from mt5fleet.proto.domain.clock import AcceleratedClock
 
     rss0, cpu0 = rss_mb(), cpu_s()  # with every module imported: what follows is the agents'
     brokers = sorted(BROKERS)

@@ -48,9 +48,10 @@ from _common import (
     write_results,
 )
 
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.workers.adjust_service import PUBLISH_CONCURRENCY, AdjustWorker
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
+from mt5fleet.workers.app.adjust_service import PUBLISH_CONCURRENCY, AdjustWorker
 
 
 async def deliver(pool: AgentPool, per_uid: int, publish: Any, expected: int, pid: int) -> dict[str, Any]:

@@ -66,9 +66,10 @@ from _common import (
     write_results,
 )
 
-from mt5fleet.proto import bootstrap, natsconn, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.workers.adjust_service import AdjustWorker
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap, natsconn
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
+from mt5fleet.workers.app.adjust_service import AdjustWorker
 
 ECHO_PAYLOAD = b"x" * 256
 

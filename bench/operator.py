@@ -37,12 +37,13 @@ import nats
 import yaml
 from nats.aio.client import RawCredentials
 
-from mt5fleet.operator import runtime
-from mt5fleet.operator.local import LocalOperator
-from mt5fleet.operator.nats_accounts import create_trust_chain
-from mt5fleet.operator.secret_store import DirectorySecretStore
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.app import runtime
+from mt5fleet.operator.app.local import LocalOperator
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

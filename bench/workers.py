@@ -21,10 +21,11 @@ import time
 import nats
 from _common import now_ms, populate, signal
 
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 from mt5fleet.proto.v1 import prices_pb2
-from mt5fleet.workers.adjust_service import AdjustWorker
+from mt5fleet.workers.app.adjust_service import AdjustWorker
 
 
 async def bench_fanout(url: str, users: int) -> dict:

@@ -1,6 +1,6 @@
 """The one place that names every NATS subject, JetStream stream, consumer and KV bucket.
 
-Pure data and pure functions: no NATS import. ``mt5fleet.proto.bootstrap`` applies these
+Pure data and pure functions: no NATS import. ``mt5fleet.proto.runtime.bootstrap`` applies these
 definitions to a server; every other module asks this one for a name instead of
 formatting its own. SPEC §2.2 is the contract this module encodes.
 """

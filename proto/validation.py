@@ -18,17 +18,8 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from mt5fleet.proto.domain import (
-    Command,
-    CommandType,
-    Execution,
-    ExecutionStatus,
-    OrderType,
-    PriceBatch,
-    Quote,
-    Signal,
-    Violation,
-)
+from mt5fleet.proto.domain.market import PriceBatch, Quote
+from mt5fleet.proto.domain.trading import Command, CommandType, Execution, ExecutionStatus, OrderType, Signal
 from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.proto.v1.execution_pb2 import ExecutionReport
 from mt5fleet.proto.v1.prices_pb2 import ClientPrice, ClientPriceStream
@@ -40,6 +31,7 @@ from mt5fleet.proto.validation_rules import (
     Checks,
     Limits,
     ValidationError,
+    Violation,
     check_entries,
     none_if_zero,
 )

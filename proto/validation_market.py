@@ -8,13 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import fields
 
-from mt5fleet.proto.domain import (
-    Correlation,
-    Indicators,
-    MarketData,
-    Session,
-    SubscriptionTier,
-)
+from mt5fleet.proto.domain.market import Correlation, Indicators, MarketData, Session
+from mt5fleet.proto.domain.trading import SubscriptionTier
 from mt5fleet.proto.v1.common_pb2 import MarketSession
 from mt5fleet.proto.v1.market_data_pb2 import (
     ClientMarketData,

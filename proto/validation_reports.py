@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import math
 
-from mt5fleet.proto.domain import (
-    AccountSnapshot,
-    AccountType,
-    HeartbeatInfo,
-    SymbolSpecInfo,
-    SymbolSpecs,
-)
+from mt5fleet.proto.domain.account import AccountSnapshot, HeartbeatInfo
+from mt5fleet.proto.domain.market import SymbolSpecInfo, SymbolSpecs
+from mt5fleet.proto.domain.trading import AccountType
 from mt5fleet.proto.v1.account_pb2 import AccountProfile
 from mt5fleet.proto.v1.heartbeat_pb2 import Heartbeat
 from mt5fleet.proto.v1.symbols_pb2 import SymbolSpec, SymbolSpecList

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import TypeVar
 
-from mt5fleet.proto.domain import Violation
+from mt5fleet.proto.domain.violations import Violation
 from mt5fleet.proto.subjects import InvalidName, check_symbol, check_user_id
 
 E = TypeVar("E", bound=IntEnum)

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mt5fleet.client.agent import Agent
-from mt5fleet.client.clock import AcceleratedClock
-from mt5fleet.client.config import AgentSettings, parse_settings
+from mt5fleet.client.adapters.config_file import AgentSettings, parse_settings
+from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
-from mt5fleet.proto import bootstrap, natsconn, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.clock import AcceleratedClock
+from mt5fleet.proto.runtime import bootstrap, natsconn
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 
 # Wednesday 18 November 2026, 10:00 in New York: the FX market is open and far from rollover.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 
 # Test helpers (factories) live beside the tests; importlib mode does not add this folder.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,7 +45,7 @@ async def nc(fresh_nats_server: EmbeddedNats) -> AsyncIterator:
 @pytest.fixture(scope="module")
 def nats_trust_chain():
     """A fresh operator, system account and app account MT5FLEET (with its service user)."""
-    from mt5fleet.operator.nats_accounts import create_trust_chain
+    from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
 
     return create_trust_chain()
 
@@ -65,7 +65,8 @@ async def _bootstrap_as(url: str, creds_text: str) -> None:
     import nats
     from nats.aio.client import RawCredentials
 
-    from mt5fleet.proto import bootstrap, subjects
+    from mt5fleet.proto import subjects
+    from mt5fleet.proto.runtime import bootstrap
 
     client = await nats.connect(url, user_credentials=RawCredentials(creds_text), allow_reconnect=False)
     try:

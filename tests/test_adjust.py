@@ -13,22 +13,15 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from mt5fleet.proto import ids
-from mt5fleet.proto.domain import (
-    AccountSnapshot,
-    Command,
-    CommandType,
-    OrderType,
-    Quote,
-    Signal,
-    SubscriptionTier,
-    SymbolSpecInfo,
-)
-from mt5fleet.proto.sessions import market_state
+from mt5fleet.proto.domain import ids
+from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
+from mt5fleet.proto.domain.sessions import market_state
+from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal, SubscriptionTier
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
 from mt5fleet.proto.validation import check_command
-from mt5fleet.workers.adjust import Adjusted, Skip, SkipReason, adjust
-from mt5fleet.workers.policy import (
+from mt5fleet.workers.core.adjust import Adjusted, Skip, SkipReason, adjust
+from mt5fleet.workers.core.policy import (
     DEFAULT_MAX_DEVIATION_POINTS,
     DEFAULT_MAX_QUOTE_AGE_MS,
     SizingMode,

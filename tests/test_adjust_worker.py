@@ -11,7 +11,8 @@ import time
 import nats
 import pytest
 
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import (
     account_pb2,
     commands_pb2,
@@ -20,7 +21,7 @@ from mt5fleet.proto.v1 import (
     signals_pb2,
     symbols_pb2,
 )
-from mt5fleet.workers.adjust_service import AdjustWorker
+from mt5fleet.workers.app.adjust_service import AdjustWorker
 
 WEDNESDAY = 1_795_014_000_000  # 10:00 New York: market open
 USERS = 1000

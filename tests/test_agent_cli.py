@@ -12,7 +12,8 @@ import urllib.request
 
 import nats
 
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 
 
 def _free_port() -> int:
@@ -49,7 +50,7 @@ port = {status_port}
 [metrics]
 port = {metrics_port}
 """)
-    process = subprocess.Popen([sys.executable, "-m", "mt5fleet.proto.cli", "agent", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "mt5fleet.launcher.cli", "agent", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         page = ""
@@ -80,5 +81,5 @@ port = {metrics_port}
 
 
 def test_agent_without_config_says_what_it_needs():
-    result = subprocess.run([sys.executable, "-m", "mt5fleet.proto.cli", "agent"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mt5fleet.launcher.cli", "agent"], capture_output=True, text=True)
     assert result.returncode == 1 and "needs --config" in result.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from agent_harness import AgentHarness, open_positions, wait_for
 
-from mt5fleet.proto.ids import magic_for
+from mt5fleet.proto.domain.ids import magic_for
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 
 FILLED = execution_pb2.EXECUTION_STATUS_FILLED

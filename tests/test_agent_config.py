@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mt5fleet.client import config, credentials
-from mt5fleet.client.config import (
+from mt5fleet.client.adapters import config_file as config
+from mt5fleet.client.adapters.config_file import (
     AgentSettings,
     Backend,
     ConfigError,
@@ -19,8 +19,9 @@ from mt5fleet.client.config import (
     load_settings,
     parse_settings,
 )
-from mt5fleet.client.credentials import CredentialError
 from mt5fleet.client.sim.broker import BROKERS
+from mt5fleet.proto.runtime import sealing as credentials
+from mt5fleet.proto.runtime.sealing import CredentialError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent.toml"
 MINIMAL: dict[str, Any] = {

@@ -8,9 +8,9 @@ import nats
 import pytest
 from agent_harness import AgentHarness
 
-from mt5fleet.proto import tlsgen
-from mt5fleet.proto.embedded_nats import EmbeddedNats, TlsFiles
-from mt5fleet.proto.natsconn import NatsSettings, connect
+from mt5fleet.proto.runtime import tlsgen
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, TlsFiles
+from mt5fleet.proto.runtime.natsconn import NatsSettings, connect
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import aiohttp
 from agent_harness import AgentHarness, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from mt5fleet.client.status import bound_port, build_app, serve
-from mt5fleet.client.status_view import agent_status
+from mt5fleet.client.adapters.status import bound_port, build_app, serve
+from mt5fleet.client.app.status_view import agent_status
 
 EXPECTED_SERIES = {
     "mt5fleet_agent_nats_connected", "mt5fleet_agent_nats_reconnects", "mt5fleet_agent_terminal_connected",

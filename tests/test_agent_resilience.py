@@ -9,7 +9,7 @@ import pytest
 from agent_harness import AgentHarness, open_positions, stream_messages, wait_for
 
 from mt5fleet.proto import subjects
-from mt5fleet.proto.ids import magic_for
+from mt5fleet.proto.domain.ids import magic_for
 from mt5fleet.proto.v1 import account_pb2, execution_pb2
 
 FILLED = execution_pb2.EXECUTION_STATUS_FILLED

@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 from agent_harness import AgentHarness
 
-from mt5fleet.client.clock import AcceleratedClock
+from mt5fleet.proto.domain.clock import AcceleratedClock
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 
 MONDAY = dt.datetime(2026, 11, 16, 0, 0, tzinfo=dt.UTC).timestamp()

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from factories import NOW_MS, execution
 
-from mt5fleet.client import credentials
-from mt5fleet.client.credentials import AgentKey, CredentialError, SealedPassword, Secret, load_key, seal, unseal
-from mt5fleet.client.ledger import CommandLedger, LedgerError, LedgerState
-from mt5fleet.client.outbox import Outbox, OutboxError, OutboxFull
-from mt5fleet.client.pricebuffer import DEFAULT_CAPACITY, PriceBuffer
-from mt5fleet.proto.domain import Quote
-from mt5fleet.proto.ids import command_id_for, magic_for
+from mt5fleet.client.adapters.ledger import CommandLedger, LedgerError, LedgerState
+from mt5fleet.client.adapters.outbox import Outbox, OutboxError, OutboxFull
+from mt5fleet.client.adapters.pricebuffer import DEFAULT_CAPACITY, PriceBuffer
+from mt5fleet.proto.domain.ids import command_id_for, magic_for
+from mt5fleet.proto.domain.market import Quote
+from mt5fleet.proto.runtime import sealing as credentials
+from mt5fleet.proto.runtime.sealing import AgentKey, CredentialError, SealedPassword, Secret, load_key, seal, unseal
 from mt5fleet.proto.v1 import config_pb2, execution_pb2
 
 SUBJECT = "tc.alice.executions"
@@ -88,7 +88,7 @@ def test_outbox_appends_survive_a_killed_writer(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     child = _start_child(f"""
         import itertools, sys
-        from mt5fleet.client.outbox import Outbox
+        from mt5fleet.client.adapters.outbox import Outbox
         outbox = Outbox({str(path)!r})
         for i in itertools.count():
             seq = outbox.append("tc.alice.account", f"m{{i}}", b"%d" % i, "account")
@@ -182,7 +182,7 @@ def test_a_command_begun_before_a_kill_is_in_flight_after_restart(tmp_path: Path
     path = tmp_path / "ledger.db"
     child = _start_child(f"""
         import time
-        from mt5fleet.client.ledger import CommandLedger
+        from mt5fleet.client.adapters.ledger import CommandLedger
         ledger = CommandLedger({str(path)!r})
         ledger.begin("mf1crashed", magic=42, stream_seq=9, received_at_ms=1)
         print("begun", flush=True)

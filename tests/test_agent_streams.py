@@ -125,8 +125,8 @@ async def test_a_new_client_config_applies_live(harness):
 async def test_the_mt5_password_the_operator_sealed_logs_the_terminal_in(fresh_nats_server, tmp_path):
     """No password in the agent's own config: the one the operator sealed under the
     agent's key (its bootstrap Secret's agent.key) is used; a foreign key is refused."""
-    from mt5fleet.client import credentials
     from mt5fleet.client.sim.broker import BROKERS
+    from mt5fleet.proto.runtime import sealing as credentials
 
     key_file = tmp_path / "agent.key"
     key_file.write_text(credentials.generate_key())

@@ -1,4 +1,4 @@
-"""Bars from ticks (mt5fleet.workers.bars) and rolling correlations (mt5fleet.workers.correlation)."""
+"""Bars from ticks (mt5fleet.workers.core.bars) and rolling correlations (mt5fleet.workers.core.correlation)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from mt5fleet.workers.bars import Bar, BarBuilder
-from mt5fleet.workers.correlation import (
+from mt5fleet.workers.core.bars import Bar, BarBuilder
+from mt5fleet.workers.core.correlation import (
     STATIC_CORRELATIONS,
     RollingCorrelation,
     matrix_from_snapshot,

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from mt5fleet.proto import bootstrap as b
 from mt5fleet.proto import subjects as s
+from mt5fleet.proto.runtime import bootstrap as b
 
 
 async def test_first_run_creates_everything_as_defined(nc):
@@ -78,7 +78,7 @@ async def test_storage_change_is_refused_with_a_clear_reason(nc):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mt5fleet.proto.cli", *args],
+    return subprocess.run([sys.executable, "-m", "mt5fleet.launcher.cli", *args],
                           capture_output=True, text=True, timeout=120)
 
 

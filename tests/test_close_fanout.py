@@ -18,7 +18,9 @@ from collections.abc import Callable
 import nats
 import pytest
 
-from mt5fleet.proto import bootstrap, ids, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain import ids
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import (
     account_pb2,
     commands_pb2,
@@ -28,9 +30,9 @@ from mt5fleet.proto.v1 import (
     signals_pb2,
     symbols_pb2,
 )
-from mt5fleet.workers.adjust import close_command_id
-from mt5fleet.workers.adjust_service import AdjustWorker
-from mt5fleet.workers.fleet_state import FleetState
+from mt5fleet.workers.adapters.fleet_state import FleetState
+from mt5fleet.workers.app.adjust_service import AdjustWorker
+from mt5fleet.workers.core.adjust import close_command_id
 
 WEDNESDAY = 1_795_014_000_000  # 10:00 New York: market open
 FILLED, PARTIAL, REJECTED = (execution_pb2.EXECUTION_STATUS_FILLED, execution_pb2.EXECUTION_STATUS_PARTIAL,

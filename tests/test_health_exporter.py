@@ -9,9 +9,10 @@ import nats
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import heartbeat_pb2
-from mt5fleet.workers.health_exporter import FleetHealth
+from mt5fleet.workers.app.health_exporter import FleetHealth
 
 NOW = 1_795_014_000_000
 

@@ -1,4 +1,4 @@
-"""Incremental indicators against plain full-window recomputations (mt5fleet.workers.indicators)."""
+"""Incremental indicators against plain full-window recomputations (mt5fleet.workers.core.indicators)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from mt5fleet.proto.domain import Indicators
-from mt5fleet.workers.indicators import Ema, IndicatorSet, Macd, RollingMean, RollingStd, WilderRsi
+from mt5fleet.proto.domain.market import Indicators
+from mt5fleet.workers.core.indicators import Ema, IndicatorSet, Macd, RollingMean, RollingStd, WilderRsi
 
 TOL = 1e-9
 

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 FOLDERS = {"operator": "mt5fleet.operator", "workers": "mt5fleet.workers",
-           "client": "mt5fleet.client", "proto": "mt5fleet.proto"}
+           "client": "mt5fleet.client", "proto": "mt5fleet.proto", "launcher": "mt5fleet.launcher"}
 
 
 def test_stdlib_operator_is_untouched_under_pytest():
@@ -47,7 +47,7 @@ def test_bare_operator_from_repo_root_is_the_stdlib(flags):
     assert total == "5"
 
 
-@pytest.mark.parametrize("folder", ["workers", "client", "proto"])
+@pytest.mark.parametrize("folder", ["workers", "client", "proto", "launcher"])
 def test_bare_folder_import_is_refused_with_the_right_name(folder):
     result = _run_in_repo_root("-c", f"import {folder}")
     assert result.returncode != 0
@@ -76,10 +76,10 @@ def test_extras_and_the_windows_only_metatrader5():
 
 
 def test_console_script_runs_and_lists_subcommands():
-    assert PYPROJECT["project"]["scripts"]["mt5fleet"] == "mt5fleet.proto.cli:main"
-    result = subprocess.run([sys.executable, "-m", "mt5fleet.proto.cli", "--help"],
+    assert PYPROJECT["project"]["scripts"]["mt5fleet"] == "mt5fleet.launcher.cli:main"
+    result = subprocess.run([sys.executable, "-m", "mt5fleet.launcher.cli", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "nats" in result.stdout
-    nats_help = subprocess.run([sys.executable, "-m", "mt5fleet.proto.cli", "nats", "--help"],
+    nats_help = subprocess.run([sys.executable, "-m", "mt5fleet.launcher.cli", "nats", "--help"],
                                capture_output=True, text=True, timeout=60)
     assert "bootstrap" in nats_help.stdout and "embedded" in nats_help.stdout

@@ -7,12 +7,13 @@ import math
 
 import nats
 
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import market_data_pb2
 from mt5fleet.proto.validation import check_market_data
-from mt5fleet.workers.bars import BarBuilder
-from mt5fleet.workers.feeds import Tick
-from mt5fleet.workers.marketdata_service import MarketDataWorker
+from mt5fleet.workers.adapters.feeds import Tick
+from mt5fleet.workers.app.marketdata_service import MarketDataWorker
+from mt5fleet.workers.core.bars import BarBuilder
 
 START = 1_795_014_000_000  # a Wednesday, 10:00 New York
 

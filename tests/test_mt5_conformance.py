@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mt5fleet.client import mt5_constants
+from mt5fleet.client.core import mt5_constants
 from mt5fleet.client.sim import records
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed

@@ -22,12 +22,13 @@ from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from mt5fleet.client.catchup import catch_up, consumer_name
-from mt5fleet.operator import nats_accounts as na
-from mt5fleet.operator import nats_jwt as nj
-from mt5fleet.operator import permissions as pm
-from mt5fleet.proto import bootstrap, natsconn, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats, OperatorMode
+from mt5fleet.client.adapters.catchup import catch_up, consumer_name
+from mt5fleet.operator.adapters import nats_accounts as na
+from mt5fleet.operator.core import nats_jwt as nj
+from mt5fleet.operator.core import permissions as pm
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap, natsconn
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, OperatorMode
 from mt5fleet.proto.v1 import config_pb2, heartbeat_pb2
 
 TIER_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mt5fleet.operator import nats_jwt as nj
+from mt5fleet.operator.core import nats_jwt as nj
 
 
 @pytest.fixture(scope="module")

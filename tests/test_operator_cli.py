@@ -5,10 +5,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from mt5fleet.operator import crd
-from mt5fleet.operator.nats_accounts import TrustChain
-from mt5fleet.operator.nats_jwt import decode_user, parse_creds
-from mt5fleet.proto import cli
+from mt5fleet.launcher import cli
+from mt5fleet.operator.adapters.nats_accounts import TrustChain
+from mt5fleet.operator.core import crd
+from mt5fleet.operator.core.nats_jwt import decode_user, parse_creds
 
 
 def test_trust_chain_writes_private_files_that_fit_together(tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_the_peering_manifests_match_what_the_operator_uses():
     import kubernetes_validate
     import yaml
 
-    from mt5fleet.operator import handlers
+    from mt5fleet.operator.app import handlers
 
     crd_doc, peering = yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/kopf/peering.yaml")
                                           .read_text())

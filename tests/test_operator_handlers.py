@@ -26,12 +26,14 @@ from nats.js.errors import KeyNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 from test_crd import apply_defaults, openapi_schema
 
-from mt5fleet.operator import handlers, models, runtime
-from mt5fleet.operator.appliers import CREDS_KEY, bootstrap_secret_name
-from mt5fleet.operator.nats_accounts import create_trust_chain
-from mt5fleet.operator.secret_store import DirectorySecretStore
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
+from mt5fleet.operator.adapters.appliers import CREDS_KEY, bootstrap_secret_name
+from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.app import handlers, runtime
+from mt5fleet.operator.core import models
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 from mt5fleet.proto.v1 import config_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

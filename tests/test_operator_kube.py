@@ -30,16 +30,17 @@ from aiohttp import web
 from nats.js.errors import KeyNotFoundError
 from test_operator_handlers import example_documents, jwt_nats, merge_patch, stored_body
 
-from mt5fleet.operator import crd, models, runtime
-from mt5fleet.operator.appliers import (
+from mt5fleet.operator.adapters.appliers import (
     CREDS_KEY,
     DeploymentScaler,
     bootstrap_secret_name,
     ensure_worker_replicas,
 )
-from mt5fleet.operator.changes import Change
-from mt5fleet.operator.secret_store import MANAGED_BY, KubernetesSecretStore
-from mt5fleet.operator.service import Reconciler
+from mt5fleet.operator.adapters.secret_store import MANAGED_BY, KubernetesSecretStore
+from mt5fleet.operator.app import runtime
+from mt5fleet.operator.app.service import Reconciler
+from mt5fleet.operator.core import crd, models
+from mt5fleet.operator.core.changes import Change
 from mt5fleet.proto import subjects
 from mt5fleet.proto.v1 import config_pb2
 

@@ -17,16 +17,17 @@ from agent_harness import AgentHarness, wait_for
 from nats.aio.client import RawCredentials
 from nats.js.errors import KeyNotFoundError
 
-from mt5fleet.client.clock import AcceleratedClock
-from mt5fleet.operator import runtime
-from mt5fleet.operator.appliers import AGENT_KEY_KEY, CREDS_KEY, bootstrap_secret_name
-from mt5fleet.operator.local import STATUS_SUFFIX, LocalOperator
-from mt5fleet.operator.nats_accounts import create_trust_chain
-from mt5fleet.operator.nats_jwt import decode_user, parse_creds
-from mt5fleet.operator.secret_store import DirectorySecretStore
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.proto.embedded_nats import EmbeddedNats
-from mt5fleet.proto.natsconn import NatsSettings
+from mt5fleet.operator.adapters.appliers import AGENT_KEY_KEY, CREDS_KEY, bootstrap_secret_name
+from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.app import runtime
+from mt5fleet.operator.app.local import STATUS_SUFFIX, LocalOperator
+from mt5fleet.operator.core.nats_jwt import decode_user, parse_creds
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.clock import AcceleratedClock
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
+from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.v1 import config_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

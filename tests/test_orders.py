@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mt5fleet.client import mt5_constants as mt5
-from mt5fleet.client.orders import (
+from mt5fleet.client.core import mt5_constants as mt5
+from mt5fleet.client.core.orders import (
     DEFAULT_DEVIATION_POINTS,
     SYMBOL_FILLING_FOK,
     SYMBOL_FILLING_IOC,
@@ -32,8 +32,9 @@ from mt5fleet.client.orders import (
     retcode_reason,
     slippage_points,
 )
-from mt5fleet.proto.domain import Command, CommandType, OrderType, SymbolSpecInfo
-from mt5fleet.proto.ids import MT5_COMMENT_MAX, command_id_for, magic_for
+from mt5fleet.proto.domain.ids import MT5_COMMENT_MAX, command_id_for, magic_for
+from mt5fleet.proto.domain.market import SymbolSpecInfo
+from mt5fleet.proto.domain.trading import Command, CommandType, OrderType
 
 TRADE_REQUEST_FIELDS = ("action", "magic", "order", "symbol", "volume", "price", "stoplimit", "sl", "tp",
                         "deviation", "type", "type_filling", "type_time", "expiration", "comment", "position",

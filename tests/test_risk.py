@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mt5fleet.client.risk import (
+from mt5fleet.client.core.risk import (
     Decision,
     RejectCode,
     RiskContext,
@@ -29,8 +29,9 @@ from mt5fleet.client.risk import (
     should_auto_close_for_weekend,
     trade_risk,
 )
-from mt5fleet.proto.domain import Command, CommandType, OrderType, SymbolSpecInfo
-from mt5fleet.proto.sessions import market_state
+from mt5fleet.proto.domain.market import SymbolSpecInfo
+from mt5fleet.proto.domain.sessions import market_state
+from mt5fleet.proto.domain.trading import Command, CommandType, OrderType
 
 NY = ZoneInfo("America/New_York")
 

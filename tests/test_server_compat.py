@@ -8,9 +8,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from mt5fleet.proto import bootstrap as b
 from mt5fleet.proto import subjects as s
-from mt5fleet.proto.embedded_nats import EmbeddedNats, find_binary
+from mt5fleet.proto.runtime import bootstrap as b
+from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, find_binary
 
 DEBIAN_BINARY = Path("/usr/sbin/nats-server")
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mt5fleet.proto.sessions import (
+from mt5fleet.proto.domain.sessions import (
     MarketState,
     is_market_open,
     market_state,

@@ -16,7 +16,7 @@ import pytest
 from mt5fleet.client.sim.broker import BROKERS, BrokerProfile
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
-from mt5fleet.proto import ids, sessions
+from mt5fleet.proto.domain import ids, sessions
 
 WEDNESDAY_NOON = datetime(2024, 3, 6, 12, tzinfo=UTC).timestamp()
 SATURDAY_NOON = datetime(2024, 3, 9, 12, tzinfo=UTC).timestamp()

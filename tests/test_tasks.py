@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mt5fleet.proto.tasks import cancel_and_wait, within
+from mt5fleet.proto.runtime.tasks import cancel_and_wait, within
 
 
 async def test_a_task_that_turns_cancellation_into_a_retry_is_cancelled_again_until_it_stops():

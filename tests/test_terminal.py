@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from agent_harness import WEDNESDAY_MORNING
 
-from mt5fleet.client import mt5_constants as mt5
+from mt5fleet.client.adapters.terminal import Terminal, TerminalUnavailable, discover_symbol_map, load_metatrader5
+from mt5fleet.client.core import mt5_constants as mt5
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
-from mt5fleet.client.terminal import Terminal, TerminalUnavailable, discover_symbol_map, load_metatrader5
 
 
 @pytest.mark.parametrize("names, expected", [

@@ -17,13 +17,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mt5fleet.proto.domain import (
-    CommandType,
-    ExecutionStatus,
-    OrderType,
-    Quote,
-    Violation,
-)
+from mt5fleet.proto.domain.market import Quote
+from mt5fleet.proto.domain.trading import CommandType, ExecutionStatus, OrderType
 from mt5fleet.proto.subjects import SYMBOL_RE
 from mt5fleet.proto.v1 import (
     account_pb2,
@@ -48,6 +43,7 @@ from mt5fleet.proto.validation import (
     check_symbol_specs,
     decode,
 )
+from mt5fleet.proto.domain.violations import Violation
 
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))

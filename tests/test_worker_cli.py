@@ -21,7 +21,8 @@ from factories import execution, heartbeat
 from prometheus_client.parser import text_string_to_metric_families
 
 from mt5fleet.client.sim.feed import ReferenceFeed
-from mt5fleet.proto import bootstrap, subjects
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import market_data_pb2
 from mt5fleet.proto.validation import check_market_data
 
@@ -44,7 +45,7 @@ async def test_adjust_worker_process_probes_metrics_and_sigterm(fresh_nats_serve
     js = client.jetstream()
     await bootstrap.bootstrap(js, subjects.build_layout())
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mt5fleet.proto.cli", "worker", "adjust", "--server",
+    process = subprocess.Popen([sys.executable, "-m", "mt5fleet.launcher.cli", "worker", "adjust", "--server",
                                 fresh_nats_server.url, "--http-host", "127.0.0.1", "--http-port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -88,7 +89,7 @@ class WorkerProcess:
     def __init__(self, kind: str, server_url: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mt5fleet.proto.cli", "worker", kind, "--server", server_url,
+            [sys.executable, "-m", "mt5fleet.launcher.cli", "worker", kind, "--server", server_url,
              "--http-host", "127.0.0.1", "--http-port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import nats
 
-from mt5fleet.proto import bootstrap, subjects
-from mt5fleet.workers.leases import Lease, LeaseKeeper, plan
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.workers.adapters.leases import Lease, LeaseKeeper, plan
 
 NOW = 1_000_000
 

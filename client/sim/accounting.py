@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     ACCOUNT_STOPOUT_MODE_PERCENT,
     ORDER_TYPE_BUY,
 )

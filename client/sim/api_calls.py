@@ -12,8 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from mt5fleet.client import mt5_constants
-from mt5fleet.client.mt5_constants import ORDER_TYPE_BUY, ORDER_TYPE_SELL, RES_E_INVALID_PARAMS
+from mt5fleet.client.core import mt5_constants
+from mt5fleet.client.core.mt5_constants import ORDER_TYPE_BUY, ORDER_TYPE_SELL, RES_E_INVALID_PARAMS
 from mt5fleet.client.sim.market_hours import as_unix_seconds
 from mt5fleet.client.sim.price_history import TIMEFRAMES
 

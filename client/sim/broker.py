@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     ACCOUNT_MARGIN_MODE_RETAIL_HEDGING,
     ACCOUNT_MARGIN_MODE_RETAIL_NETTING,
     ACCOUNT_TRADE_MODE_DEMO,

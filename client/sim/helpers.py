@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     ORDER_TYPE_BUY,
     ORDER_TYPE_SELL,
     TRADE_ACTION_DEAL,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     RES_E_AUTH_FAILED,
     RES_E_AUTO_TRADING_DISABLED,
     RES_E_FAIL,

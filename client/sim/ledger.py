@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     DEAL_ENTRY_IN,
     DEAL_REASON_CLIENT,
     DEAL_TYPE_BALANCE,

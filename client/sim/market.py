@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mt5fleet.client.mt5_constants import BOOK_TYPE_BUY, BOOK_TYPE_SELL
+from mt5fleet.client.core.mt5_constants import BOOK_TYPE_BUY, BOOK_TYPE_SELL
 from mt5fleet.client.sim.broker import BrokerProfile
 from mt5fleet.client.sim.feed import TRADING_SECONDS_PER_YEAR, ReferenceFeed
 from mt5fleet.client.sim.records import BookInfo

@@ -1,6 +1,6 @@
 """FX market hours for the simulation: closed from Friday 17:00 to Sunday 17:00 New York time.
 
-The rules are ``mt5fleet.proto.sessions``'s (the agent and workers use the same ones);
+The rules are ``mt5fleet.proto.domain.sessions``'s (the agent and workers use the same ones);
 this adds what a simulated terminal asks on every call, cheaply: is the market open, since
 when is the price frozen, when does it reopen. The current weekend is cached. Times are
 unix milliseconds.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mt5fleet.proto.sessions import NEW_YORK, boundary_ms
+from mt5fleet.proto.domain.sessions import NEW_YORK, boundary_ms
 
 FRIDAY = 4
 # Sunday 17:00 to Friday 17:00 New York: US clocks change on Sunday at 02:00, inside the

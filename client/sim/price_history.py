@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     COPY_TICKS_ALL,
     COPY_TICKS_INFO,
     COPY_TICKS_TRADE,

@@ -7,7 +7,7 @@ SL/TP within the freeze level of the market cannot be changed.
 
 from __future__ import annotations
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     DEAL_REASON_SL,
     DEAL_REASON_TP,
     ORDER_FILLING_FOK,

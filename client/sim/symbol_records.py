@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     DAY_OF_WEEK_WEDNESDAY,
     SYMBOL_CALC_MODE_FOREX,
     SYMBOL_CHART_MODE_BID,

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mt5fleet.client import mt5_constants
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core import mt5_constants
+from mt5fleet.client.core.mt5_constants import (
     ORDER_TYPE_BUY,
     ORDER_TYPE_SELL,
     RES_E_AUTH_FAILED,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from numbers import Integral, Real
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     TRADE_RETCODE_CLIENT_DISABLES_AT,
     TRADE_RETCODE_CONNECTION,
     TRADE_RETCODE_DONE,

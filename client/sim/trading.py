@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     ORDER_REASON_EXPERT,
     ORDER_STATE_CANCELED,
     ORDER_TYPE_BUY,

@@ -12,7 +12,7 @@ then cost one quote per symbol and call, not one per second of simulated time.
 
 from __future__ import annotations
 
-from mt5fleet.client.mt5_constants import (
+from mt5fleet.client.core.mt5_constants import (
     DEAL_REASON_SL,
     DEAL_REASON_SO,
     DEAL_REASON_TP,

@@ -1,0 +1,53 @@
+"""After a crash: settle every command the ledger shows begun but never finished.
+
+The agent may have died between ``order_send`` and recording the outcome. The terminal
+knows what happened: the order's magic number and comment carry the command id. Found:
+report what the terminal did. Not found: the order never reached the broker, or the broker
+refused it; the agent reports FAILED rather than trade again, since only the terminal
+could prove it did not trade and it shows no trace either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mt5fleet.client.core.orders import Found, Outcome
+from mt5fleet.proto.domain.clock import now_ms
+
+if TYPE_CHECKING:
+    from mt5fleet.client.app.agent import Agent
+
+log = logging.getLogger("mt5fleet.agent.recovery")
+
+# Look this far around the command's arrival in the terminal's deal history.
+HISTORY_MARGIN_S = 3_600
+
+
+async def resolve_in_flight(agent: Agent) -> int:
+    settled = 0
+    for entry in agent.ledger.in_flight():
+        since = entry.received_at_ms / 1000 - HISTORY_MARGIN_S
+        until = now_ms(agent.clock) / 1000 + 60
+        try:
+            found = await agent.mt5(agent.executor.find, entry.command_id, since, until)
+        except Exception as exc:  # terminal down: leave it in flight for the next start
+            log.warning("cannot check %s in the terminal yet: %s", entry.command_id, exc)
+            continue
+        outcome = _from_found(found) if found else _not_found()
+        log.warning("command %s was in flight at the last stop: %s", entry.command_id, outcome.reason)
+        agent.pipeline.settle(entry, outcome)
+        settled += 1
+    return settled
+
+
+def _from_found(found: Found) -> Outcome:
+    return Outcome(status="FILLED", retcode=0, retcode_class=None, order_ticket=found.order_ticket,
+                   deal_ticket=found.deal_ticket, position_ticket=found.position_ticket, fill_price=found.price,
+                   filled_volume=found.volume or 0.0, slippage_points=0.0, slippage_reference_points=0.0,
+                   reason=f"recovered after a restart: the terminal holds its {found.kind.value}")
+
+
+def _not_found() -> Outcome:
+    return Outcome.no_trade("FAILED", "the agent stopped before the broker answered and the terminal shows no "
+                                      "trace; not sent again")

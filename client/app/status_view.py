@@ -1,0 +1,37 @@
+"""The status page's view of a running agent: read from what the agent already holds,
+never from the terminal (the page must not queue behind MT5 calls)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mt5fleet.client.adapters.status import AgentStatus, CommandRow, IndicatorRow, QuoteRow
+from mt5fleet.proto.domain.clock import now_ms
+
+if TYPE_CHECKING:
+    from mt5fleet.client.app.agent import Agent
+
+
+def agent_status(agent: Agent) -> AgentStatus:
+    now = now_ms(agent.clock)
+    account = agent.streams.account
+    quotes = tuple(
+        QuoteRow(q.symbol, q.broker_symbol, q.bid, q.ask, int(q.spread), max(now - q.timestamp, 0) / 1000)
+        for q in sorted(agent.streams.latest.values(), key=lambda q: q.symbol))
+    commands = tuple(CommandRow(h.command_id, h.type, h.symbol, h.status, h.reason, h.fill_price,
+                                h.slippage_points, h.at_ms) for h in agent.pipeline.recent)
+    indicators = tuple(
+        IndicatorRow(d.symbol, d.indicators.sma_20, d.indicators.ema_12, d.indicators.rsi, d.indicators.macd_line,
+                     d.session.is_open) for d in sorted(agent.market_data.values(), key=lambda d: d.symbol))
+    nats = agent.nc
+    return AgentStatus(
+        user_id=agent.user_id, version=agent.version,
+        nats_connected=bool(nats and nats.is_connected),
+        nats_server=nats.connected_url.netloc if nats is not None and nats.connected_url else "",
+        terminal_connected=agent.terminal.connected,
+        broker=f"{account.company} / {account.server}" if account else "",
+        currency=account.currency if account else "", balance=account.balance if account else 0.0,
+        equity=account.equity if account else 0.0, margin_free=account.margin_free if account else 0.0,
+        outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.effective.tier,
+        trading_symbols=agent.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
+        commands=commands, indicators=indicators)

@@ -1,0 +1,1 @@
+"""The embedded demo (`mt5fleet demo`): the whole platform in one process on this machine."""

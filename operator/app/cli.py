@@ -1,0 +1,104 @@
+"""``mt5fleet operator`` and ``mt5fleet nats trust-chain``: argument parsing only; the
+heavy imports (kopf, kubernetes) happen when a command runs, so the agent's install
+(without them) still shows ``mt5fleet --help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+
+def add_operator(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "operator", help="reconcile TradingClients: in a cluster (kopf) or over a folder (--local)",
+        description="Without --local: the kopf operator in its namespace (in-cluster config).")
+    parser.add_argument("--local", type=Path, metavar="DIR", help="reconcile TradingClient YAML files in DIR")
+    parser.add_argument("--state", type=Path, help="local mode: where secrets and account state go "
+                        "(default: DIR/.mt5fleet)")
+    parser.add_argument("--nats", "--server", dest="nats", action="append", metavar="URL",
+                        help="NATS URL of the service connection; repeat for failover")
+    parser.add_argument("--creds", help="the service user's credentials file")
+    parser.add_argument("--tls-ca", help="CA bundle that signed the NATS server certificate")
+    parser.add_argument("--trust", type=Path, help="trust chain JSON (mt5fleet nats trust-chain)")
+    parser.add_argument("--tiers", type=Path, help="YAML of tier overrides ({tiers: {pro: {maxTradingPairs: 6}}})")
+    parser.add_argument("--agent-nats", action="append", default=[], metavar="URL",
+                        help="NATS URL written into agents' bootstrap Secrets (default: --nats)")
+    parser.add_argument("--agent-ca", type=Path, help="CA written into agents' bootstrap Secrets")
+    parser.add_argument("--jetstream-config", type=Path, help="the TOML given to `mt5fleet nats bootstrap --config` "
+                        "(a stream deleted behind the operator's back is recreated as bootstrap made it)")
+    parser.add_argument("--replicas", type=int, help="the --replicas given to `mt5fleet nats bootstrap`")
+    parser.add_argument("--http-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
+    parser.add_argument("--namespace", help="cluster mode: namespace to watch (default: $POD_NAMESPACE)")
+    parser.add_argument("--worker-deployment", default="", help="cluster mode: adjustment-worker Deployment to scale")
+    parser.add_argument("--crd", action="store_true", help="print the TradingClient CRD YAML and exit")
+    parser.set_defaults(handler=run_operator)
+
+
+def add_trust_chain(nats_commands: argparse._SubParsersAction) -> None:
+    parser = nats_commands.add_parser(
+        "trust-chain", help="create NATS JWT keys: operator, system and app accounts, service and system users")
+    parser.add_argument("--out", type=Path, required=True, help="trust chain JSON to create (secret; 0600)")
+    parser.add_argument("--server-config", type=Path, help="also write the nats-server config lines for it")
+    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (workers, operator, bootstrap) and "
+                        "system.creds (account JWT pushes) there, 0600")
+    parser.set_defaults(handler=run_trust_chain)
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    if args.crd:
+        from mt5fleet.operator.core import crd
+
+        print(crd.render(), end="")
+        return 0
+    if not args.nats or not args.trust:
+        raise SystemExit("mt5fleet operator: --nats URL and --trust FILE are required")
+    from mt5fleet.operator.app import runtime
+    from mt5fleet.proto.runtime.natsconn import NatsSettings
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = runtime.OperatorOptions(
+        nats=NatsSettings(servers=tuple(args.nats), name="mt5fleet-operator", creds_file=args.creds,
+                          tls_ca=args.tls_ca),
+        trust_file=args.trust, agent_nats_urls=tuple(args.agent_nats), agent_ca_file=args.agent_ca,
+        tiers_file=args.tiers, http_port=args.http_port, layout=_layout(args))
+    if args.local:
+        asyncio.run(runtime.run_local(options, args.local, args.state))
+    else:
+        runtime.run_cluster(options, namespace=args.namespace, worker_deployment=args.worker_deployment)
+    return 0
+
+
+def run_trust_chain(args: argparse.Namespace) -> int:
+    import os
+
+    from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
+
+    chain = create_trust_chain()
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(chain.to_json())
+    print(f"trust chain written to {args.out} (secret: keep it 0600 or in a Kubernetes Secret)")
+    if args.server_config:
+        lines = chain.server_mode().config_lines(Path("/data/jwt"))
+        args.server_config.write_text("\n".join(lines) + "\n")
+        print(f"nats-server config lines written to {args.server_config}")
+    if args.creds_dir:
+        from mt5fleet.operator.adapters.nats_accounts import write_creds
+
+        args.creds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, user in (("service", chain.service_user), ("system", chain.system_user)):
+            print(f"{name} user credentials written to {write_creds(args.creds_dir / f'{name}.creds', user)}")
+    return 0
+
+
+def _layout(args: argparse.Namespace):
+    import tomllib
+
+    from mt5fleet.proto.subjects import build_layout
+
+    overrides = tomllib.loads(args.jetstream_config.read_text()) if args.jetstream_config else {}
+    if args.replicas is not None:
+        overrides["replicas"] = args.replicas
+    return build_layout(overrides)

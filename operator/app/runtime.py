@@ -1,0 +1,234 @@
+"""Assembling the operator: NATS connections, the trust chain, the secret store, the
+reconciler; then either local mode (a folder) or kopf (a cluster).
+
+What the operator holds of the NATS trust chain: the operator signing key (to re-sign
+the app account with revocations), the app account's signing key (to issue user JWTs)
+and a system-account user (to push account JWTs). They come from one JSON file, a
+Secret in a cluster (``mt5fleet nats trust-chain`` creates it). The account's
+revocations are persisted beside it, in the secret store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mt5fleet.operator.adapters.appliers import Connection, Scaler, UserAppliers
+from mt5fleet.operator.adapters.jwt_issuer import JwtIssuer
+from mt5fleet.operator.adapters.metrics import OperatorMetrics
+from mt5fleet.operator.adapters.nats_accounts import AccountAuthority, TrustChain, write_creds
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore, SecretStore
+from mt5fleet.operator.app.local import LocalOperator
+from mt5fleet.operator.app.service import Reconciler, wall_ms
+from mt5fleet.operator.core.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
+from mt5fleet.proto import subjects
+from mt5fleet.proto.runtime import natsconn
+from mt5fleet.proto.runtime.natsconn import NatsSettings
+from mt5fleet.proto.subjects import JetStreamLayout
+from mt5fleet.workers.app.runner import probe_app
+
+log = logging.getLogger("mt5fleet.operator")
+
+ACCOUNT_STATE_SECRET = "mt5fleet-nats-account"
+ACCOUNT_STATE_KEY = "state.json"
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    nats: NatsSettings                       # the service user's connection (full access in the app account)
+    trust_file: Path                         # TrustChain JSON (secret)
+    agent_nats_urls: tuple[str, ...] = ()    # what agents are told to connect to (default: nats.servers)
+    agent_ca_file: Path | None = None        # CA agents verify the server with (TLS beyond the cluster)
+    tiers_file: Path | None = None           # YAML/JSON {tierName: {maxTradingPairs: ...}}
+    http_host: str = "0.0.0.0"               # noqa: S104 - probes and metrics inside the cluster
+    http_port: int = 8080
+    users_per_worker: int = 2000
+    # The JetStream layout the streams were bootstrapped with (mt5fleet nats bootstrap
+    # --config / --replicas): what the operator recreates a deleted stream as.
+    layout: JetStreamLayout = field(default_factory=JetStreamLayout)
+
+
+@dataclass
+class Running:
+    reconciler: Reconciler
+    nc: Any
+    system_nc: Any
+    metrics: OperatorMetrics
+    creds_dir: Path   # the system user's creds file: nats-py re-reads it on every reconnect
+
+    async def close(self) -> None:
+        for connection in (self.nc, self.system_nc):
+            try:
+                await connection.drain()
+            except Exception:  # already closed
+                pass
+        shutil.rmtree(self.creds_dir, ignore_errors=True)
+
+
+def embedded_options(chain: TrustChain, url: str, folder: Path, **options: Any) -> OperatorOptions:
+    """Options for an operator beside a nats-server of its own trusting ``chain`` (tests,
+    benchmarks): the chain and the service user's credentials as private files in ``folder``."""
+    trust = folder / "trust.json"
+    with os.fdopen(os.open(trust, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(chain.to_json())
+    creds = write_creds(folder / "service.creds", chain.service_user)
+    return OperatorOptions(nats=NatsSettings(servers=(url,), creds_file=str(creds)), trust_file=trust, **options)
+
+
+def load_tiers(path: Path | None) -> dict[str, Tier]:
+    if path is None:
+        return dict(DEFAULT_TIERS)
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    return tiers_from_mapping(raw.get("tiers", raw) if isinstance(raw, Mapping) else None)
+
+
+async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scaler | None = None,
+                metrics: OperatorMetrics | None = None, now_ms: Callable[[], int] = wall_ms) -> Running:
+    """``now_ms``: the clock status times and heartbeat ages are judged by (the demo's
+    simulated market clock; the wall clock otherwise)."""
+    chain = TrustChain.from_json(options.trust_file.read_text())
+    nc = await natsconn.connect(options.nats)
+    creds_dir = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
+    system_nc = await natsconn.connect(_as_system_user(options.nats, chain, creds_dir))
+    authority = await _authority(chain, secrets)
+
+    async def persist(state: str) -> None:
+        await secrets.put(ACCOUNT_STATE_SECRET, {ACCOUNT_STATE_KEY: state.encode()})
+
+    issuer = JwtIssuer(authority, system_nc, persist, trusted_signers=chain.trusted_signers)
+    ca = options.agent_ca_file.read_bytes() if options.agent_ca_file else None
+    connection = Connection(nats_urls=options.agent_nats_urls or options.nats.servers, ca_pem=ca)
+    appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection, layout=options.layout)
+    metrics = metrics or OperatorMetrics()
+    reconciler = Reconciler(appliers, load_tiers(options.tiers_file), scaler=scaler, metrics=metrics,
+                            now_ms=now_ms, users_per_worker=options.users_per_worker)
+
+    async def on_correlations(message: Any) -> None:
+        reconciler.on_correlations(message.data)
+
+    await nc.subscribe(subjects.CORRELATIONS_SUBJECT, cb=on_correlations)
+    return Running(reconciler=reconciler, nc=nc, system_nc=system_nc, metrics=metrics, creds_dir=creds_dir)
+
+
+async def _authority(chain: TrustChain, secrets: SecretStore) -> AccountAuthority:
+    stored = await secrets.get(ACCOUNT_STATE_SECRET)
+    if stored and ACCOUNT_STATE_KEY in stored:  # revocations made by an earlier run
+        return AccountAuthority.from_state_json(stored[ACCOUNT_STATE_KEY].decode(), account_signer=chain.app_signing,
+                                                operator_signer=chain.operator_signing)
+    return chain.authority()
+
+
+def _as_system_user(settings: NatsSettings, chain: TrustChain, folder: Path) -> NatsSettings:
+    """The same servers and TLS, as the chain's system user (creds in a private file)."""
+    path = write_creds(folder / "system.creds", chain.system_user)
+    return dataclasses.replace(settings, creds_file=str(path), name=f"{settings.name}-system")
+
+
+async def serve_http(metrics: OperatorMetrics, nc: Any, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(probe_app(metrics.registry, nc), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+# ---------------------------------------------------------------------- local mode
+async def run_local(options: OperatorOptions, folder: Path, state_dir: Path | None = None, *,
+                    stop: asyncio.Event | None = None, scaler: Scaler | None = None) -> None:
+    state_dir = state_dir or folder / ".mt5fleet"
+    secrets = DirectorySecretStore(state_dir / "secrets")
+    running = await start(options, secrets, scaler=scaler)
+    runner = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
+    local = LocalOperator(folder, running.reconciler, secrets)
+    stop = stop or _stop_on_signals()
+    log.info("operator in local mode over %s (state in %s); metrics on :%d", folder, state_dir, options.http_port)
+    try:
+        await local.run(stop)
+    finally:
+        await runner.cleanup()
+        await running.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# ---------------------------------------------------------------------- cluster (kopf)
+def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worker_deployment: str = "",
+                peering_name: str = "mt5fleet") -> None:
+    """kopf.run with our handlers; the Reconciler is built at start-up into kopf's memo.
+
+    Namespaced on purpose: TradingClients, their password Secrets and the agents'
+    bootstrap Secrets live in the operator's namespace, so its RBAC is a Role there and
+    nothing cluster-wide but what kopf observes (deploy/rbac/operator-role.yaml)."""
+    import kopf
+
+    home = namespace or os.environ.get("POD_NAMESPACE", "default")
+    registry, memo = cluster_operator(options, namespace=home, worker_deployment=worker_deployment,
+                                      peering_name=peering_name)
+    kopf.run(registry=registry, memo=memo, namespaces=[home], peering_name=peering_name, standalone=False)
+
+
+def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deployment: str = "",
+                     peering_name: str = "mt5fleet", login: Callable[..., Any] | None = None,
+                     api_client: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+    """What kopf runs: the registry (our handlers, start-up, clean-up) and the memo the
+    start-up fills with the Reconciler. How the API server is reached, by default as the
+    pod's service account: ``login``, kopf's login handler; ``api_client``, the
+    Kubernetes client of the secret store and the scaler."""
+    import kopf
+    import kubernetes
+
+    from mt5fleet.operator.adapters.appliers import DeploymentScaler
+    from mt5fleet.operator.adapters.secret_store import KubernetesSecretStore
+    from mt5fleet.operator.app import handlers
+
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    # A registry of our own has none of the login handlers kopf's default one carries:
+    # without one, kopf starts with no credentials.
+    kopf.on.login(registry=registry)(login or kopf.login_via_client)
+    memo = kopf.Memo()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        handlers.configure(settings, peering_name=peering_name)
+        client = api_client() if api_client is not None else _in_cluster_client()
+        core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
+        scaler = DeploymentScaler(apps, namespace, worker_deployment) if worker_deployment else None
+        running = await start(options, KubernetesSecretStore(core, namespace), scaler=scaler)
+        memo.reconciler, memo.running = running.reconciler, running
+        memo.http = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if getattr(memo, "http", None):
+            await memo.http.cleanup()
+        if getattr(memo, "running", None):
+            await memo.running.close()
+
+    return registry, memo
+
+
+def _in_cluster_client() -> Any:
+    import kubernetes
+
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()

@@ -1,0 +1,220 @@
+"""The reconciler both front ends share (kopf in a cluster, the folder watcher in local
+mode): the pure core decides, the appliers act, the core turns what happened into status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mt5fleet.operator.adapters.appliers import (
+    Scaler,
+    UserAppliers,
+    bootstrap_secret_name,
+    ensure_worker_replicas,
+)
+from mt5fleet.operator.adapters.metrics import OperatorMetrics
+from mt5fleet.operator.core import reconcile
+from mt5fleet.operator.core.changes import Applied
+from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
+from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
+from mt5fleet.operator.core.tiers import Tier
+from mt5fleet.proto import subjects
+from mt5fleet.proto.v1 import heartbeat_pb2, market_data_pb2
+from mt5fleet.workers.core.correlation import Pair, matrix_from_snapshot
+
+log = logging.getLogger("mt5fleet.operator")
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Result:
+    status: TradingClientStatus
+    applied: tuple[Applied, ...] = ()
+    desired: Desired | None = None
+
+    @property
+    def changes(self) -> tuple[Applied, ...]:
+        return tuple(a for a in self.applied if a.changed)
+
+
+@dataclass
+class FleetView:
+    """What the operator last wrote for each user: phase and tier counts for metrics,
+    the user count for the worker pool size."""
+    by_key: dict[str, tuple[str, str]] = field(default_factory=dict)   # key -> (tier, phase)
+
+    def record(self, key: str, tier: str, phase: str) -> None:
+        self.by_key[key] = (tier, phase)
+
+    def forget(self, key: str) -> None:
+        self.by_key.pop(key, None)
+
+    @property
+    def users(self) -> int:
+        return len(self.by_key)
+
+
+class Reconciler:
+    def __init__(self, appliers: UserAppliers, tiers: Mapping[str, Tier], *, scaler: Scaler | None = None,
+                 metrics: OperatorMetrics | None = None, now_ms: Callable[[], int] = wall_ms,
+                 users_per_worker: int = 2000) -> None:
+        self.appliers, self.tiers, self.scaler = appliers, dict(tiers), scaler
+        self.metrics = metrics or OperatorMetrics()
+        self.now_ms = now_ms
+        self.users_per_worker = users_per_worker
+        self.correlations: dict[Pair, float] | None = None
+        self.fleet = FleetView()
+        self._streams_at: float | None = None   # monotonic time ensure_streams last checked them
+
+    # ------------------------------------------------------------------ create / update / resume
+    async def reconcile(self, client: TradingClient, previous: TradingClientStatus, *,
+                        streams_checked: bool = False) -> Result:
+        """``streams_checked``: the caller has ensured the shared streams for many users
+        (``ensure_streams``: a local pass, a resync interval), so this user's reconcile
+        checks only what is the user's."""
+        started = time.perf_counter()
+        tier = self.tiers.get(client.spec.tier)
+        if tier is None:
+            known = ", ".join(sorted(self.tiers))
+            return self._invalid(client, [f"spec.tier: unknown tier {client.spec.tier!r} (known: {known})"], previous)
+        try:
+            desired = reconcile.desired_state(client, tier, self.correlations)
+        except ValueError as exc:  # e.g. a tier whose subscription limit cannot hold the user's symbols
+            return self._invalid(client, [f"spec: {exc}"], previous)
+        applied, outcome = await self._apply(client, desired, streams_checked)
+        status = reconcile.status_for(client, desired, outcome, await self.agent_seen(client.spec.user_id),
+                                      previous, self.now_ms())
+        self.metrics.reconciles.labels("error" if outcome.error else "ok").inc()
+        self.metrics.duration.observe(time.perf_counter() - started)
+        self._count(applied)
+        self.fleet.record(client.key, tier.name, status.phase)
+        self.metrics.set_clients(self.fleet.by_key.values())
+        return Result(status=status, applied=tuple(applied), desired=desired)
+
+    def invalid(self, client_key: str, generation: int, problems: list[str],
+                previous: TradingClientStatus) -> TradingClientStatus:
+        """A body the schema refuses (local mode): nothing is changed, the status says why."""
+        self.metrics.reconciles.labels("invalid").inc()
+        status = reconcile.invalid_status(generation, problems, previous, self.now_ms())
+        self.fleet.record(client_key, "unknown", status.phase)
+        self.metrics.set_clients(self.fleet.by_key.values())
+        return status
+
+    def _invalid(self, client: TradingClient, problems: list[str], previous: TradingClientStatus) -> Result:
+        return Result(status=self.invalid(client.key, client.generation, problems, previous))
+
+    async def _apply(self, client: TradingClient, desired: Desired,
+                     streams_checked: bool) -> tuple[list[Applied], ApplyOutcome]:
+        """Streams, Secret, config entry (NatsProvisioned), then credentials. A failed step
+        stops the rest; the status names it and the next run retries."""
+        user = desired.user_id
+        applied: list[Applied] = []
+        nats_ready, step = False, "JetStream streams"
+        try:
+            if not streams_checked:
+                applied.append(await self.appliers.ensure_user_streams(user, present=True))
+            step = "bootstrap Secret"
+            applied.append(await self.appliers.ensure_bootstrap_secret(user, present=True))
+            step = "config entry"
+            current = await self.appliers.current_config(user)
+            config = reconcile_config_with_password(desired, await self._sealed(client, current))
+            applied.append(await self.appliers.ensure_config(user, config, self.now_ms(), current=current))
+            nats_ready, step = True, "NATS credentials"
+            applied.append(await self.appliers.ensure_credentials(
+                user, desired.access if desired.credentials_active else None))
+        except Exception as exc:
+            log.warning("reconciling %s: %s failed: %s", client.key, step, exc)
+            return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False, error=f"{step}: {exc}")
+        return applied, ApplyOutcome(nats_ready=True, credentials_issued=desired.credentials_active,
+                                     credentials_secret=bootstrap_secret_name(user))
+
+    async def _sealed(self, client: TradingClient, current: Any) -> Any:
+        """The MT5 password sealed under the agent's key, keeping the entry's ciphertext
+        while it still opens to the same password."""
+        spec = client.spec
+        ref = spec.account.password_secret_ref
+        return await self.appliers.sealed_password(
+            spec.user_id, spec.account.login, spec.broker.server, (ref.name, ref.key),
+            current.mt5_credentials if current is not None and current.HasField("mt5_credentials") else None)
+
+    async def ensure_streams(self, *, unless_within_s: float = 0.0) -> Applied | None:
+        """The shared streams, once for many users (drift repair included). With
+        ``unless_within_s``: skipped (None) if this checked them that recently, so that
+        kopf's per-resource timers check them once per interval, not once per user."""
+        now = time.monotonic()
+        if unless_within_s and self._streams_at is not None and now - self._streams_at < unless_within_s:
+            return None
+        applied = await self.appliers.ensure_streams()
+        self._streams_at = now
+        self._count([applied])
+        return applied
+
+    # ------------------------------------------------------------------ delete
+    async def finalize(self, client_key: str, user_id: str) -> list[Applied]:
+        """Remove the user's config entry, credentials, JetStream data and bootstrap
+        Secret; anything already gone counts as done."""
+        applied = [
+            await self.appliers.ensure_config(user_id, None, self.now_ms()),
+            await self.appliers.ensure_credentials(user_id, None),
+            await self.appliers.ensure_user_streams(user_id, present=False),
+            await self.appliers.ensure_bootstrap_secret(user_id, present=False),
+        ]
+        self._count(applied)
+        self.metrics.reconciles.labels("deleted").inc()
+        self.fleet.forget(client_key)
+        self.metrics.set_clients(self.fleet.by_key.values())
+        return applied
+
+    # ------------------------------------------------------------------ timer
+    async def observe(self, user_id: str, status: TradingClientStatus) -> TradingClientStatus:
+        """The timer's cheap pass: the agent's heartbeat into AgentConnected."""
+        return reconcile.with_agent(status, await self.agent_seen(user_id), self.now_ms())
+
+    async def agent_seen(self, user_id: str) -> AgentSeen:
+        subject = subjects.user_subject(user_id, subjects.Channel.HEARTBEAT)
+        try:
+            message = await self.appliers.js.get_last_msg(subjects.HEARTBEAT_STREAM, subject)
+            beat = heartbeat_pb2.Heartbeat.FromString(message.data or b"")
+        except Exception:  # no heartbeat yet (NotFound) or an unreadable one: not connected
+            return AgentSeen()
+        return AgentSeen(at_ms=beat.timestamp or None, version=beat.agent_version,
+                         terminal_connected=beat.terminal_connected, latency_ms=beat.last_command_latency_ms)
+
+    async def resize_pool(self) -> Applied | None:
+        if self.scaler is None:
+            return None
+        replicas = reconcile.worker_pool_size(self.fleet.users, users_per_worker=self.users_per_worker)
+        self.metrics.worker_replicas.set(replicas)
+        try:
+            applied = await ensure_worker_replicas(self.scaler, replicas)
+        except Exception as exc:  # the pool's trouble (Deployment gone, API down) is no user's: the next pass retries
+            log.warning("could not size the worker pool to %d replica(s): %s", replicas, exc)
+            return None
+        self._count([applied])
+        return applied
+
+    def on_correlations(self, raw: bytes) -> None:
+        try:
+            self.correlations = matrix_from_snapshot(market_data_pb2.CorrelationSnapshot.FromString(raw))
+        except Exception as exc:  # keep the last good matrix
+            log.warning("skipped an unreadable correlation snapshot: %s", exc)
+
+    def _count(self, applied: list[Applied]) -> None:
+        for item in applied:
+            if item.changed:
+                self.metrics.changes.labels(item.resource.split()[0], item.change.value).inc()
+
+
+def reconcile_config_with_password(desired: Desired, sealed: Any) -> Any:
+    config = type(desired.config)()
+    config.CopyFrom(desired.config)
+    config.mt5_credentials.CopyFrom(sealed)
+    return config
+

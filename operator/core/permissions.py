@@ -1,0 +1,145 @@
+"""What one TradingClient's NATS user may do: exactly what its agent does, nothing else.
+
+Pure: (user id, the ``md.<symbol>`` its tier may read, the tier's NATS limits) in, a frozen
+:class:`UserAccess` out. Every subject is an allow-list entry; NATS refuses the rest. The
+agent (``mt5fleet.client``) needs, and gets:
+
+* publish ``tc.<uid>.prices|account|symbols|executions|heartbeat``: JetStream publishes
+  whose acks come back on the agent's inbox (``inbox_prefix="_INBOX_<uid>"``);
+* subscribe ``tc.<uid>.commands`` (the live plain subscription) and ``_INBOX_<uid>.>``
+  (request replies, JetStream acks, catch-up deliveries) only;
+* its own catch-up consumer ``catchup-<uid>`` on TC_COMMANDS: create (the API subject names
+  the consumer *and* its filter ``tc.<uid>.commands``, and the server checks the request
+  against both), next-message, info, delete, and acks of its deliveries;
+* ``md.<symbol>`` of its tier;
+* its own ``tc-config`` key: see :func:`config_grants` for why that is a plain subscription
+  to ``$KV.tc-config.<uid>`` plus a direct get of that one subject, not ``kv.watch``.
+
+Nothing else: no ``$JS.API.INFO``, no stream info or stream management, no consumer of
+another name or filter, no other user's subjects, no ``_INBOX.>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mt5fleet.operator.core.nats_jwt import NO_LIMIT, NatsLimits, Permission, UserPermissions
+from mt5fleet.proto import subjects
+
+JS_API = "$JS.API"
+UNLIMITED = NatsLimits()
+# client/catchup.py names the consumer; the operator does not import the agent package,
+# so the prefix is restated here and a test keeps the two equal.
+CATCHUP_CONSUMER_PREFIX = "catchup-"
+# The subscriptions an agent holds besides market data: live commands, nats-py's inbox
+# multiplexer, the catch-up pull subscription, the live config subscription.
+FIXED_SUBSCRIPTIONS = 4
+
+
+@dataclass(frozen=True)
+class UserAccess:
+    user_id: str
+    permissions: UserPermissions
+    limits: NatsLimits
+
+    @property
+    def publish(self) -> tuple[str, ...]:
+        return self.permissions.pub.allow
+
+    @property
+    def subscribe(self) -> tuple[str, ...]:
+        return self.permissions.sub.allow
+
+
+def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UNLIMITED) -> UserAccess:
+    """``limits``: the tier's per-connection limits, carried into the JWT as they are."""
+    user_id = subjects.check_user_id(user_id)
+    md = sorted({subjects.market_data_subject(symbol) for symbol in md_symbols})
+    needed = FIXED_SUBSCRIPTIONS + len(md)
+    if limits.subs != NO_LIMIT and limits.subs < needed:
+        raise ValueError(f"user {user_id}: the tier allows {limits.subs} subscriptions, "
+                         f"the agent needs {needed} ({len(md)} md symbols + {FIXED_SUBSCRIPTIONS})")
+    config_pub, config_sub = config_grants(user_id)
+    publish = (*agent_publish_subjects(user_id), *catchup_grants(user_id), *config_pub)
+    subscribe = (subjects.user_subject(user_id, subjects.Channel.COMMANDS), inbox_subjects(user_id), *md,
+                 *config_sub)
+    return UserAccess(
+        user_id=user_id,
+        permissions=UserPermissions(pub=Permission(allow=publish), sub=Permission(allow=subscribe)),
+        limits=limits)
+
+
+def agent_publish_subjects(user_id: str) -> tuple[str, ...]:
+    return tuple(subjects.user_subject(user_id, channel) for channel in subjects.Channel if channel.from_agent)
+
+
+def inbox_prefix(user_id: str) -> str:
+    """The agent connects with ``inbox_prefix=_INBOX_<uid>`` so its replies are its own."""
+    return f"_INBOX_{subjects.check_user_id(user_id)}"
+
+
+def inbox_subjects(user_id: str) -> str:
+    return f"{inbox_prefix(user_id)}.>"
+
+
+def catchup_consumer(user_id: str) -> str:
+    return f"{CATCHUP_CONSUMER_PREFIX}{subjects.check_user_id(user_id)}"
+
+
+def catchup_grants(user_id: str) -> tuple[str, ...]:
+    """Create (name + filter in the subject), next, info, delete, ack: this consumer only.
+
+    nats-py (>= 2.9 servers) creates a named, filtered consumer through
+    ``CONSUMER.CREATE.<stream>.<name>.<filter>``; the server refuses a request whose body
+    names another consumer or filter than the subject does, so the grant pins both.
+    """
+    stream, name = subjects.COMMANDS_STREAM, catchup_consumer(user_id)
+    commands = subjects.user_subject(user_id, subjects.Channel.COMMANDS)
+    return (
+        f"{JS_API}.CONSUMER.CREATE.{stream}.{name}.{commands}",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+        f"{JS_API}.CONSUMER.INFO.{stream}.{name}",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.{name}",
+        # Acks are published to the reply subject of each delivery: $JS.ACK.<stream>.<consumer>.<...>
+        f"$JS.ACK.{stream}.{name}.>",
+    )
+
+
+def config_key_subject(user_id: str) -> str:
+    """``$KV.tc-config.<uid>``: the subject a KV put of this user's key is published on."""
+    return subjects.config_key_subject(user_id)
+
+
+def config_stream() -> str:
+    return subjects.JetStreamLayout().bucket(subjects.CONFIG_BUCKET).stream_name
+
+
+def config_grants(user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(publish, subscribe) for reading this user's own ``tc-config`` key, and only it.
+
+    nats-py's ``js.key_value(bucket)`` asks ``STREAM.INFO.KV_tc-config`` and
+    ``kv.watch(key)`` creates an *ephemeral, unnamed* ordered push consumer through
+    ``$JS.API.CONSUMER.CREATE.KV_tc-config`` (no name, no filter in the subject; then
+    ``CONSUMER.INFO.KV_tc-config.<random name>`` and flow-control replies to
+    ``$JS.FC.KV_tc-config.<random name>.*``). A grant on that create subject cannot pin
+    the filter: the same request with the filter ``$KV.tc-config.<other>`` would deliver
+    every other user's ClientConfig (and ``STREAM.INFO`` with ``subjects_filter`` would
+    list every user id). There is no safe grant for ``kv.watch`` as nats-py implements it.
+
+    The safe equivalent, one subject each and both naming the key:
+    * subscribe ``$KV.tc-config.<uid>``: every put/delete of the key, live (a KV put is an
+      ordinary publish on that subject; no consumer per agent, as for commands);
+    * publish ``$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.<uid>``: the latest value on
+      (re)connect, ``js.get_msg("KV_tc-config", subject=..., direct=True)``; the server
+      answers a get whose subject names the key with that key's last message only.
+    """
+    key = config_key_subject(user_id)
+    return (f"{JS_API}.DIRECT.GET.{config_stream()}.{key}",), (key,)
+
+
+__all__ = [
+    "CATCHUP_CONSUMER_PREFIX", "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects",
+    "catchup_consumer", "catchup_grants", "config_grants", "config_key_subject", "config_stream", "inbox_prefix",
+    "inbox_subjects", "user_access",
+]

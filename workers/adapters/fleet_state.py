@@ -1,0 +1,236 @@
+"""What an adjustment worker knows about every user, rebuilt from JetStream on start and
+kept current: the latest broker quotes (TC_PRICES), symbol specs (TC_SYMBOLS), account
+(TC_ACCOUNT), positions opened per signal (TC_EXECUTIONS) and ClientConfig (KV tc-config).
+
+Each stream is read by one ordered consumer that starts with the last message per subject
+and then follows live, so a restarted worker has every user's state within moments. Bad
+messages are counted by kind and skipped; they never stop a stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import api
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
+from mt5fleet.proto.domain.trading import CommandType, Execution, ExecutionStatus
+from mt5fleet.proto.runtime.tasks import within
+from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2, symbols_pb2
+from mt5fleet.proto.validation import (
+    ValidationError,
+    check_account,
+    check_execution,
+    check_price_batch,
+    check_symbol_specs,
+    decode,
+)
+from mt5fleet.workers.core.adjust import close_command_id
+from mt5fleet.workers.core.policy import PositionRef, UserState, policy_from_config
+
+log = logging.getLogger("mt5fleet.worker.state")
+
+# How far back the positions index reads execution reports on start.
+POSITIONS_LOOKBACK_MS = 7 * 86_400_000
+
+Invalid = Callable[[str, str], None]
+
+
+class FleetState:
+    def __init__(self, *, now_ms: Callable[[], int], on_invalid: Invalid = lambda kind, why: None) -> None:
+        self.now_ms = now_ms
+        self.on_invalid = on_invalid
+        self.configs: dict[str, config_pb2.ClientConfig] = {}
+        self.quotes: dict[str, dict[str, Quote]] = defaultdict(dict)
+        self.specs: dict[str, dict[str, SymbolSpecInfo]] = {}
+        self.accounts: dict[str, AccountSnapshot] = {}
+        self.positions: dict[str, PositionBook] = {}
+        self.stopped_out: set[str] = set()
+        self._subscriptions: list[Any] = []
+
+    # ------------------------------------------------------------------ queries
+    def users(self, partition: int | None = None, partitions: int = subjects.ADJUST_PARTITIONS) -> list[str]:
+        """Users with a config, of one partition or all. The operator writes the same
+        partition into ClientConfig.worker_shard; both come from subjects.partition_of."""
+        return [uid for uid in self.configs
+                if partition is None or subjects.partition_of(uid, partitions) == partition]
+
+    def user_state(self, user_id: str) -> UserState:
+        book = self.positions.get(user_id)
+        return UserState(policy=policy_from_config(self.configs[user_id]), quotes=self.quotes.get(user_id, {}),
+                         specs=self.specs.get(user_id, {}), account=self.accounts.get(user_id),
+                         stopped_out=user_id in self.stopped_out,
+                         positions_by_signal=book.by_signal() if book is not None else {},
+                         position_volumes=book.volumes() if book is not None else {})
+
+    # ------------------------------------------------------------------ following JetStream
+    async def follow(self, js: Any) -> None:
+        last = api.DeliverPolicy.LAST_PER_SUBJECT
+        follow = [
+            (subjects.user_wildcard(subjects.Channel.PRICES), self.on_prices, last, None),
+            (subjects.user_wildcard(subjects.Channel.SYMBOLS), self.on_specs, last, None),
+            (subjects.user_wildcard(subjects.Channel.ACCOUNT), self.on_account, last, None),
+            (subjects.user_wildcard(subjects.Channel.EXECUTIONS), self.on_execution, api.DeliverPolicy.BY_START_TIME,
+             dt.datetime.fromtimestamp((self.now_ms() - POSITIONS_LOOKBACK_MS) / 1000, tz=dt.UTC)),
+        ]
+        for subject, handler, policy, start in follow:
+            config = api.ConsumerConfig(opt_start_time=start) if start else None
+            self._subscriptions.append(await js.subscribe(
+                subject, ordered_consumer=True, deliver_policy=policy, config=config, cb=_guarded(handler)))
+        kv = await js.key_value(subjects.CONFIG_BUCKET)
+        self._watcher = await kv.watchall()
+        self._subscriptions.append(self._watcher)
+
+    async def watch_configs(self) -> None:
+        async for entry in self._watcher:
+            if entry is None:
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                self.configs.pop(entry.key, None)
+                continue
+            self.on_config(entry.key, entry.value)
+
+    async def close(self) -> None:
+        for subscription in self._subscriptions:  # the connection may already be closing
+            await within(subscription.stop() if hasattr(subscription, "stop") else subscription.unsubscribe(), 2)
+
+    # ------------------------------------------------------------------ handlers (also used by tests)
+    def on_config(self, user_id: str, raw: bytes) -> None:
+        try:
+            config = decode(config_pb2.ClientConfig, raw)
+            subjects.check_user_id(config.user_id)
+        except (ValidationError, subjects.InvalidName) as exc:
+            self.on_invalid("ClientConfig", str(exc))
+            return
+        self.configs[user_id] = config
+
+    def on_prices(self, subject: str, raw: bytes) -> None:
+        user_id, _ = subjects.parse_user_subject(subject)
+        checked = check_price_batch(decode(prices_pb2.ClientPriceStream, raw), self.now_ms())
+        for violation in checked.rejected:
+            self.on_invalid("ClientPrice", str(violation))
+        book = self.quotes[user_id]
+        for quote in checked.batch.quotes:
+            if quote.symbol not in book or book[quote.symbol].time_ms <= quote.time_ms:
+                book[quote.symbol] = quote
+
+    def on_specs(self, subject: str, raw: bytes) -> None:
+        user_id, _ = subjects.parse_user_subject(subject)
+        specs = check_symbol_specs(decode(symbols_pb2.SymbolSpecList, raw), self.now_ms())
+        for violation in specs.rejected:
+            self.on_invalid("SymbolSpec", str(violation))
+        self.specs[user_id] = {spec.symbol: spec for spec in specs.specs}
+
+    def on_account(self, subject: str, raw: bytes) -> None:
+        user_id, _ = subjects.parse_user_subject(subject)
+        self.accounts[user_id] = check_account(decode(account_pb2.AccountProfile, raw), self.now_ms())
+
+    def on_execution(self, subject: str, raw: bytes) -> None:
+        user_id, _ = subjects.parse_user_subject(subject)
+        report = check_execution(decode(execution_pb2.ExecutionReport, raw), self.now_ms())
+        self.positions.setdefault(user_id, PositionBook(user_id)).apply(report)
+
+
+@dataclass(slots=True)
+class OpenPosition:
+    """One MT5 position the fleet's commands opened, as the agent's reports tell it."""
+
+    ticket: int
+    symbol: str | None
+    volume: float                                                       # lots still open
+    opened_by: list[tuple[str, str]] = field(default_factory=list)      # (signal id, command id) per opening
+    counted: set[str] = field(default_factory=set)                      # command ids already applied
+
+
+class PositionBook:
+    """One user's open positions by ticket, kept from that user's execution reports. No I/O.
+
+    * A FILLED/PARTIAL opening report with a position ticket adds its filled volume (a
+      second opening on the same ticket, a netting account adding to its one position,
+      adds to it and lists the position under that signal too).
+    * A FILLED/PARTIAL CLOSE report takes its filled volume off the position it names: by
+      ticket, or, when the agent names none (on a netting account the closing deal names
+      no position), by the close command id, which is derived from (signal, user, ticket).
+      A position with nothing left is dropped.
+    * A FILLED CLOSE_ALL drops every position of its symbol (all, without a symbol). A
+      PARTIAL one drops none: the report does not say which closed, and a later close the
+      agent refuses ("no open position matches") costs less than an open position the
+      index forgot.
+    * A report is applied once per command id, so reading the stream twice changes nothing.
+
+    Positions closed by the broker (SL/TP hit) or by the agent itself (stop-out, weekend
+    close) send no report; a close for them is refused by the agent, harmlessly.
+    """
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.positions: dict[int, OpenPosition] = {}
+
+    def apply(self, report: Execution) -> None:
+        if report.status not in (ExecutionStatus.FILLED, ExecutionStatus.PARTIAL):
+            return
+        if report.command_type.opens:
+            self._opened(report)
+        elif report.command_type is CommandType.CLOSE_POSITION:
+            self._closed(report)
+        elif report.command_type is CommandType.CLOSE_ALL and report.status is ExecutionStatus.FILLED:
+            self.positions = {ticket: position for ticket, position in self.positions.items()
+                              if report.symbol is not None and position.symbol != report.symbol}
+
+    def by_signal(self) -> dict[str, tuple[PositionRef, ...]]:
+        refs: dict[str, list[PositionRef]] = defaultdict(list)
+        for position in self.positions.values():
+            for signal_id, command_id in position.opened_by:
+                refs[signal_id].append((command_id, position.ticket))
+        return {signal_id: tuple(pairs) for signal_id, pairs in refs.items()}
+
+    def volumes(self) -> dict[int, float]:
+        return {ticket: position.volume for ticket, position in self.positions.items()}
+
+    def _opened(self, report: Execution) -> None:
+        if not (report.signal_id and report.position_ticket):
+            return  # a placed pending order: no position yet, nothing to close
+        position = self.positions.setdefault(
+            report.position_ticket, OpenPosition(report.position_ticket, report.symbol, 0.0))
+        if report.command_id in position.counted:
+            return
+        position.counted.add(report.command_id)
+        position.opened_by.append((report.signal_id, report.command_id))
+        position.volume = round(position.volume + report.filled_volume, 8)
+
+    def _closed(self, report: Execution) -> None:
+        position = self._closed_position(report)
+        if position is None or report.command_id in position.counted:
+            return
+        position.counted.add(report.command_id)
+        position.volume = round(position.volume - report.filled_volume, 8)
+        if position.volume <= 0:
+            del self.positions[position.ticket]
+
+    def _closed_position(self, report: Execution) -> OpenPosition | None:
+        if report.position_ticket:
+            return self.positions.get(report.position_ticket)
+        if not report.signal_id:
+            return None
+        return next((position for ticket, position in self.positions.items()
+                     if close_command_id(report.signal_id, self.user_id, ticket) == report.command_id), None)
+
+
+def _guarded(handler: Callable[[str, bytes], None]) -> Callable[[Any], Any]:
+    async def callback(message: Any) -> None:
+        try:
+            handler(message.subject, message.data)
+        except (ValidationError, subjects.InvalidName) as exc:
+            kind = getattr(exc, "kind", "subject")
+            log.warning("skipped a bad %s message on %s: %s", kind, message.subject, exc)
+            state = getattr(handler, "__self__", None)
+            if state is not None:
+                state.on_invalid(kind, str(exc))
+    return callback

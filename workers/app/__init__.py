@@ -1,0 +1,1 @@
+"""The app layer of mt5fleet.workers: assembles its core and adapters into running services."""

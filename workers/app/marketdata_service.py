@@ -1,0 +1,104 @@
+"""The market-data worker: reference ticks -> M1 bars -> indicators and rolling
+correlations -> ClientMarketData on ``md.<symbol>`` (last per subject) and a
+CorrelationSnapshot on ``analytics.correlations`` for the operator's correlation pairs.
+
+Computed once, read by every agent whose tier allows the symbol. Indicators update on each
+closed bar; the latest bid/ask goes out at most every ``quote_interval_s`` in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain import sessions
+from mt5fleet.proto.v1 import common_pb2, market_data_pb2
+from mt5fleet.workers.adapters.feeds import ReferenceTickFeed, Tick
+from mt5fleet.workers.core.bars import Bar, BarBuilder
+from mt5fleet.workers.core.correlation import RollingCorrelation
+from mt5fleet.workers.core.indicators import IndicatorSet, indicators_to_proto
+
+log = logging.getLogger("mt5fleet.worker.marketdata")
+
+
+class MarketDataMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.ticks = Counter("mt5fleet_marketdata_ticks_total", "Reference ticks received", registry=r)
+        self.bars = Counter("mt5fleet_marketdata_bars_total", "M1 bars closed", registry=r)
+        self.published = Counter("mt5fleet_marketdata_published_total", "Messages published, by kind", ["kind"],
+                                 registry=r)
+        self.symbols = Gauge("mt5fleet_marketdata_symbols", "Symbols with at least one bar", registry=r)
+
+
+class MarketDataWorker:
+    def __init__(self, nc: Any, feed: ReferenceTickFeed, *, now_ms: Callable[[], int] | None = None,
+                 correlation_window: int = 120, quote_interval_s: float = 1.0,
+                 metrics: MarketDataMetrics | None = None) -> None:
+        self.js = nc.jetstream()
+        self.feed = feed
+        self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.bars = BarBuilder()
+        self.indicators: dict[str, IndicatorSet] = {}
+        self.correlation = RollingCorrelation(correlation_window)
+        self.quote_interval_ms = int(quote_interval_s * 1000)
+        self.metrics = metrics or MarketDataMetrics()
+        self._last_quote: dict[str, Tick] = {}
+        self._last_sent_ms: dict[str, int] = {}
+        self._round: dict[str, float] = {}
+        self._round_time = 0
+
+    async def run(self) -> None:
+        async for tick in self.feed.ticks():
+            await self.on_tick(tick)
+
+    async def on_tick(self, tick: Tick) -> None:
+        self.metrics.ticks.inc()
+        self._last_quote[tick.symbol] = tick
+        for bar in self.bars.on_tick(tick.symbol, tick.bid, tick.ask, tick.time_ms):
+            await self._on_bar(bar)
+        if tick.time_ms - self._last_sent_ms.get(tick.symbol, 0) >= self.quote_interval_ms:
+            await self._publish(tick.symbol, tick.time_ms)
+
+    async def _on_bar(self, bar: Bar) -> None:
+        self.metrics.bars.inc()
+        self.indicators.setdefault(bar.symbol, IndicatorSet()).update(bar.close)
+        self.metrics.symbols.set(len(self.indicators))
+        if bar.open_time_ms != self._round_time and self._round:
+            await self._close_round()
+        self._round_time = bar.open_time_ms
+        self._round[bar.symbol] = bar.close
+        await self._publish(bar.symbol, bar.close_time_ms, bar_time=bar.open_time_ms)
+
+    async def _close_round(self) -> None:
+        """All symbols' bars of one minute are in: one correlation update, one snapshot."""
+        self.correlation.update(self._round, self._round_time)
+        self._round = {}
+        snapshot = self.correlation.snapshot(self.now_ms())
+        await self.js.publish(subjects.CORRELATIONS_SUBJECT, snapshot.SerializeToString(),
+                              headers={"Nats-Msg-Id": f"corr:{self._round_time}"})
+        self.metrics.published.labels("correlations").inc()
+
+    async def _publish(self, symbol: str, at_ms: int, *, bar_time: int = 0) -> None:
+        quote = self._last_quote.get(symbol)
+        indicators = self.indicators.get(symbol)
+        if quote is None:
+            return
+        market = sessions.market_state(at_ms)
+        data = market_data_pb2.ClientMarketData(
+            symbol=symbol, bid=quote.bid, ask=quote.ask, timestamp=self.now_ms(),
+            user_tier=common_pb2.SUBSCRIPTION_TIER_FREE, session=sessions.to_proto(market),
+            correlations=self.correlation.correlations_for(symbol, self.now_ms())[:20], bar_time=bar_time)
+        if indicators is not None:
+            data.indicators.CopyFrom(indicators.to_proto())
+        await self.js.publish(subjects.market_data_subject(symbol), data.SerializeToString())
+        self._last_sent_ms[symbol] = at_ms
+        self.metrics.published.labels("market_data").inc()
+
+
+__all__ = ["MarketDataWorker", "MarketDataMetrics", "indicators_to_proto"]

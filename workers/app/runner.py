@@ -1,0 +1,161 @@
+"""``mt5fleet worker adjust|marketdata|feedback|health``: one asyncio main per worker kind.
+
+Each connects to NATS, serves ``/metrics``, ``/healthz`` (liveness: the event loop answers)
+and ``/readyz`` (readiness: NATS connected) for Kubernetes probes, and on SIGTERM stops
+taking work, hands its partitions over (adjust), drains the NATS connection and exits 0.
+If its work ends by itself (a crash), it cleans up the same way and exits non-zero, so
+Kubernetes restarts it and says why.
+
+The simulated market-data feed follows the wall clock, so it is silent while the FX
+market is closed; ``$MT5FLEET_SIM_START_MS`` (unix ms) starts its clock at another
+instant instead (a demo or a test at the weekend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock, now_ms
+from mt5fleet.proto.runtime import natsconn
+from mt5fleet.proto.runtime.tasks import cancel_and_wait
+
+log = logging.getLogger("mt5fleet.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    kind: str
+    nats: natsconn.NatsSettings
+    http_host: str = "0.0.0.0"  # noqa: S104  (in-cluster: the probes and Prometheus come from outside the pod)
+    http_port: int = 9465
+    partitions: int = 8
+    feed: str = "simulated"
+    symbols: tuple[str, ...] = ()
+    oanda_account: str = ""
+    oanda_environment: str = "practice"
+
+
+@dataclass
+class Service:
+    registry: CollectorRegistry
+    run: Callable[[], Awaitable[Any]]
+    stop: Callable[[], Awaitable[Any]]
+
+
+async def build_service(options: WorkerOptions, nc: Any) -> Service:
+    if options.kind == "adjust":
+        from mt5fleet.workers.app.adjust_service import AdjustWorker
+
+        worker = AdjustWorker(nc, partitions=options.partitions)
+        await worker.start()
+        return Service(worker.metrics.registry, _forever, worker.stop)
+    if options.kind == "feedback":
+        from mt5fleet.workers.app.feedback_service import FeedbackWorker
+
+        feedback = FeedbackWorker(nc)
+        return Service(feedback.metrics.registry, feedback.run, _async(feedback.stop))
+    if options.kind == "health":
+        from mt5fleet.workers.app.health_exporter import FleetHealth
+
+        health = FleetHealth()
+        subscription = await health.follow(nc.jetstream())
+        return Service(health.registry(), _forever, subscription.unsubscribe)
+    if options.kind == "marketdata":
+        from mt5fleet.workers.app.marketdata_service import MarketDataWorker
+
+        feed, clock = _feed(options)
+        # Timestamps from the feed's clock: a simulated instant and the wall clock must not mix.
+        worker = MarketDataWorker(nc, feed, now_ms=lambda: now_ms(clock))
+        return Service(worker.metrics.registry, worker.run, feed.close)
+    raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback or health")
+
+
+SIM_START_ENV = "MT5FLEET_SIM_START_MS"
+
+
+def _feed(options: WorkerOptions) -> tuple[Any, Clock]:
+    """The reference feed and the clock its ticks are stamped with."""
+    if options.feed == "oanda":
+        from mt5fleet.workers.adapters.feeds import OandaConfig, OandaPricingStream
+
+        token = os.environ.get("OANDA_TOKEN", "")
+        if not token or not options.oanda_account:
+            raise ValueError("the OANDA feed needs --oanda-account and the OANDA_TOKEN environment variable")
+        return OandaPricingStream(OandaConfig.for_environment(
+            options.oanda_environment, account_id=options.oanda_account, token=token,
+            symbols=options.symbols)), SystemClock()
+    from mt5fleet.client.sim.feed import ReferenceFeed
+    from mt5fleet.workers.adapters.feeds import SimulatedFeed
+
+    clock = _simulated_clock(os.environ.get(SIM_START_ENV, ""))
+    return SimulatedFeed(ReferenceFeed(seed=1), options.symbols or None, clock=clock), clock
+
+
+def _simulated_clock(start_ms: str) -> Clock:
+    if not start_ms:
+        return SystemClock()
+    try:
+        start = int(start_ms)
+    except ValueError:
+        raise ValueError(f"{SIM_START_ENV} must be unix milliseconds, not {start_ms!r}") from None
+    return AcceleratedClock(start / 1000, 1.0)  # real-time speed from that instant
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def _async(function: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        function()
+    return call
+
+
+def probe_app(registry: CollectorRegistry, nc: Any) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"alive": True})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"nats": nc.is_connected}, status=200 if nc.is_connected else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+async def run_worker(options: WorkerOptions) -> None:
+    nc = await natsconn.connect(options.nats)
+    service = await build_service(options, nc)
+    runner = web.AppRunner(probe_app(service.registry, nc), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, options.http_host, options.http_port).start()
+    log.info("%s worker running; metrics on :%d/metrics", options.kind, options.http_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(service.run(), name=f"{options.kind}-work")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    crashed = work.done() and not stop.is_set()
+    log.info("stopping the %s worker%s", options.kind, " after its work ended by itself" if crashed else "")
+    await service.stop()
+    await cancel_and_wait([work, stopping])
+    await nc.drain()
+    await runner.cleanup()
+    if crashed:
+        # Exit non-zero with the cause: a worker that quietly stopped working would look healthy.
+        work.result()  # re-raises the work's exception, if it had one
+        raise RuntimeError(f"the {options.kind} worker's work ended without being asked to stop")
