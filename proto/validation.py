@@ -24,7 +24,7 @@ from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.proto.v1.execution_pb2 import ExecutionReport
 from mt5fleet.proto.v1.prices_pb2 import ClientPrice, ClientPriceStream
 from mt5fleet.proto.v1.signals_pb2 import UniversalSignal
-from mt5fleet.proto.validation_market import check_market_data
+from mt5fleet.proto.validation_market import check_correlation_snapshot, check_market_data
 from mt5fleet.proto.validation_reports import check_account, check_heartbeat, check_symbol_specs
 from mt5fleet.proto.validation_rules import (
     DEFAULT_LIMITS,
@@ -38,7 +38,7 @@ from mt5fleet.proto.validation_rules import (
 
 __all__ = [
     "DEFAULT_LIMITS", "CheckedBatch", "Limits", "ValidationError", "Violation",
-    "check_account", "check_command", "check_execution", "check_heartbeat",
+    "check_account", "check_command", "check_correlation_snapshot", "check_execution", "check_heartbeat",
     "check_market_data", "check_price_batch", "check_signal", "check_symbol_specs", "decode",
 ]
 

@@ -1,6 +1,7 @@
-"""Validation at the edge for server-computed market data (ClientMarketData on
-md.<symbol>), which agents read. Same contract as ``validation``, which re-exports it:
-every violation is listed in one ValidationError.
+"""Validation at the edge for server-computed market data: ClientMarketData on
+md.<symbol>, which agents read, and the CorrelationSnapshot the operator reads.
+Same contract as ``validation``, which re-exports it: every violation is listed in one
+ValidationError.
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import fields
 
+from mt5fleet.proto.domain.correlations import Pair, pair_key
 from mt5fleet.proto.domain.market import Correlation, Indicators, MarketData, Session
 from mt5fleet.proto.domain.trading import SubscriptionTier
 from mt5fleet.proto.v1.common_pb2 import MarketSession
 from mt5fleet.proto.v1.market_data_pb2 import (
     ClientMarketData,
+    CorrelationSnapshot,
     SymbolCorrelation,
     TechnicalIndicators,
 )
@@ -39,6 +42,18 @@ def check_market_data(msg: ClientMarketData, now_ms: int,
             checks.merge(_check_correlation(checks.nested(f"correlations[{index}]"), corr))
     checks.raise_if_any("ClientMarketData")
     return _market_data(msg)
+
+
+def check_correlation_snapshot(msg: CorrelationSnapshot, now_ms: int,
+                               limits: Limits = DEFAULT_LIMITS) -> dict[Pair, float]:
+    """The matrix a published snapshot (``analytics.correlations``) carries, keyed (a, b)
+    with a < b; a snapshot with any bad pair is refused whole (one producer, the workers)."""
+    checks = Checks(now_ms, limits)
+    checks.timestamp("computed_at", msg.computed_at, optional=True)
+    for index, corr in enumerate(msg.pairs):
+        checks.merge(_check_correlation(checks.nested(f"pairs[{index}]"), corr))
+    checks.raise_if_any("CorrelationSnapshot")
+    return {pair_key(p.symbol_a, p.symbol_b): p.coefficient for p in msg.pairs}
 
 
 def _check_indicators(checks: Checks, ind: TechnicalIndicators) -> Checks:

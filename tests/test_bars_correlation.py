@@ -7,13 +7,10 @@ import random
 
 import pytest
 
+from mt5fleet.proto.domain.correlations import STATIC_CORRELATIONS, select_pairs
+from mt5fleet.proto.validation import ValidationError, check_correlation_snapshot
 from mt5fleet.workers.core.bars import Bar, BarBuilder
-from mt5fleet.workers.core.correlation import (
-    STATIC_CORRELATIONS,
-    RollingCorrelation,
-    matrix_from_snapshot,
-    select_pairs,
-)
+from mt5fleet.workers.core.correlation import RollingCorrelation
 
 MINUTE = 60_000
 T0 = 1_718_193_600_000  # Wed 2024-06-12 12:00:00 UTC, a minute boundary, FX market open
@@ -219,10 +216,20 @@ def test_snapshot_lists_each_pair_once_with_window_and_time():
     pairs = [(p.symbol_a, p.symbol_b) for p in snapshot.pairs]
     assert pairs == sorted(corr.matrix()) and len(pairs) == 6
     assert snapshot.computed_at == T0 and {(p.window, p.computed_at) for p in snapshot.pairs} == {(20, T0)}
-    assert matrix_from_snapshot(snapshot) == pytest.approx(corr.matrix())
+    assert check_correlation_snapshot(snapshot, T0) == pytest.approx(corr.matrix())
     for_eur = corr.correlations_for("EURUSD", T0)
     assert len(for_eur) == 3 and all("EURUSD" in (p.symbol_a, p.symbol_b) for p in for_eur)
     assert [abs(p.coefficient) for p in for_eur] == sorted((abs(p.coefficient) for p in for_eur), reverse=True)
+
+
+def test_a_snapshot_with_a_bad_pair_is_refused_whole_naming_the_pair():
+    corr = RollingCorrelation(window=20)
+    for closes in correlated_closes(40):
+        corr.update(closes)
+    snapshot = corr.snapshot(T0)
+    snapshot.pairs[1].coefficient = 1.5
+    with pytest.raises(ValidationError, match=r"pairs\[1\]\.coefficient"):
+        check_correlation_snapshot(snapshot, T0)
 
 
 # ------------------------------------------------------------------ select_pairs

@@ -7,8 +7,9 @@ import pytest
 from mt5fleet.operator.core import reconcile
 from mt5fleet.operator.core.models import TradingClient, TradingClientStatus, parse_spec
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, desired_state, select_symbols, status_for
-from mt5fleet.operator.core.tiers import DEFAULT_TIERS, STANDARD_SYMBOLS, tiers_from_mapping
+from mt5fleet.operator.core.tiers import DEFAULT_TIERS, tiers_from_mapping
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.instruments import STANDARD_SYMBOLS
 from mt5fleet.proto.v1 import account_pb2, common_pb2
 
 NOW = 1_795_014_000_000

@@ -20,10 +20,10 @@ from mt5fleet.proto.domain.sessions import (
     market_state,
     minutes_to_weekly_close,
     next_trading_day_start_ms,
-    to_proto,
     trading_day_start_ms,
 )
 from mt5fleet.proto.v1.common_pb2 import MarketSession
+from mt5fleet.workers.app.marketdata_service import session_message
 
 NY = ZoneInfo("America/New_York")
 MINUTE_MS = 60_000
@@ -268,14 +268,14 @@ def test_no_session_is_active_while_the_market_is_closed():
 
 def test_to_proto_while_open():
     state = market_state(ny(2024, 1, 10, 9))
-    msg = to_proto(state)
+    msg = session_message(state)
     assert isinstance(msg, MarketSession)
     assert (msg.is_open, msg.in_rollover, list(msg.active_sessions)) == (True, False, ["london", "new_york"])
     assert (msg.next_open, msg.next_close) == (0, ny(2024, 1, 12, 17))
 
 
 def test_to_proto_while_closed():
-    msg = to_proto(market_state(ny(2024, 1, 13, 10)))
+    msg = session_message(market_state(ny(2024, 1, 13, 10)))
     assert (msg.is_open, msg.next_open, msg.next_close) == (False, ny(2024, 1, 14, 17), 0)
     assert list(msg.active_sessions) == []
 

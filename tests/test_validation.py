@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from mt5fleet.proto.domain.market import Quote
 from mt5fleet.proto.domain.trading import CommandType, ExecutionStatus, OrderType
+from mt5fleet.proto.domain.violations import Violation
 from mt5fleet.proto.subjects import SYMBOL_RE
 from mt5fleet.proto.v1 import (
     account_pb2,
@@ -43,7 +44,6 @@ from mt5fleet.proto.validation import (
     check_symbol_specs,
     decode,
 )
-from mt5fleet.proto.domain.violations import Violation
 
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))

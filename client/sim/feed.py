@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 
 from mt5fleet.client.sim.market_hours import MarketCalendar
+from mt5fleet.proto.domain.instruments import INSTRUMENTS, Instrument
 
 STEP_MS = 100
 LEVELS = 25
@@ -43,15 +44,6 @@ class Currency:
     annual_vol: float  # of its own factor; a pair's volatility combines both currencies'
 
 
-@dataclass(frozen=True)
-class FeedSymbol:
-    base: str
-    quote: str
-    digits: int
-    spread_points: int  # the reference (interbank-like) spread, tight
-    description: str
-
-
 CURRENCIES: dict[str, Currency] = {
     "USD": Currency(1.0, 0.040),
     "EUR": Currency(1.085, 0.045),
@@ -64,18 +56,10 @@ CURRENCIES: dict[str, Currency] = {
     "XAU": Currency(2350.0, 0.130),
 }
 
-SYMBOLS: dict[str, FeedSymbol] = {
-    "EURUSD": FeedSymbol("EUR", "USD", 5, 2, "Euro vs US Dollar"),
-    "GBPUSD": FeedSymbol("GBP", "USD", 5, 3, "Great Britain Pound vs US Dollar"),
-    "USDJPY": FeedSymbol("USD", "JPY", 3, 3, "US Dollar vs Japanese Yen"),
-    "USDCHF": FeedSymbol("USD", "CHF", 5, 4, "US Dollar vs Swiss Franc"),
-    "AUDUSD": FeedSymbol("AUD", "USD", 5, 3, "Australian Dollar vs US Dollar"),
-    "USDCAD": FeedSymbol("USD", "CAD", 5, 4, "US Dollar vs Canadian Dollar"),
-    "NZDUSD": FeedSymbol("NZD", "USD", 5, 5, "New Zealand Dollar vs US Dollar"),
-    "EURGBP": FeedSymbol("EUR", "GBP", 5, 5, "Euro vs Great Britain Pound"),
-    "EURJPY": FeedSymbol("EUR", "JPY", 3, 6, "Euro vs Japanese Yen"),
-    "GBPJPY": FeedSymbol("GBP", "JPY", 3, 9, "Great Britain Pound vs Japanese Yen"),
-    "XAUUSD": FeedSymbol("XAU", "USD", 2, 12, "Gold vs US Dollar"),
+# The reference (interbank-like) spread of each instrument, in points: tight.
+REFERENCE_SPREAD_POINTS: dict[str, int] = {
+    "EURUSD": 2, "GBPUSD": 3, "USDJPY": 3, "USDCHF": 4, "AUDUSD": 3, "USDCAD": 4,
+    "NZDUSD": 5, "EURGBP": 5, "EURJPY": 6, "GBPJPY": 9, "XAUUSD": 12,
 }
 
 
@@ -146,10 +130,10 @@ class ReferenceFeed:
     """
 
     def __init__(self, seed: int = 0, *, symbols: Iterable[str] | None = None, freeze_weekends: bool = True) -> None:
-        chosen = tuple(symbols) if symbols is not None else tuple(SYMBOLS)
-        unknown = [name for name in chosen if name not in SYMBOLS]
+        chosen = tuple(symbols) if symbols is not None else tuple(INSTRUMENTS)
+        unknown = [name for name in chosen if name not in INSTRUMENTS]
         if unknown:
-            raise KeyError(f"no reference process for {unknown}; known: {sorted(SYMBOLS)}")
+            raise KeyError(f"no reference process for {unknown}; known: {sorted(INSTRUMENTS)}")
         self.seed = seed
         self._symbols = chosen
         self._freeze_weekends = freeze_weekends
@@ -164,16 +148,16 @@ class ReferenceFeed:
     def symbols(self) -> tuple[str, ...]:
         return self._symbols
 
-    def _spec(self, symbol: str) -> FeedSymbol:
+    def _spec(self, symbol: str) -> Instrument:
         if symbol not in self._symbols:
             raise KeyError(f"unknown reference symbol {symbol!r}")
-        return SYMBOLS[symbol]
+        return INSTRUMENTS[symbol]
 
     def digits(self, symbol: str) -> int:
         return self._spec(symbol).digits
 
     def point(self, symbol: str) -> float:
-        return 10.0 ** -self._spec(symbol).digits
+        return self._spec(symbol).point
 
     def currencies(self, symbol: str) -> tuple[str, str]:
         """(base, quote): profit is in the quote currency, margin in the base currency."""
@@ -184,7 +168,7 @@ class ReferenceFeed:
         return self._spec(symbol).description
 
     def spread_points(self, symbol: str) -> int:
-        return self._spec(symbol).spread_points
+        return REFERENCE_SPREAD_POINTS[symbol]
 
     def volatility(self, symbol: str) -> float:
         """Annualised volatility of the symbol's log price (per year of trading time)."""
@@ -218,10 +202,10 @@ class ReferenceFeed:
 
     def quote(self, symbol: str, t_ms: int) -> tuple[float, float]:
         """(bid, ask) rounded to the symbol's digits, the reference spread apart."""
-        spec = self._spec(symbol)
-        point = 10.0 ** -spec.digits
-        bid_points = round(self.mid(symbol, t_ms) / point - spec.spread_points / 2)
-        return round(bid_points * point, spec.digits), round((bid_points + spec.spread_points) * point, spec.digits)
+        spec, spread = self._spec(symbol), REFERENCE_SPREAD_POINTS[symbol]
+        point = spec.point
+        bid_points = round(self.mid(symbol, t_ms) / point - spread / 2)
+        return round(bid_points * point, spec.digits), round((bid_points + spread) * point, spec.digits)
 
     def reopen_ms(self, t_ms: int) -> int:
         """When the market is next open at or after ``t_ms``."""

@@ -74,6 +74,7 @@ from mt5fleet.proto.runtime import bootstrap, natsconn, tlsgen
 from mt5fleet.proto.runtime import sealing as credentials
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, TlsFiles
 from mt5fleet.proto.runtime.natsconn import NatsSettings
+from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2, signals_pb2
 from mt5fleet.workers.adapters.feeds import SimulatedFeed
@@ -81,7 +82,7 @@ from mt5fleet.workers.app.adjust_service import AdjustWorker
 from mt5fleet.workers.app.feedback_service import FeedbackWorker
 from mt5fleet.workers.app.health_exporter import FleetHealth
 from mt5fleet.workers.app.marketdata_service import MarketDataWorker
-from mt5fleet.workers.app.runner import Service, probe_app
+from mt5fleet.workers.app.runner import Service
 
 log = logging.getLogger("mt5fleet.demo")
 

@@ -34,8 +34,8 @@ from mt5fleet.operator.core.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime.natsconn import NatsSettings
+from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.subjects import JetStreamLayout
-from mt5fleet.workers.app.runner import probe_app
 
 log = logging.getLogger("mt5fleet.operator")
 

@@ -22,9 +22,9 @@ from mt5fleet.operator.core.changes import Applied
 from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
 from mt5fleet.operator.core.tiers import Tier
-from mt5fleet.proto import subjects
+from mt5fleet.proto import subjects, validation
+from mt5fleet.proto.domain.correlations import Pair
 from mt5fleet.proto.v1 import heartbeat_pb2, market_data_pb2
-from mt5fleet.workers.core.correlation import Pair, matrix_from_snapshot
 
 log = logging.getLogger("mt5fleet.operator")
 
@@ -202,8 +202,9 @@ class Reconciler:
 
     def on_correlations(self, raw: bytes) -> None:
         try:
-            self.correlations = matrix_from_snapshot(market_data_pb2.CorrelationSnapshot.FromString(raw))
-        except Exception as exc:  # keep the last good matrix
+            snapshot = validation.decode(market_data_pb2.CorrelationSnapshot, raw)
+            self.correlations = validation.check_correlation_snapshot(snapshot, self.now_ms())
+        except validation.ValidationError as exc:  # keep the last good matrix
             log.warning("skipped an unreadable correlation snapshot: %s", exc)
 
     def _count(self, applied: list[Applied]) -> None:

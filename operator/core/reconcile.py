@@ -21,8 +21,8 @@ from mt5fleet.operator.core.nats_jwt import NatsLimits
 from mt5fleet.operator.core.permissions import UserAccess, catchup_consumer, user_access
 from mt5fleet.operator.core.tiers import Tier
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.correlations import Pair, select_pairs
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
-from mt5fleet.workers.core.correlation import Pair, select_pairs
 
 SIZING_MODES = {
     "riskPercent": account_pb2.SIZING_MODE_RISK_PERCENT,

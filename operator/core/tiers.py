@@ -12,15 +12,10 @@ from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from mt5fleet.proto.domain.instruments import STANDARD_SYMBOLS
 from mt5fleet.proto.v1 import common_pb2, config_pb2
 
 UNLIMITED = 0
-
-# The symbols every tier may use; anything else is a "custom pair" (enterprise only by
-# default). The 28 pairs of the eight major currencies, and gold and silver.
-_MAJORS = ("EUR", "GBP", "AUD", "NZD", "USD", "CAD", "CHF", "JPY")
-STANDARD_SYMBOLS: frozenset[str] = frozenset(
-    {a + b for i, a in enumerate(_MAJORS) for b in _MAJORS[i + 1:]} | {"XAUUSD", "XAGUSD"})
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from mt5fleet.proto.v1.common_pb2 import MarketSession
-
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_BOUNDARY = time(17, 0)          # FX day boundary and weekly close/open, New York time
 _MINUTE_MS = 60_000
@@ -130,12 +128,6 @@ def minutes_to_weekly_close(now_ms: int) -> float:
 def boundary_ms(day: date) -> int:
     """17:00 New York on ``day``, in unix ms. Always exists: DST switches at 02:00."""
     return int(datetime.combine(day, DAY_BOUNDARY, tzinfo=NEW_YORK).timestamp()) * 1000
-
-
-def to_proto(state: MarketState) -> MarketSession:
-    return MarketSession(is_open=state.is_open, in_rollover=state.in_rollover,
-                         active_sessions=list(state.active_sessions),
-                         next_open=state.next_open_ms, next_close=state.next_close_ms)
 
 
 # ----------------------------------------------------------------------------- helpers

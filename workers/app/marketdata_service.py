@@ -92,7 +92,7 @@ class MarketDataWorker:
         market = sessions.market_state(at_ms)
         data = market_data_pb2.ClientMarketData(
             symbol=symbol, bid=quote.bid, ask=quote.ask, timestamp=self.now_ms(),
-            user_tier=common_pb2.SUBSCRIPTION_TIER_FREE, session=sessions.to_proto(market),
+            user_tier=common_pb2.SUBSCRIPTION_TIER_FREE, session=session_message(market),
             correlations=self.correlation.correlations_for(symbol, self.now_ms())[:20], bar_time=bar_time)
         if indicators is not None:
             data.indicators.CopyFrom(indicators.to_proto())
@@ -102,3 +102,9 @@ class MarketDataWorker:
 
 
 __all__ = ["MarketDataWorker", "MarketDataMetrics", "indicators_to_proto"]
+
+
+def session_message(state: sessions.MarketState) -> common_pb2.MarketSession:
+    return common_pb2.MarketSession(is_open=state.is_open, in_rollover=state.in_rollover,
+                                    active_sessions=list(state.active_sessions),
+                                    next_open=state.next_open_ms, next_close=state.next_close_ms)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock, now_ms
 from mt5fleet.proto.runtime import natsconn
+from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("mt5fleet.worker")
@@ -118,21 +119,6 @@ def _async(function: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
     async def call() -> None:
         function()
     return call
-
-
-def probe_app(registry: CollectorRegistry, nc: Any) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"alive": True})
-
-    async def readyz(_: web.Request) -> web.Response:
-        return web.json_response({"nats": nc.is_connected}, status=200 if nc.is_connected else 503)
-
-    app = web.Application()
-    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
-    return app
 
 
 async def run_worker(options: WorkerOptions) -> None:

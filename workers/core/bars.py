@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from mt5fleet.client.sim.feed import SYMBOLS
+from mt5fleet.proto.domain.instruments import INSTRUMENTS
 from mt5fleet.proto.v1.market_data_pb2 import OHLCVBar
 
 
@@ -88,7 +88,7 @@ PointLookup = Mapping[str, float] | Callable[[str], float]
 
 # The canonical symbols' points (EURUSD 0.00001, USDJPY 0.001, XAUUSD 0.01): the reference
 # feeds, simulated or OANDA, quote on the same grid.
-REFERENCE_POINTS: dict[str, float] = {name: 10.0 ** -spec.digits for name, spec in SYMBOLS.items()}
+REFERENCE_POINTS: dict[str, float] = {name: instrument.point for name, instrument in INSTRUMENTS.items()}
 
 
 class BarBuilder:

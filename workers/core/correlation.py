@@ -13,8 +13,9 @@ O(pairs). As in ``indicators``, add/remove rounding would accumulate over months
 every ``window`` rounds all sums are recomputed exactly with ``math.fsum`` from the
 buffers: amortised O(pairs) per round, bounded error for ever.
 
-``select_pairs`` is pure (matrix in, symbols out) so the operator can use it on the
-published ``CorrelationSnapshot`` as well.
+The choice of a user's correlation symbols from a matrix is ``select_pairs`` of the shared
+domain (``mt5fleet.proto.domain.correlations``): the operator makes it from the published
+``CorrelationSnapshot``.
 """
 
 from __future__ import annotations
@@ -23,16 +24,8 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from mt5fleet.proto.domain.correlations import Pair, pair_key, select_pairs
 from mt5fleet.proto.v1.market_data_pb2 import CorrelationSnapshot, SymbolCorrelation
-
-Pair = tuple[str, str]
-
-# The seeds' static matrix: what to watch for a primary symbol before measured data exists.
-STATIC_CORRELATIONS: dict[str, tuple[str, ...]] = {
-    "EURUSD": ("USDCHF", "EURGBP", "GBPUSD"),
-    "GBPUSD": ("EURGBP", "USDCHF", "GBPJPY"),
-    "USDJPY": ("EURJPY", "GBPJPY", "AUDJPY"),
-}
 
 
 class _PairSums:
@@ -173,7 +166,7 @@ class RollingCorrelation:
     def _register_new(self, closes: Mapping[str, float]) -> None:
         for symbol in sorted(set(closes) - set(self._symbols)):
             for other in self._symbols:
-                self._pairs[_key(symbol, other)] = _PairSums()
+                self._pairs[pair_key(symbol, other)] = _PairSums()
             self._symbols[symbol] = _SymbolReturns(closes[symbol], self.window)
 
     def _refresh(self) -> None:
@@ -184,49 +177,3 @@ class RollingCorrelation:
         self._since_refresh = 0
 
 
-def select_pairs(primary: Sequence[str], matrix: Mapping[Pair, float] | None, *, threshold: float = 0.7,
-                 limit: int | None = None,
-                 fallback: Mapping[str, Sequence[str]] = STATIC_CORRELATIONS) -> list[str]:
-    """Correlation symbols for a user trading ``primary``: strongest |rho| first.
-
-    A symbol qualifies when |rho| >= ``threshold`` with any primary symbol (its score is
-    the strongest such |rho|). A primary symbol the matrix knows nothing about yet falls
-    back to the static matrix; those symbols follow the measured ones, in seed order.
-    A primary symbol with measurements but no strong partner contributes nothing: that
-    is a result, not missing data. Primary symbols themselves are never returned.
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be within 0..1, not {threshold}")
-    wanted = list(dict.fromkeys(primary))
-    rows = _rows(matrix or {})
-    scores: dict[str, float] = {}
-    static: list[str] = []
-    for symbol in wanted:
-        row = rows.get(symbol)
-        if not row:
-            static.extend(fallback.get(symbol, ()))
-            continue
-        for other, rho in row.items():
-            if abs(rho) >= threshold:
-                scores[other] = max(scores.get(other, 0.0), abs(rho))
-    measured = sorted(scores, key=lambda s: (-scores[s], s))
-    chosen = [s for s in dict.fromkeys(measured + static) if s not in wanted]
-    return chosen if limit is None else chosen[: max(limit, 0)]
-
-
-def matrix_from_snapshot(snapshot: CorrelationSnapshot) -> dict[Pair, float]:
-    """The matrix a published snapshot carries, keyed (a, b) with a < b."""
-    return {_key(p.symbol_a, p.symbol_b): p.coefficient for p in snapshot.pairs}
-
-
-def _rows(matrix: Mapping[Pair, float]) -> dict[str, dict[str, float]]:
-    rows: dict[str, dict[str, float]] = {}
-    for (a, b), rho in matrix.items():
-        if a != b and math.isfinite(rho):
-            rows.setdefault(a, {})[b] = rho
-            rows.setdefault(b, {})[a] = rho
-    return rows
-
-
-def _key(a: str, b: str) -> Pair:
-    return (a, b) if a < b else (b, a)
