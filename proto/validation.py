@@ -8,7 +8,8 @@ is dropped and reported, the good ones around it are kept.
 
 Time is injected (``now_ms``) so checks are deterministic. Agent reports (account,
 symbol specs, heartbeat) live in ``validation_reports``, market data in
-``validation_market``; both are re-exported here, so callers import only this module.
+``validation_market``, ClientConfig in ``validation_config``; their checks are re-exported
+here, so callers import only this module.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.proto.v1.execution_pb2 import ExecutionReport
 from mt5fleet.proto.v1.prices_pb2 import ClientPrice, ClientPriceStream
 from mt5fleet.proto.v1.signals_pb2 import UniversalSignal
+from mt5fleet.proto.validation_config import check_client_config
 from mt5fleet.proto.validation_market import check_correlation_snapshot, check_market_data
 from mt5fleet.proto.validation_reports import check_account, check_heartbeat, check_symbol_specs
 from mt5fleet.proto.validation_rules import (
@@ -38,7 +40,7 @@ from mt5fleet.proto.validation_rules import (
 
 __all__ = [
     "DEFAULT_LIMITS", "CheckedBatch", "Limits", "ValidationError", "Violation",
-    "check_account", "check_command", "check_correlation_snapshot", "check_execution", "check_heartbeat",
+    "check_account", "check_client_config", "check_command", "check_correlation_snapshot", "check_execution", "check_heartbeat",
     "check_market_data", "check_price_batch", "check_signal", "check_symbol_specs", "decode",
 ]
 
