@@ -41,7 +41,8 @@ from mt5fleet.proto.validation_rules import (
 __all__ = [
     "DEFAULT_LIMITS", "CheckedBatch", "Limits", "ValidationError", "Violation",
     "check_account", "check_client_config", "check_command", "check_correlation_snapshot",
-    "check_execution", "check_heartbeat", "check_market_data", "check_price_batch", "check_signal", "check_symbol_specs", "decode",
+    "check_execution", "check_heartbeat", "check_market_data", "check_price_batch", "check_signal",
+    "check_symbol_specs", "decode",
 ]
 
 M = TypeVar("M", bound=Message)
