@@ -104,7 +104,7 @@ async def _worker_main(conn: Any, url: str, origin_at: float, users: int) -> Non
     stages = trace_stages(worker)
     await worker.start()
     state = worker.state
-    while not (len(worker.owned) == subjects.ADJUST_PARTITIONS and len(state.configs) == users
+    while not (len(worker.owned) == subjects.ADJUST_PARTITIONS and len(state.policies) == users
                and len(state.quotes) == users and len(state.specs) == users and len(state.accounts) == users):
         await asyncio.sleep(0.1)
     conn.send({"ready": True})
@@ -212,10 +212,10 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
 
     # Where the worker's time goes (cumulative, so nested calls are inside their caller).
     shares = {label: round(cumulative(where, name) / total, 3) for label, where, name in (
-        ("price ingest: FleetState.on_prices (decode, validate, update)", "workers/fleet_state.py", "on_prices"),
+        ("price ingest: FleetState.on_prices (decode, validate, update)", "adapters/fleet_state.py", "on_prices"),
         ("  of which check_price_batch (validation)", "proto/validation.py", "check_price_batch"),
-        ("adjustment: AdjustWorker.commands_for_users", "workers/adjust_service.py", "commands_for_users"),
-        ("JetStream publish of commands: AdjustWorker._publish", "workers/adjust_service.py", "_publish"),
+        ("adjustment: AdjustWorker.commands_for_users", "workers/app/adjust_service.py", "commands_for_users"),
+        ("JetStream publish of commands: AdjustWorker._publish", "workers/app/adjust_service.py", "_publish"),
         ("nats-py reading: Client._read_loop (socket, protocol parse, dispatch)", "nats/aio/client.py", "_read_loop"),
         ("idle: epoll wait", "~", "<method 'poll' of 'select.epoll' objects>"),
     )}

@@ -182,11 +182,12 @@ AREAS = (
     ("files (open, mkdir, rename, stat, read, write)", ("posix.", "io.open", "_io.", "pathlib", "os.py")),
     ("waiting on the server (epoll)", ("select.epoll",)),
     ("NATS client and sockets", ("nats/", "_socket", "asyncio/selector_events", "asyncio/streams")),
-    ("JWT signing, NKeys, AES-GCM sealing", ("nkeys", "nacl", "_sodium", "cryptography", "operator/nats_jwt",
-                                            "binascii", "base64", "hashlib", "_sha", "client/credentials")),
+    ("JWT signing, NKeys, AES-GCM sealing", ("nkeys", "nacl", "_sodium", "cryptography", "operator/core/nats_jwt",
+                                            "binascii", "base64", "hashlib", "_sha", "proto/runtime/sealing")),
     ("protobuf", ("google/protobuf",)),
-    ("spec parsing and status (models, typing)", ("operator/models", "typing.py", "builtins.compile",
-                                                  "builtins.eval", "dataclasses")),
+    ("spec checking (jsonschema, cel-python) and status (models, typing)",
+     ("operator/core/models", "operator/core/admission", "jsonschema/", "referencing/", "celpy/", "lark/",
+      "re2", "typing.py", "builtins.compile", "builtins.eval", "dataclasses")),
     ("event loop", ("asyncio/",)),
 )
 

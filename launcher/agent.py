@@ -1,7 +1,9 @@
 """``mt5fleet agent``: build the agent from its config file and run it until SIGTERM/Ctrl-C.
 
 The MT5 backend is chosen here, once: the real ``MetaTrader5`` package or a simulated
-terminal. Nothing past this point knows which one it got.
+terminal. Nothing past this point knows which one it got. This composition root is also
+the only place that knows the simulated terminal's broker presets, so it checks
+``simulated.broker`` before starting anything.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import signal
 from typing import Any
 
-from mt5fleet.client.adapters.config_file import AgentSettings, Backend, load_settings
+from mt5fleet.client.adapters.config_file import AgentSettings, Backend, ConfigError, load_settings
 from mt5fleet.client.adapters.status import AgentStatus, build_app, build_metrics_app, serve
 from mt5fleet.client.adapters.terminal import load_metatrader5
 from mt5fleet.client.app.agent import Agent
@@ -22,9 +24,20 @@ from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock
 log = logging.getLogger("mt5fleet.agent")
 
 
+def check_simulated_broker(settings: AgentSettings) -> None:
+    """A typo in ``simulated.broker`` fails here, listing the presets, not at terminal start."""
+    if settings.mt5.backend is not Backend.SIMULATED:
+        return
+    from mt5fleet.client.sim.broker import BROKERS
+
+    if settings.simulated.broker not in BROKERS:
+        raise ConfigError("simulated.broker", f"{settings.simulated.broker!r} is not one of {', '.join(BROKERS)}")
+
+
 def build_terminal_api(settings: AgentSettings, clock: Clock) -> Any:
     if settings.mt5.backend is Backend.METATRADER5:
         return load_metatrader5()
+    check_simulated_broker(settings)
     from mt5fleet.client.sim.broker import BROKERS
     from mt5fleet.client.sim.feed import ReferenceFeed
     from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
@@ -77,6 +90,7 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
 
 def main(config_path: str) -> int:
     settings = load_settings(config_path)
+    check_simulated_broker(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(run_agent(settings))
     return 0

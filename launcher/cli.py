@@ -58,7 +58,8 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--http-port", type=int, default=9465, help="port of /metrics, /healthz, /readyz")
     worker.add_argument("--http-host", default="0.0.0.0", help="address of the HTTP endpoints")  # noqa: S104
     worker.add_argument("--partitions", type=int, default=8, help="adjust: user partitions of the fleet")
-    worker.add_argument("--feed", choices=["simulated", "oanda"], default="simulated", help="marketdata: feed")
+    worker.add_argument("--feed", choices=["oanda", "simulated"],
+                        help="marketdata (required): the reference feed; simulated only for a demo or a test")
     worker.add_argument("--symbols", default="", help="marketdata: comma-separated canonical symbols")
     worker.add_argument("--oanda-account", default="", help="marketdata: OANDA account id (token: $OANDA_TOKEN)")
     worker.add_argument("--oanda-environment", choices=["practice", "live"], default="practice")
@@ -68,18 +69,46 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
 def _run_worker(args: argparse.Namespace) -> int:
     import logging
 
+    from mt5fleet.proto.domain.clock import SystemClock
     from mt5fleet.proto.runtime.natsconn import NatsSettings
     from mt5fleet.workers.app.runner import WorkerOptions, run_worker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     nats = NatsSettings(servers=tuple(args.server), name=f"mt5fleet-{args.kind}", creds_file=args.creds,
                         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    feed, clock = _reference_feed(args) if args.kind == "marketdata" else (None, SystemClock())
     options = WorkerOptions(kind=args.kind, nats=nats, http_host=args.http_host, http_port=args.http_port,
-                            partitions=args.partitions, feed=args.feed,
-                            symbols=tuple(s for s in args.symbols.split(",") if s),
-                            oanda_account=args.oanda_account, oanda_environment=args.oanda_environment)
+                            partitions=args.partitions, feed=feed, feed_clock=clock)
     asyncio.run(run_worker(options))
     return 0
+
+
+NO_FEED = ("mt5fleet worker marketdata needs a reference feed: --feed oanda --oanda-account ID (with the API "
+           "token in $OANDA_TOKEN) for live prices, or --feed simulated for a demo or a test")
+
+
+def _reference_feed(args: argparse.Namespace):
+    """The market-data worker's feed and the clock its ticks are stamped with. Built here, in
+    the composition root, so the worker never imports the simulator; never simulated unless
+    asked, so a deployment that forgot its feed fails at once instead of publishing fake prices."""
+    import os
+
+    if args.feed is None:
+        raise ValueError(NO_FEED)
+    symbols = tuple(s for s in args.symbols.split(",") if s)
+    if args.feed == "simulated":
+        from mt5fleet.launcher.simulated_feed import simulated_feed
+
+        return simulated_feed(symbols, os.environ)
+    from mt5fleet.proto.domain.clock import SystemClock
+    from mt5fleet.workers.adapters.feeds import OandaConfig, OandaPricingStream
+
+    token = os.environ.get("OANDA_TOKEN", "")
+    if not token or not args.oanda_account:
+        raise ValueError("the OANDA feed needs --oanda-account and the OANDA_TOKEN environment variable")
+    config = OandaConfig.for_environment(args.oanda_environment, account_id=args.oanda_account, token=token,
+                                         symbols=symbols)
+    return OandaPricingStream(config), SystemClock()
 
 
 def _add_agent(commands: argparse._SubParsersAction) -> None:
@@ -97,13 +126,13 @@ def _add_agent(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_agent(args: argparse.Namespace) -> int:
-    from mt5fleet.proto.runtime import sealing as credentials
+    from mt5fleet.client.app import keys
 
     if args.agent_command == "keygen":
-        return credentials.main(["generate-key", "--out", str(args.out)])
+        return keys.main(["generate-key", "--out", str(args.out)])
     if args.agent_command == "seal-password":
         extra = ["--key-file", str(args.key_file)] if args.key_file else []
-        return credentials.main(["seal", "--login", str(args.login), "--server", args.server, *extra])
+        return keys.main(["seal", "--login", str(args.login), "--server", args.server, *extra])
     if args.config is None:
         raise ValueError("mt5fleet agent needs --config FILE (see examples/agent.toml)")
     from mt5fleet.launcher.agent import main as agent_main

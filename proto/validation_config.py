@@ -45,7 +45,10 @@ def check_client_config(msg: config_pb2.ClientConfig, now_ms: int, *, key: str |
     checks.non_negative("max_signal_age_ms", msg.max_signal_age_ms)
     checks.in_range("worker_shard", msg.worker_shard, 0, ADJUST_PARTITIONS - 1)
     checks.non_negative("generation", msg.generation)
-    checks.timestamp("updated_at", msg.updated_at, optional=True)
+    # When the operator last wrote the entry (possibly months ago) on the operator's clock (a
+    # trader's PC may be minutes off): a record, never acted on, so neither age nor skew
+    # is a reason to refuse the config.
+    checks.non_negative("updated_at", msg.updated_at)
     checks.enum("account_type", msg.account_type, AccountType)
     if msg.HasField("mt5_credentials") and not msg.mt5_credentials.ciphertext:
         checks.add("mt5_credentials.ciphertext", "sealed credentials without a ciphertext")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_for
 
 from mt5fleet.client.adapters.config_file import AgentSettings, parse_settings
 from mt5fleet.client.app.agent import Agent
@@ -154,14 +154,6 @@ async def stream_messages(js: Any, stream: str, subject: str) -> list[bytes]:
     finally:
         await subscription.unsubscribe()
     return out
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def open_positions(sim: Any) -> tuple:

@@ -7,14 +7,19 @@ what it is about::
     signal(order_type=SELL, stop_loss=1.0800)      # invalid: SL below entry for a sell
     price_batch(prices=[price(symbol="GBPUSD")])
 
-Import from a test module after putting this folder on ``sys.path`` (tests run with
-``--import-mode=importlib`` and there is no package ``tests``).
+Also the other signal builders, so there is one of each: ``fleet_signal`` (a live signal
+on the 1.10000 reference the fleet tests' brokers quote around, for the adjust worker end to
+end) and ``domain_signal`` (the validated ``Signal`` the pure adjustment core takes).
+
+Import from a test module as ``from factories import signal`` (conftest puts this folder on
+``sys.path``; tests run with ``--import-mode=importlib`` and there is no package ``tests``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mt5fleet.proto.domain.trading import CommandType, OrderType, Signal
 from mt5fleet.proto.v1 import (
     account_pb2,
     commands_pb2,
@@ -68,6 +73,37 @@ def signal(**overrides: Any) -> signals_pb2.UniversalSignal:
         take_profit=1.09500, confidence=0.8, created_at=NOW_MS - 1_000,
         expires_at=NOW_MS + 60_000, strategy="trend-follow", source="OANDA",
         action=commands_pb2.OPEN_POSITION, reason="breakout above the 50-bar high",
+    ), overrides)
+
+
+# The fleet tests' reference feed: their users' brokers quote EURUSD a few points around it.
+FLEET_BID, FLEET_ASK = 1.10000, 1.10002
+
+
+def fleet_signal(signal_id: str, now_ms: int, action: int = commands_pb2.OPEN_POSITION,
+                 **overrides: Any) -> signals_pb2.UniversalSignal:
+    """A EURUSD signal on the 1.10000/1.10002 reference, created at ``now_ms``, live two minutes.
+    OPEN: a market BUY at the reference ask, SL 50 pips below, TP 100 pips above. CLOSE and
+    MODIFY aim at the position of signal "sig-open"; CLOSE_ALL at the whole symbol."""
+    fields: dict[str, Any] = dict(
+        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=FLEET_BID,
+        reference_ask=FLEET_ASK, confidence=0.8, created_at=now_ms, expires_at=now_ms + 120_000,
+        strategy="breakout", source="OANDA", action=action)
+    if action == commands_pb2.OPEN_POSITION:
+        fields.update(entry=FLEET_ASK, stop_loss=1.09502, take_profit=1.11002)
+    elif action != commands_pb2.CLOSE_ALL:
+        fields.update(target_signal_id="sig-open")
+    return _build(signals_pb2.UniversalSignal, fields, overrides)
+
+
+def domain_signal(**overrides: Any) -> Signal:
+    """``signal()`` as the adjustment core takes it, validated: a market BUY of EURUSD on the
+    reference feed at ``NOW_MS``, 50-pip SL, 100-pip TP, live ten minutes."""
+    return _build(Signal, dict(
+        signal_id="sig-1", symbol="EURUSD", action=CommandType.OPEN_POSITION, order_type=OrderType.BUY,
+        reference_bid=1.08490, reference_ask=1.08500, entry=None, stop_loss=1.08000, take_profit=1.09500,
+        confidence=0.8, created_at_ms=NOW_MS - 1_000, expires_at_ms=NOW_MS + 600_000, strategy="trend-follow",
+        reason="breakout above the 50-bar high",
     ), overrides)
 
 

@@ -10,27 +10,30 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from factories import NOW_MS
+from factories import domain_signal as signal  # the domain Signal, not the protobuf one
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from mt5fleet.proto.domain import ids
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.config import SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import market_state
 from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal, SubscriptionTier
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
-from mt5fleet.proto.validation import check_command
+from mt5fleet.proto.validation import ValidationError, check_client_config, check_command
+from mt5fleet.workers.adapters.wire import command_message
 from mt5fleet.workers.core.adjust import Adjusted, Skip, SkipReason, adjust
 from mt5fleet.workers.core.policy import (
     DEFAULT_MAX_DEVIATION_POINTS,
     DEFAULT_MAX_QUOTE_AGE_MS,
-    SizingMode,
     UserPolicy,
     UserState,
     policy_from_config,
 )
 
-NOW = 1_700_000_000_000                 # Tuesday 17:13:20 New York: open, past the rollover
+NOW = NOW_MS                            # Tuesday 17:13:20 New York: open, past the rollover
 ROLLOVER_NOW = NOW - 680_000            # Tuesday 17:02:00 New York
 SATURDAY = NOW + 4 * 86_400_000         # market closed
 BUY, SELL = OrderType.BUY, OrderType.SELL
@@ -39,17 +42,6 @@ OPEN, CLOSE, MODIFY, CLOSE_ALL = (CommandType.OPEN_POSITION, CommandType.CLOSE_P
 
 
 # ----------------------------------------------------------------------------- builders
-
-
-def signal(**overrides: object) -> Signal:
-    """A market BUY of EURUSD on the reference feed: 50-pip SL, 100-pip TP."""
-    base: dict[str, object] = dict(
-        signal_id="sig-1", symbol="EURUSD", action=OPEN, order_type=BUY, reference_bid=1.08490,
-        reference_ask=1.08500, entry=None, stop_loss=1.08000, take_profit=1.09500, confidence=0.8,
-        created_at_ms=NOW - 1_000, expires_at_ms=NOW + 600_000, strategy="trend-follow",
-        reason="breakout above the 50-bar high")
-    base.update(overrides)
-    return Signal(**base)  # type: ignore[arg-type]
 
 
 def quote(symbol: str = "EURUSD", bid: float = 1.08500, ask: float = 1.08512, *, age_ms: int = 200,
@@ -94,9 +86,12 @@ def user(user_id: str = "alice", *, quotes: dict[str, Quote] | None = None,
 
 
 def commands(result: Adjusted | Skip, now: int = NOW) -> list[Command]:
-    """The commands of a result, each checked exactly as the agent checks it."""
+    """The commands of a result, each sent over the wire and checked exactly as the agent
+    checks it: what the agent reads back is what the core built."""
     assert isinstance(result, Adjusted), result
-    return [check_command(command, now) for command in result.commands]
+    received = [check_command(command_message(command), now) for command in result.commands]
+    assert received == list(result.commands)
+    return received
 
 
 def one(result: Adjusted | Skip) -> Command:
@@ -611,10 +606,15 @@ def test_close_all_is_one_command_per_user_for_the_symbol() -> None:
 # ----------------------------------------------------------------------------- policy
 
 
+def read_config(config: config_pb2.ClientConfig) -> UserPolicy:
+    """The policy of a ClientConfig as the worker reads it: checked at the edge, then mapped."""
+    return policy_from_config(check_client_config(config, NOW, key=config.user_id))
+
+
 def test_policy_from_config_defaults() -> None:
     config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", tier=common_pb2.SUBSCRIPTION_TIER_PRO,
                                      trading_symbols=["EURUSD", "GBPUSD"])
-    pol = policy_from_config(config)
+    pol = read_config(config)
     assert pol == UserPolicy(user_id="alice", tier=SubscriptionTier.PRO, tier_name="pro",
                              trading_symbols=frozenset({"EURUSD", "GBPUSD"}))
     assert pol.max_quote_age_ms == 2_000 and pol.max_deviation_points == 20
@@ -631,7 +631,7 @@ def test_policy_from_config_reads_every_field() -> None:
         preferences=account_pb2.TradingPreferences(preferred_lot_size=0.2, conservative_mode=True,
                                                    sizing_mode=account_pb2.SIZING_MODE_EQUITY_MULTIPLIER,
                                                    sizing_value=0.05))
-    assert policy_from_config(config) == UserPolicy(
+    assert read_config(config) == UserPolicy(
         user_id="bob", tier=SubscriptionTier.CUSTOM, tier_name="gold", trading_symbols=frozenset({"EURUSD"}),
         allowed_symbols=frozenset({"EURUSD"}), paused=True, close_only=True, max_spread_points=25,
         max_quote_age_ms=1_500, max_signal_age_ms=30_000, sizing_mode=SizingMode.EQUITY_MULTIPLIER,
@@ -645,15 +645,17 @@ def test_sizing_modes_mirror_the_proto() -> None:
 
 
 def test_policy_refuses_nonsense() -> None:
-    with pytest.raises(ValueError, match="sizing mode"):
-        policy_from_config(config_pb2.ClientConfig(
+    # The edge refuses a config the policy could not apply, naming the field ...
+    with pytest.raises(ValidationError, match="sizing_mode"):
+        read_config(config_pb2.ClientConfig(
             user_id="alice", preferences=account_pb2.TradingPreferences(sizing_mode=9)))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_lot"):
-        policy_from_config(config_pb2.ClientConfig(user_id="alice", risk=account_pb2.RiskProfile(max_lot=-1)))
+    with pytest.raises(ValidationError, match="max_lot"):
+        read_config(config_pb2.ClientConfig(user_id="alice", risk=account_pb2.RiskProfile(max_lot=-1)))
+    # ... and a policy built any other way still checks its own numbers.
     with pytest.raises(ValueError, match="max_risk_per_trade_pct"):
         UserPolicy(user_id="alice", max_risk_per_trade_pct=150.0)
     # An unknown tier is informational only.
-    assert policy_from_config(config_pb2.ClientConfig(user_id="a", tier=42)).tier is SubscriptionTier.UNSPECIFIED
+    assert read_config(config_pb2.ClientConfig(user_id="a", tier=42)).tier is SubscriptionTier.UNSPECIFIED
 
 
 # ------------------------------------------------------------------------- properties

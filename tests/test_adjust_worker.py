@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 import nats
 import pytest
+from factories import fleet_signal
+from waiting import wait_for
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
@@ -18,7 +21,6 @@ from mt5fleet.proto.v1 import (
     commands_pb2,
     config_pb2,
     prices_pb2,
-    signals_pb2,
     symbols_pb2,
 )
 from mt5fleet.workers.app.adjust_service import AdjustWorker
@@ -76,14 +78,6 @@ async def _populate(js) -> None:
     await asyncio.gather(*pending)
 
 
-def signal(signal_id: str) -> signals_pb2.UniversalSignal:
-    now = now_ms()
-    return signals_pb2.UniversalSignal(
-        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=1.10000,
-        reference_ask=1.10002, entry=1.10002, stop_loss=1.09502, take_profit=1.11002, confidence=0.8,
-        created_at=now, expires_at=now + 120_000, strategy="breakout", source="OANDA")
-
-
 async def _commands(js) -> list[commands_pb2.TradingCommand]:
     info = await js.stream_info(subjects.COMMANDS_STREAM)
     out = []
@@ -99,14 +93,26 @@ async def _count(js) -> int:
     return (await js.stream_info(subjects.COMMANDS_STREAM)).state.messages
 
 
+def _stored(js, at_least: int) -> Callable[[], Awaitable[bool]]:
+    async def stored() -> bool:
+        return await _count(js) >= at_least
+    return stored
+
+
+async def _signals_settled(js) -> bool:
+    for partition in range(subjects.ADJUST_PARTITIONS):
+        info = await js.consumer_info(subjects.SIGNALS_STREAM, subjects.adjust_consumer(partition))
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
+
+
 async def _ready(worker: AdjustWorker, partitions: int) -> None:
-    for _ in range(400):
+    def ready() -> bool:
         state = worker.state
-        if len(worker.owned) == partitions and len(state.configs) == USERS and len(state.quotes) == USERS \
-                and len(state.specs) == USERS:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"worker not ready: owns {len(worker.owned)}, configs {len(worker.state.configs)}")
+        return len(worker.owned) == partitions and len(state.policies) == len(state.quotes) == len(state.specs) == USERS
+    await wait_for(ready, lambda: f"worker ready: owns {len(worker.owned)} of {partitions} partitions, "
+                                  f"configs {len(worker.state.policies)} of {USERS}", timeout=20)
 
 
 @pytest.fixture
@@ -127,13 +133,14 @@ async def test_one_signal_1000_users_one_correct_command_per_eligible_user(fresh
     await worker.start()
     try:
         await _ready(worker, subjects.ADJUST_PARTITIONS)
-        await js.publish(subjects.signal_subject("EURUSD"), signal("sig-1").SerializeToString(),
+        await js.publish(subjects.signal_subject("EURUSD"), fleet_signal("sig-1", now_ms()).SerializeToString(),
                          headers={"Nats-Msg-Id": "sig-1"})
         eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
-        for _ in range(400):
-            if await _count(js) >= eligible and worker.metrics.signals.labels("done")._value.get() == 8:
-                break
-            await asyncio.sleep(0.05)
+        done = worker.metrics.signals.labels("done")
+
+        async def fanned_out() -> bool:
+            return await _count(js) >= eligible and done._value.get() == subjects.ADJUST_PARTITIONS
+        await wait_for(fanned_out, "the signal fanned out on every partition", timeout=20)
         commands = await _commands(js)
         by_user = {c.user_id: c for c in commands}
         assert len(commands) == len(by_user) == eligible
@@ -168,34 +175,27 @@ async def test_killing_a_replica_mid_fan_out_loses_nothing_and_duplicates_nothin
     doomed = AdjustWorker(clients[0], replica_id="doomed", lease_ttl_ms=2000, now_ms=now_ms)
     survivor = AdjustWorker(clients[1], replica_id="survivor", lease_ttl_ms=2000, now_ms=now_ms)
     await doomed.start()
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: len(doomed.owned) == subjects.ADJUST_PARTITIONS, "the first replica owning every partition")
     await survivor.start()
     try:
-        for _ in range(200):  # the second replica gets its fair share
-            if len(doomed.owned) == len(survivor.owned) == subjects.ADJUST_PARTITIONS // 2:
-                break
-            await asyncio.sleep(0.1)
-        assert len(survivor.owned) == subjects.ADJUST_PARTITIONS // 2
+        await wait_for(lambda: len(doomed.owned) == len(survivor.owned) == subjects.ADJUST_PARTITIONS // 2,
+                       "the second replica's fair share of the partitions", timeout=20)
         await _ready(survivor, subjects.ADJUST_PARTITIONS // 2)
         signals = [f"sig-{n}" for n in range(6)]
         for signal_id in signals:
-            await js.publish(subjects.signal_subject("EURUSD"), signal(signal_id).SerializeToString(),
+            await js.publish(subjects.signal_subject("EURUSD"), fleet_signal(signal_id, now_ms()).SerializeToString(),
                              headers={"Nats-Msg-Id": signal_id})
         eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
         expected = eligible * len(signals)
-        for _ in range(4000):
-            if await _count(js) >= expected // 4:
-                break
-            await asyncio.sleep(0.005)
+        await wait_for(_stored(js, expected // 4), "a quarter of the fan-out stored", timeout=20, interval=0.005)
         await doomed.stop(release=False)  # dies: no lease released, unacknowledged signals left behind
         await asyncio.wait_for(clients[0].close(), 10)
         at_death = await _count(js)
         assert at_death < expected, "the replica died after the fan-out had finished"
-        for _ in range(600):
-            if await _count(js) >= expected:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # anything extra would show up now
+        await wait_for(_stored(js, expected), f"all {expected} commands stored", timeout=30)
+        # Commands are published before their signal is acknowledged: once no partition has a
+        # signal pending or unacknowledged (the dead replica's redelivered), nothing more can come.
+        await wait_for(lambda: _signals_settled(js), "every partition's signals acknowledged", timeout=30)
         commands = await _commands(js)
         pairs = [(c.user_id, c.signal_id) for c in commands]
         assert len(pairs) == len(set(pairs)) == expected
@@ -217,13 +217,10 @@ async def test_malformed_signal_and_price_batch_are_counted_and_skipped(fresh_na
             prices_pb2.ClientPrice(symbol="EURUSD", bid=bid, ask=ask, spread=10, timestamp=now_ms())])
         await js.publish("tc.u0999.prices", fresh.SerializeToString())
         await js.publish(subjects.signal_subject("EURUSD"), b"\x00\x01garbage", headers={"Nats-Msg-Id": "bad"})
-        await js.publish(subjects.signal_subject("EURUSD"), signal("sig-after").SerializeToString(),
+        await js.publish(subjects.signal_subject("EURUSD"), fleet_signal("sig-after", now_ms()).SerializeToString(),
                          headers={"Nats-Msg-Id": "sig-after"})
         eligible = sum(1 for i in range(USERS) if kind_of(i) == "eligible")
-        for _ in range(400):
-            if await _count(js) >= eligible:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(_stored(js, eligible), "a command for every eligible user", timeout=20)
         commands = {c.user_id: c for c in await _commands(js)}
         assert len(commands) == eligible and commands["u0999"].entry_price == pytest.approx(ask)  # stream went on
         assert worker.metrics.invalid.labels("UniversalSignal")._value.get() == subjects.ADJUST_PARTITIONS

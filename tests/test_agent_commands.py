@@ -6,7 +6,8 @@ Terminal adapter."""
 from __future__ import annotations
 
 import pytest
-from agent_harness import AgentHarness, open_positions, wait_for
+from agent_harness import AgentHarness, open_positions
+from waiting import wait_for
 
 from mt5fleet.proto.domain.ids import magic_for
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2

@@ -144,7 +144,7 @@ RULES = [
     ({"mt5.key_env": "MY-KEY"}, "mt5.key_env: 'MY-KEY' is not a name"),
     ({"mt5.key_file": "/nonexistent/agent.key"}, "mt5.key_file: /nonexistent/agent.key: no such file"),
     ({"mt5.init_timeout_s": float("nan")}, "mt5.init_timeout_s: must be a number > 0, got nan"),
-    ({"simulated.broker": "IC Markets"}, "simulated.broker: 'IC Markets' is not one of icm-raw, exness-m, "),
+    ({"simulated.broker": ""}, "simulated.broker: must be a non-empty string"),
     ({"simulated.seed": -1}, "simulated.seed: must be an integer >= 0, got -1"),
     ({"simulated.time_acceleration": 0}, "simulated.time_acceleration: must be a number > 0, got 0"),
     ({"symbols.trading": ["EURUSD", "eurusd"]}, "symbols.trading[1]: symbol 'eurusd' is not a canonical symbol"),

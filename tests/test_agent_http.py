@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import aiohttp
-from agent_harness import AgentHarness, wait_for
+from agent_harness import AgentHarness
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_for
 
 from mt5fleet.client.adapters.status import bound_port, build_app, serve
 from mt5fleet.client.app.status_view import agent_status

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agent_harness import AgentHarness, open_positions, stream_messages, wait_for
+from agent_harness import WEDNESDAY_MORNING, AgentHarness, open_positions, stream_messages
+from waiting import wait_for
 
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.clock import ManualClock
 from mt5fleet.proto.domain.ids import magic_for
 from mt5fleet.proto.v1 import account_pb2, execution_pb2
 
@@ -68,8 +70,10 @@ async def test_killed_between_order_send_and_ack_the_command_trades_once(fresh_n
         await h.start_agent()  # same data folder, same terminal: a restart after the crash
         report = await h.report(command.command_id)
         assert report.status == FILLED and "recovered" in report.reason
+        duplicates = h.agent.metrics.commands.labels("duplicate")
+        await wait_for(lambda: duplicates._value.get() == 1, "the catch-up copy handled as a duplicate")
         await h.send(command, msg_id="redelivered")  # and the server delivers it once more
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: duplicates._value.get() == 2, "the redelivered copy handled as a duplicate")
         positions = open_positions(h.sim)
         assert len(positions) == 1 and positions[0].magic == magic_for(command.command_id)
         stored = [r for r in await h.stored_reports() if r.command_id == command.command_id]
@@ -78,13 +82,14 @@ async def test_killed_between_order_send_and_ack_the_command_trades_once(fresh_n
 
 async def test_a_command_published_while_the_agent_was_offline_executes_after_reconnect(fresh_nats_server,
                                                                                         tmp_path):
-    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+    clock = ManualClock(WEDNESDAY_MORNING)
+    async with AgentHarness(fresh_nats_server, tmp_path, clock=clock) as h:
         await h.agent.stop()
         missed = h.command()
         await h.send(missed)  # stored by JetStream while no agent listens
         expired = h.command(expires_at=h.now_ms() + 300)
         await h.send(expired)
-        await asyncio.sleep(0.5)
+        clock.advance(0.5)  # the agent is away past the second command's expiry
         await h.start_agent()  # catch-up reads both from the stream
         assert (await h.report(missed.command_id)).status == FILLED
         assert (await h.report(expired.command_id)).status == execution_pb2.EXECUTION_STATUS_EXPIRED

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from agent_harness import SATURDAY, AgentHarness, open_positions, wait_for
+from agent_harness import SATURDAY, AgentHarness, open_positions
+from waiting import wait_for
 
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.clock import ManualClock
 from mt5fleet.proto.v1 import commands_pb2, config_pb2, execution_pb2
 
 REJECTED = execution_pb2.EXECUTION_STATUS_REJECTED
@@ -81,25 +83,31 @@ async def test_daily_loss_stop_out_closes_everything_and_blocks_new_positions(fr
         await h.send(opened)
         assert (await h.report(opened.command_id)).status == FILLED
         await wait_for(lambda: not open_positions(h.sim), "stop-out closed the position", timeout=10)
-        assert any(r.command_type == commands_pb2.CLOSE_ALL and r.status == FILLED for r in h.reports)
+        # The report follows the close through JetStream: wait for it, do not race it.
+        await wait_for(lambda: any(r.command_type == commands_pb2.CLOSE_ALL and r.status == FILLED
+                                   for r in h.reports), "close-all reported")
         assert h.agent.marks.stop_out.is_active(h.now_ms())
         report = await _refusal(h, h.command())
         assert report.reject_code in ("stopped_out", "daily_loss")
 
 
 async def test_auto_close_before_the_weekend_when_the_user_asked(fresh_nats_server, tmp_path):
-    friday_before_close = dt.datetime(2026, 11, 20, 21, 40, tzinfo=dt.UTC).timestamp()  # 16:40 New York
-    async with AgentHarness(fresh_nats_server, tmp_path, start=friday_before_close) as h:
+    clock = ManualClock(dt.datetime(2026, 11, 20, 21, 40, tzinfo=dt.UTC).timestamp())  # Friday 16:40 New York
+    async with AgentHarness(fresh_nats_server, tmp_path, clock=clock) as h:
         opened = h.command()
         await h.send(opened)
         assert (await h.report(opened.command_id)).status == FILLED
-        await asyncio.sleep(1.5)
-        assert len(open_positions(h.sim)) == 1  # 20 minutes before the close: not yet, and not asked
+        # The agent checks every 10 ms on a manual clock: 0.3 s is some 30 checks that must not close.
+        await asyncio.sleep(0.3)
+        assert len(open_positions(h.sim)) == 1  # 20 minutes before the close, and not asked
         kv = await h.js.key_value(subjects.CONFIG_BUCKET)
         config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", trading_symbols=["EURUSD"])
         config.preferences.auto_close_friday = True
         await kv.put("alice", config.SerializeToString())
-        h.clock.start += 6 * 60  # 16:46 New York: inside the 15-minute lead
+        await wait_for(lambda: h.agent.effective.auto_close_friday, "the auto-close preference applied")
+        await asyncio.sleep(0.3)
+        assert len(open_positions(h.sim)) == 1  # asked, but 20 minutes before the close: not yet
+        clock.advance(6 * 60)  # 16:46 New York: inside the 15-minute lead
         await wait_for(lambda: not open_positions(h.sim), "positions closed before the weekend")
         # The report follows the close through JetStream: wait for it, do not race it.
         await wait_for(lambda: any(r.command_type == commands_pb2.CLOSE_ALL for r in h.reports), "close-all reported")

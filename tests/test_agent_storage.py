@@ -26,6 +26,8 @@ from factories import NOW_MS, execution
 from mt5fleet.client.adapters.ledger import CommandLedger, LedgerError, LedgerState
 from mt5fleet.client.adapters.outbox import Outbox, OutboxError, OutboxFull
 from mt5fleet.client.adapters.pricebuffer import DEFAULT_CAPACITY, PriceBuffer
+from mt5fleet.client.app import keys
+from mt5fleet.proto.domain.clock import ManualClock, now_ms
 from mt5fleet.proto.domain.ids import command_id_for, magic_for
 from mt5fleet.proto.domain.market import Quote
 from mt5fleet.proto.runtime import sealing as credentials
@@ -137,11 +139,11 @@ def test_outbox_full_is_an_error_and_drops_nothing(tmp_path: Path) -> None:
 
 
 def test_oldest_age_is_the_wait_of_the_oldest_unsent_entry(tmp_path: Path) -> None:
-    now = [NOW_MS]
-    with Outbox(tmp_path / "outbox.db", clock_ms=lambda: now[0]) as outbox:
+    clock = ManualClock(NOW_MS / 1000)
+    with Outbox(tmp_path / "outbox.db", clock_ms=lambda: now_ms(clock)) as outbox:
         assert outbox.oldest_age_s(NOW_MS) == 0.0
         first = outbox.append(SUBJECT, "a", b"1", "execution")
-        now[0] += 5_000
+        clock.advance(5)
         outbox.append(SUBJECT, "b", b"2", "execution")
         assert outbox.oldest_age_s(NOW_MS + 12_500) == 12.5
         outbox.mark_sent(first)
@@ -260,14 +262,14 @@ def test_last_stream_seq_is_the_high_water_mark(tmp_path: Path) -> None:
 
 
 def test_prune_removes_only_old_reported_entries(tmp_path: Path) -> None:
-    clock = [NOW_MS - 40 * DAY_MS]
-    with CommandLedger(tmp_path / "ledger.db", clock_ms=lambda: clock[0]) as ledger:
+    clock = ManualClock((NOW_MS - 40 * DAY_MS) / 1000)
+    with CommandLedger(tmp_path / "ledger.db", clock_ms=lambda: now_ms(clock)) as ledger:
         for name in ("old-reported", "old-done", "old-begun"):
-            _begin(ledger, name, stream_seq=100, received=clock[0])
+            _begin(ledger, name, stream_seq=100, received=now_ms(clock))
         ledger.record_outcome("old-reported", "FILLED", b"r")
         ledger.mark_reported("old-reported")
         ledger.record_outcome("old-done", "FILLED", b"r")
-        clock[0] = NOW_MS
+        clock.advance(40 * DAY_MS / 1000)
         _begin(ledger, "new-reported", received=NOW_MS)
         ledger.record_outcome("new-reported", "FILLED", b"r")
         ledger.mark_reported("new-reported")
@@ -461,13 +463,13 @@ def test_sealing_refuses_bad_input(key: AgentKey) -> None:
 def test_command_line_generates_a_key_file_and_seals_from_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     key_path = tmp_path / "agent.key"
-    assert credentials.main(["generate-key", "--out", str(key_path)]) == 0
-    assert credentials.main(["generate-key", "--out", str(key_path)]) == 2  # never overwrites a key
+    assert keys.main(["generate-key", "--out", str(key_path)]) == 0
+    assert keys.main(["generate-key", "--out", str(key_path)]) == 2  # never overwrites a key
     if os.name == "posix":
         assert key_path.stat().st_mode & 0o077 == 0
     capsys.readouterr()
     monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
-    assert credentials.main(["seal", "--login", str(LOGIN), "--server", SERVER, "--key-file", str(key_path)]) == 0
+    assert keys.main(["seal", "--login", str(LOGIN), "--server", SERVER, "--key-file", str(key_path)]) == 0
     out = capsys.readouterr().out.strip()
     assert PASSWORD not in out
     assert unseal(credentials.from_text(out), load_key(key_path), login=LOGIN, server=SERVER).reveal() == PASSWORD

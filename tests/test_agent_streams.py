@@ -4,9 +4,15 @@ subjects with the right content; canonical symbols on the wire; live config chan
 from __future__ import annotations
 
 import pytest
-from agent_harness import AgentHarness, stream_messages, wait_for
+from agent_harness import AgentHarness, stream_messages
+from waiting import wait_for
 
+from mt5fleet.client.adapters.metrics import AgentMetrics
+from mt5fleet.client.app.config_watch import ConfigWatch
+from mt5fleet.client.core.settings import LocalRiskLimits, SymbolSettings
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.clock import ManualClock
+from mt5fleet.proto.domain.config import SealedCredentials
 from mt5fleet.proto.v1 import account_pb2, config_pb2, heartbeat_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
     check_account,
@@ -34,12 +40,7 @@ async def wait_for_stored(h: AgentHarness, stream: str, subject: str) -> None:
     async def stored() -> bool:
         info = await h.js.stream_info(stream, subjects_filter=subject)
         return bool((info.state.subjects or {}).get(subject))
-    for _ in range(100):
-        if await stored():
-            return
-        import asyncio
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"nothing stored on {subject}")
+    await wait_for(stored, f"a message stored on {subject}", timeout=10)
 
 
 async def test_price_batches_carry_canonical_symbols_with_the_brokers_quotes(harness):
@@ -77,13 +78,7 @@ async def test_account_update_is_sent_when_a_position_opens(harness):
             if account_pb2.AccountProfile.FromString(raw).open_positions == 1:
                 return True
         return False
-    for _ in range(50):
-        if await has_position_update():
-            break
-        import asyncio
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("no account update after the position opened")
+    await wait_for(has_position_update, "an account update after the position opened", timeout=5)
 
 
 async def test_symbol_specs_describe_the_brokers_symbols(harness):
@@ -152,3 +147,30 @@ async def test_the_mt5_password_the_operator_sealed_logs_the_terminal_in(fresh_n
         assert h.agent.terminal.login.password.reveal() == broker.password
         await wait_for(lambda: h.agent.terminal.connected, "terminal logged in with it")
         assert h.sim.account_info().login == broker.login
+
+
+def test_a_client_config_is_read_once_into_the_typed_value_under_the_agents_user_id():
+    """No NATS needed: the bytes as the KV holds them, checked with the user id as the key.
+    A config the operator wrote weeks ago, or on a clock minutes ahead, still applies."""
+    now_s = 1_800_000_000
+    handed: list[SealedCredentials] = []
+    metrics = AgentMetrics()
+    watch = ConfigWatch(user_id="alice", local_risk=LocalRiskLimits(max_daily_loss=250.0),
+                        local_symbols=SymbolSettings(trading=("EURUSD",)), clock=ManualClock(now_s),
+                        metrics=metrics, on_credentials=handed.append)
+    config = config_pb2.ClientConfig(user_id="bob", tier_name="pro", trading_symbols=["GBPUSD"],
+                                     updated_at=(now_s - 30 * 86_400) * 1000)
+    watch.apply_raw(config.SerializeToString())
+    assert watch.effective.tier == "local" and metrics.invalid.labels("ClientConfig")._value.get() == 1
+    config.user_id = "alice"
+    config.mt5_credentials.login, config.mt5_credentials.server = 5012345, "Broker-Demo"
+    config.mt5_credentials.nonce, config.mt5_credentials.ciphertext = b"n" * 12, b"c" * 24
+    watch.apply_raw(config.SerializeToString())
+    assert (watch.effective.tier, watch.effective.trading_symbols) == ("pro", ("GBPUSD",))
+    assert watch.effective.limits.max_daily_loss == 250.0  # left at 0 by the server: the local fallback
+    assert watch.symbols_changed.is_set()
+    assert [(c.login, c.server) for c in handed] == [(5012345, "Broker-Demo")]
+    config.updated_at = (now_s + 600) * 1000
+    config.tier_name = "elite"
+    watch.apply_raw(config.SerializeToString())
+    assert watch.effective.tier == "elite"

@@ -9,6 +9,7 @@ import pytest
 
 from mt5fleet.proto.domain.correlations import STATIC_CORRELATIONS, select_pairs
 from mt5fleet.proto.validation import ValidationError, check_correlation_snapshot
+from mt5fleet.workers.adapters.wire import bar_message, correlation_snapshot_message
 from mt5fleet.workers.core.bars import Bar, BarBuilder
 from mt5fleet.workers.core.correlation import RollingCorrelation
 
@@ -100,10 +101,10 @@ def test_invalid_ticks_are_counted_not_built(symbol, bid, ask):
     assert bars.invalid_ticks == 1 and bars.open_bar(symbol) is None
 
 
-def test_bar_to_proto_and_point_function():
+def test_bar_message_and_point_function():
     bars = BarBuilder(60, point=lambda symbol: 0.01)
     bars.on_tick("XAUUSD", 2350.10, 2350.22, T0)
-    message = bars.flush(T0 + MINUTE)[0].to_proto()
+    message = bar_message(bars.flush(T0 + MINUTE)[0])
     assert (message.symbol, message.timeframe, message.open_time, message.close) == ("XAUUSD", 60, T0, 2350.10)
     assert (message.tick_volume, message.spread) == (1, 12.0)
     with pytest.raises(ValueError):
@@ -212,7 +213,7 @@ def test_snapshot_lists_each_pair_once_with_window_and_time():
     corr = RollingCorrelation(window=20)
     for closes in correlated_closes(40):
         corr.update(closes)
-    snapshot = corr.snapshot(T0)
+    snapshot = correlation_snapshot_message(corr.snapshot(T0), T0)
     pairs = [(p.symbol_a, p.symbol_b) for p in snapshot.pairs]
     assert pairs == sorted(corr.matrix()) and len(pairs) == 6
     assert snapshot.computed_at == T0 and {(p.window, p.computed_at) for p in snapshot.pairs} == {(20, T0)}
@@ -226,7 +227,7 @@ def test_a_snapshot_with_a_bad_pair_is_refused_whole_naming_the_pair():
     corr = RollingCorrelation(window=20)
     for closes in correlated_closes(40):
         corr.update(closes)
-    snapshot = corr.snapshot(T0)
+    snapshot = correlation_snapshot_message(corr.snapshot(T0), T0)
     snapshot.pairs[1].coefficient = 1.5
     with pytest.raises(ValidationError, match=r"pairs\[1\]\.coefficient"):
         check_correlation_snapshot(snapshot, T0)

@@ -10,13 +10,14 @@ also from a worker started after the reports were stored.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Callable
 
 import nats
 import pytest
+from factories import FLEET_ASK, FLEET_BID, fleet_signal
+from waiting import wait_for
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import ids
@@ -130,7 +131,7 @@ USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 HOLDERS = USERS[:4]       # their opening commands were filled
 # erin's was refused by her agent; frank's agent never answered.
 TICKETS = {uid: 5001 + i for i, uid in enumerate(HOLDERS)}
-REFERENCE_BID, REFERENCE_ASK = 1.10000, 1.10002
+REFERENCE_BID, REFERENCE_ASK = FLEET_BID, FLEET_ASK   # the signals' reference feed
 
 
 def user_quote(uid: str) -> tuple[float, float]:
@@ -162,28 +163,6 @@ async def _populate(js) -> None:
         await js.publish(subjects.user_subject(uid, subjects.Channel.ACCOUNT), account.SerializeToString())
 
 
-def signal(signal_id: str, action: int = OPEN, **fields: object) -> signals_pb2.UniversalSignal:
-    now = now_ms()
-    base: dict[str, object] = dict(
-        signal_id=signal_id, symbol="EURUSD", order_type=commands_pb2.BUY, reference_bid=REFERENCE_BID,
-        reference_ask=REFERENCE_ASK, confidence=0.8, created_at=now, expires_at=now + 120_000, strategy="breakout",
-        source="OANDA", action=action)
-    if action == OPEN:
-        base.update(entry=REFERENCE_ASK, stop_loss=1.09502, take_profit=1.11002)
-    elif action != CLOSE_ALL:
-        base.update(target_signal_id="sig-open")
-    base.update(fields)
-    return signals_pb2.UniversalSignal(**base)
-
-
-async def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 class Fleet:
     """The test's side of the wire: signals in, commands out, agents' reports back."""
 
@@ -195,8 +174,8 @@ class Fleet:
         client = await nats.connect(url)
         worker = AdjustWorker(client, replica_id=replica_id, lease_ttl_ms=2000, now_ms=now_ms)
         await worker.start()
-        await _wait_for(lambda: len(worker.owned) == subjects.ADJUST_PARTITIONS and all(
-            len(table) == len(USERS) for table in (worker.state.configs, worker.state.quotes, worker.state.specs,
+        await wait_for(lambda: len(worker.owned) == subjects.ADJUST_PARTITIONS and all(
+            len(table) == len(USERS) for table in (worker.state.policies, worker.state.quotes, worker.state.specs,
                                                    worker.state.accounts)), "the worker's state and partitions")
         self.handled = 0
         return worker, client
@@ -207,7 +186,7 @@ class Fleet:
                               headers={"Nats-Msg-Id": sig.signal_id})
         self.handled += 1
         done = worker.metrics.signals.labels("done")
-        await _wait_for(lambda: done._value.get() == self.handled * subjects.ADJUST_PARTITIONS,
+        await wait_for(lambda: done._value.get() == self.handled * subjects.ADJUST_PARTITIONS,
                         f"signal {sig.signal_id} on every partition")
         by_user: dict[str, list] = {}
         for command in await self._commands():
@@ -231,7 +210,7 @@ class Fleet:
                               headers={"Nats-Msg-Id": command.command_id})
 
     async def open_positions(self, worker: AdjustWorker) -> dict[str, commands_pb2.TradingCommand]:
-        opened = {uid: one for uid, (one,) in (await self.send(worker, signal("sig-open"))).items()}
+        opened = {uid: one for uid, (one,) in (await self.send(worker, fleet_signal("sig-open", now_ms()))).items()}
         assert set(opened) == set(USERS)
         for uid in HOLDERS:
             await self.report(opened[uid], ticket=TICKETS[uid], volume=opened[uid].lot_size)
@@ -275,10 +254,11 @@ async def test_modify_and_partial_closes_reach_exactly_the_holders_with_the_righ
     try:
         opened = await fleet.open_positions(worker)
         assert {opened[uid].lot_size for uid in USERS} == {0.2}   # 1% of 10,000 USD over 500 points
-        await _wait_for(volumes_seen(worker, dict.fromkeys(HOLDERS, 0.2)), "the fills")
+        await wait_for(volumes_seen(worker, dict.fromkeys(HOLDERS, 0.2)), "the fills")
         skipped = worker.metrics.skips.labels("no_position")
 
-        modified = await fleet.send(worker, signal("sig-modify", MODIFY, stop_loss=1.09702, take_profit=1.10802))
+        modified = await fleet.send(worker, fleet_signal("sig-modify", now_ms(), MODIFY, stop_loss=1.09702,
+                                                         take_profit=1.10802))
         assert_aimed_at_the_holders(modified, opened, MODIFY)
         for uid, (command,) in modified.items():
             shift = user_quote(uid)[1] - REFERENCE_ASK    # a BUY's levels follow the broker's ask
@@ -287,7 +267,7 @@ async def test_modify_and_partial_closes_reach_exactly_the_holders_with_the_righ
         assert skipped._value.get() == 2
 
         # 30% of 0.2 lots: 0.06, but dave's broker takes no less than 0.10.
-        part = await fleet.send(worker, signal("sig-part", CLOSE, close_fraction=0.3))
+        part = await fleet.send(worker, fleet_signal("sig-part", now_ms(), CLOSE, close_fraction=0.3))
         assert_aimed_at_the_holders(part, opened, CLOSE)
         assert lots(part) == {"alice": 0.06, "bob": 0.06, "carol": 0.06, "dave": 0.1}
         assert skipped._value.get() == 4
@@ -297,15 +277,15 @@ async def test_modify_and_partial_closes_reach_exactly_the_holders_with_the_righ
         for uid in ("alice", "dave"):
             await fleet.report(part[uid][0], ticket=TICKETS[uid], volume=part[uid][0].lot_size)
         await fleet.report(part["bob"][0], volume=0.06)
-        await _wait_for(volumes_seen(worker, {"alice": 0.14, "bob": 0.14, "carol": 0.2, "dave": 0.1}), "the closes")
+        await wait_for(volumes_seen(worker, {"alice": 0.14, "bob": 0.14, "carol": 0.2, "dave": 0.1}), "the closes")
 
         # Half of what is left: 0.07 of 0.14; carol 0.10 of 0.20; dave's 0.05 would be
         # raised to 0.10, leaving nothing: his whole position goes (lot 0 = all).
-        rest = await fleet.send(worker, signal("sig-half", CLOSE, close_fraction=0.5))
+        rest = await fleet.send(worker, fleet_signal("sig-half", now_ms(), CLOSE, close_fraction=0.5))
         assert_aimed_at_the_holders(rest, opened, CLOSE)
         assert lots(rest) == {"alice": 0.07, "bob": 0.07, "carol": 0.1, "dave": 0.0}
 
-        everything = await fleet.send(worker, signal("sig-close", CLOSE))
+        everything = await fleet.send(worker, fleet_signal("sig-close", now_ms(), CLOSE))
         assert_aimed_at_the_holders(everything, opened, CLOSE)
         assert set(lots(everything).values()) == {0.0}
         assert everything["alice"][0].command_id == close_command_id("sig-close", "alice", TICKETS["alice"])
@@ -318,10 +298,10 @@ async def test_a_worker_started_after_the_reports_rebuilds_the_positions_from_th
     worker, client = await fleet.start_worker(fresh_nats_server.url, "first")
     try:
         opened = await fleet.open_positions(worker)
-        part = await fleet.send(worker, signal("sig-part", CLOSE, close_fraction=0.3))
+        part = await fleet.send(worker, fleet_signal("sig-part", now_ms(), CLOSE, close_fraction=0.3))
         await fleet.report(part["alice"][0], ticket=TICKETS["alice"], volume=0.06)
         await fleet.report(part["bob"][0], volume=0.06)            # netting: no ticket
-        flat = await fleet.send(worker, signal("sig-flat", CLOSE_ALL))
+        flat = await fleet.send(worker, fleet_signal("sig-flat", now_ms(), CLOSE_ALL))
         assert set(flat) == set(USERS)                              # close-all needs no known position
         await fleet.report(flat["carol"][0], volume=0.2)            # carol is flat now
         await fleet.report(part["dave"][0], status=REJECTED)        # dave's close was refused: still 0.2
@@ -331,9 +311,9 @@ async def test_a_worker_started_after_the_reports_rebuilds_the_positions_from_th
 
     worker, client = await fleet.start_worker(fresh_nats_server.url, "second")
     try:
-        await _wait_for(volumes_seen(worker, {"alice": 0.14, "bob": 0.14, "carol": None, "dave": 0.2}),
+        await wait_for(volumes_seen(worker, {"alice": 0.14, "bob": 0.14, "carol": None, "dave": 0.2}),
                         "positions from the stream")
-        half = await fleet.send(worker, signal("sig-half", CLOSE, close_fraction=0.5))
+        half = await fleet.send(worker, fleet_signal("sig-half", now_ms(), CLOSE, close_fraction=0.5))
         assert_aimed_at_the_holders(half, opened, CLOSE, holders=("alice", "bob", "dave"))
         assert lots(half) == {"alice": 0.07, "bob": 0.07, "dave": 0.1}
         assert worker.metrics.skips.labels("no_position")._value.get() == 3   # carol, erin, frank

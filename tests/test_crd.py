@@ -1,5 +1,8 @@
 """The TradingClient CRD: generated from the models, committed in the chart, valid, and
-in agreement with the models' reader on every body, good or bad.
+in agreement with the reader on every body, good or bad. The reader (``admission.py``)
+checks bodies against this generated CRD with jsonschema and cel-python; the checks here
+translate the schema independently and evaluate the rules themselves, so a mistake in the
+reader's Kubernetes semantics (closing objects, defaulting, field paths) still shows.
 
 The schema is exercised with ``jsonschema`` (Draft 4: OpenAPI v3.0's boolean
 ``exclusiveMinimum`` is Draft 4's), the CRD object with ``kubernetes-validate`` (the
@@ -16,27 +19,21 @@ import dataclasses
 import re
 import typing
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from operator_harness import apply_defaults, example_documents, openapi_schema
 
 from mt5fleet.client.sim.broker import BROKERS
-from mt5fleet.operator.core import crd, models
+from mt5fleet.operator.core import admission, crd, models
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 OLDEST_KUBERNETES = "1.29.0"  # CEL validation rules are GA from 1.29
 PRO_TRADING_PAIRS = 5  # SPEC §4
 
 # ---------------------------------------------------------------------- helpers
-
-
-def openapi_schema() -> dict[str, Any]:
-    return crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def draft4(schema: Any) -> Any:
@@ -87,9 +84,9 @@ def schema_paths(validator: Any, resource: Mapping[str, Any]) -> set[str]:
 def reader_paths(spec: Any) -> set[str]:
     """Where the reader refuses a spec for what the schema states (the CEL rules aside)."""
     try:
-        models.parse_spec(spec)
+        admission.parse_spec(spec)
     except models.SpecError as error:
-        rules = tuple(message for _, message in models.CEL_RULES)
+        rules = tuple(rule.message for rule in models.CEL_RULES)
         return {problem.split(": ", 1)[0] for problem in error.problems if not problem.endswith(rules)}
     return set()
 
@@ -98,41 +95,18 @@ def resource(spec: Any) -> dict[str, Any]:
     return {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": "x"}, "spec": spec}
 
 
-def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
-    """What the API server does before storing (and before CEL): structural defaulting."""
-    value = copy.deepcopy(value)
-    if isinstance(value, dict) and "properties" in schema:
-        for name, sub in schema["properties"].items():
-            if name not in value and "default" in sub:
-                value[name] = copy.deepcopy(sub["default"])
-            if name in value:
-                value[name] = apply_defaults(sub, value[name])
-    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
-        value = {key: apply_defaults(schema["additionalProperties"], item) for key, item in value.items()}
-    elif isinstance(value, list) and "items" in schema:
-        value = [apply_defaults(schema["items"], item) for item in value]
-    return value
-
-
 def spec_schema() -> dict[str, Any]:
     return openapi_schema()["properties"]["spec"]
 
 
-def load_examples() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
-    return docs
-
-
 def example_clients() -> list[dict[str, Any]]:
-    return [doc for doc in load_examples() if doc.get("kind") == models.KIND]
+    return [doc for doc in example_documents() if doc.get("kind") == models.KIND]
 
 
 def full_spec() -> dict[str, Any]:
     """A valid spec with every field present and every list filled (the enterprise example)."""
     dave = next(doc for doc in example_clients() if doc["spec"]["tier"] == "enterprise")
-    spec = models.to_mapping(models.parse_spec(dave["spec"]))
+    spec = models.to_mapping(admission.parse_spec(dave["spec"]))
     spec["risk"]["allowedSymbols"] = spec["symbols"]["trading"][:2]
     return spec
 
@@ -143,7 +117,7 @@ def full_spec() -> dict[str, Any]:
 def test_committed_crd_is_the_generated_one() -> None:
     assert crd.CRD_PATH.is_file(), f"{crd.CRD_PATH} is missing: run `{crd.REGENERATE}`"
     committed = crd.CRD_PATH.read_text(encoding="utf-8")
-    assert committed == crd.render(), f"the chart's CRD drifted from operator/models.py: run `{crd.REGENERATE}`"
+    assert committed == crd.render(), f"the chart's CRD drifted from operator/core/models.py: run `{crd.REGENERATE}`"
 
 
 def test_render_is_stable_and_reads_back_as_build() -> None:
@@ -253,7 +227,8 @@ def test_status_has_no_server_side_defaults() -> None:
 def test_schema_shape_follows_the_models() -> None:
     spec = spec_schema()
     assert spec["required"] == ["userId", "tier", "broker", "account", "symbols"]
-    assert spec["x-kubernetes-validations"] == [{"rule": r, "message": m} for r, m in models.CEL_RULES]
+    assert [(r["rule"], r["message"], r["fieldPath"]) for r in spec["x-kubernetes-validations"]] == [
+        (rule.rule, rule.message, rule.field_path) for rule in models.CEL_RULES]
     assert spec["properties"]["risk"]["default"] == {}  # the API server fills in each risk default
     assert spec["properties"]["account"]["properties"]["login"]["format"] == "int64"
     trading = spec["properties"]["symbols"]["properties"]["trading"]
@@ -289,7 +264,7 @@ def test_examples_cover_the_demo() -> None:
 
 def test_examples_other_objects_are_valid_kubernetes_objects() -> None:
     import kubernetes_validate
-    others = [doc for doc in load_examples() if doc.get("kind") != models.KIND]
+    others = [doc for doc in example_documents() if doc.get("kind") != models.KIND]
     assert {doc["kind"] for doc in others} == {"Secret"}
     for doc in others:
         kubernetes_validate.validate(doc, OLDEST_KUBERNETES, strict=True)
@@ -301,18 +276,18 @@ def test_example_matches_a_simulated_broker_and_its_secret(client: dict[str, Any
     (preset,) = [p for p in BROKERS.values() if p.server == spec["broker"]["server"]]
     assert spec["account"]["login"] == preset.login
     ref = spec["account"]["passwordSecretRef"]
-    secrets = {doc["metadata"]["name"]: doc for doc in load_examples() if doc.get("kind") == "Secret"}
+    secrets = {doc["metadata"]["name"]: doc for doc in example_documents() if doc.get("kind") == "Secret"}
     assert secrets[ref["name"]]["stringData"][ref.get("key", "password")] == preset.password
 
 
 @pytest.mark.parametrize("client", example_clients(), ids=lambda c: c["metadata"]["name"])
 def test_example_is_accepted_by_the_schema_and_the_reader(validator: Any, client: dict[str, Any]) -> None:
     assert schema_paths(validator, client) == set()
-    parsed = models.parse_resource(client)
+    parsed = admission.parse_resource(client)
     assert parsed.name == parsed.spec.user_id == client["metadata"]["name"]
     defaulted = apply_defaults(openapi_schema(), client)
     assert schema_paths(validator, defaulted) == set()
-    assert models.parse_resource(defaulted) == parsed, "the API server's defaults differ from the reader's"
+    assert admission.parse_resource(defaulted) == parsed, "the API server's defaults differ from the reader's"
 
 
 # ---------------------------------------------------------------------- (d) refused by both
@@ -347,14 +322,14 @@ def test_malformed_spec_is_refused_by_schema_and_reader(validator: Any, path: tu
     assert schema_paths(validator, resource(spec)) == {where}
     assert reader_paths(spec) == {where}
     with pytest.raises(models.SpecError, match=re.escape(where) + ": "):
-        models.parse_spec(spec)
+        admission.parse_spec(spec)
 
 
 def test_a_rule_the_schema_cannot_express_is_refused_by_the_reader(validator: Any) -> None:
     spec = bad(full_spec(), ("symbols", "monitoring"), ["USDCHF", "EURUSD"])
     assert schema_paths(validator, resource(spec)) == set()  # a CEL rule: see test_cel_rules_*
     with pytest.raises(models.SpecError, match=r"spec\.symbols\.monitoring: EURUSD already traded"):
-        models.parse_spec(spec)
+        admission.parse_spec(spec)
 
 
 def wrong_type(hint: Any) -> Any:
@@ -512,11 +487,12 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @given(spec=VALID_SPECS)
 def test_a_valid_spec_from_the_models_is_accepted_by_both(validator: Any, spec: dict[str, Any]) -> None:
     assert schema_paths(validator, resource(spec)) == set()
-    parsed = models.parse_spec(spec)
+    parsed = admission.parse_spec(spec)
     defaulted = apply_defaults(spec_schema(), spec)
     assert schema_paths(validator, resource(defaulted)) == set()
-    assert models.parse_spec(defaulted) == parsed
-    assert models.parse_spec(models.to_mapping(parsed)) == parsed
+    assert admission.admitted_spec(spec) == defaulted, "the reader defaults as the API server does"
+    assert admission.parse_spec(defaulted) == parsed
+    assert admission.parse_spec(models.to_mapping(parsed)) == parsed
 
 
 # ---------------------------------------------------------------------- (e) the CEL rules
@@ -526,7 +502,7 @@ def test_a_valid_spec_from_the_models_is_accepted_by_both(validator: Any, spec: 
 def cel_rules() -> list[tuple[Any, str]]:
     import celpy
     env = celpy.Environment()
-    return [(env.program(env.compile(rule)), message) for rule, message in models.CEL_RULES]
+    return [(env.program(env.compile(rule.rule)), rule.message) for rule in models.CEL_RULES]
 
 
 def cel_refusals(cel_rules: list[tuple[Any, str]], spec: Mapping[str, Any]) -> set[str]:
@@ -545,9 +521,10 @@ def cel_refusals(cel_rules: list[tuple[Any, str]], spec: Mapping[str, Any]) -> s
 
 def reader_refusals(spec: Mapping[str, Any]) -> set[str]:
     try:
-        models.parse_spec(spec)
+        admission.parse_spec(spec)
     except models.SpecError as error:
-        return {message for _, message in models.CEL_RULES if any(p.endswith(message) for p in error.problems)}
+        return {rule.message for rule in models.CEL_RULES
+                if any(p.startswith(f"spec{rule.field_path}: ") and p.endswith(rule.message) for p in error.problems)}
     return set()
 
 
@@ -557,9 +534,9 @@ def test_cel_rules_accept_every_example(cel_rules: list[tuple[Any, str]], client
 
 
 @pytest.mark.parametrize("path,value,message", [
-    (("symbols", "monitoring"), ["USDCHF", "EURUSD"], models.CEL_RULES[0][1]),
-    (("symbols", "trading"), ["EURUSD", "GBPUSD", "EURUSD"], models.CEL_RULES[1][1]),
-    (("risk", "allowedSymbols"), ["AUDCAD"], models.CEL_RULES[2][1]),
+    (("symbols", "monitoring"), ["USDCHF", "EURUSD"], models.CEL_RULES[0].message),
+    (("symbols", "trading"), ["EURUSD", "GBPUSD", "EURUSD"], models.CEL_RULES[1].message),
+    (("risk", "allowedSymbols"), ["AUDCAD"], models.CEL_RULES[2].message),
 ], ids=["monitoring-repeats-trading", "trading-repeats", "allowed-outside-trading"])
 def test_cel_rules_and_the_reader_refuse_the_same_bodies(cel_rules: list[tuple[Any, str]], path: tuple[Any, ...],
                                                          value: Any, message: str) -> None:
@@ -583,5 +560,25 @@ def rule_bending_specs(draw: st.DrawFn) -> dict[str, Any]:
 
 @SETTINGS
 @given(spec=rule_bending_specs())
-def test_cel_rules_agree_with_check_rules(cel_rules: list[tuple[Any, str]], spec: dict[str, Any]) -> None:
-    assert cel_refusals(cel_rules, spec) == reader_refusals(spec)
+def test_cel_rules_say_what_they_mean_and_the_reader_applies_them(cel_rules: list[tuple[Any, str]],
+                                                                   spec: dict[str, Any]) -> None:
+    assert cel_refusals(cel_rules, spec) == reader_refusals(spec) == meant_refusals(spec)
+
+
+def meant_refusals(spec: Mapping[str, Any]) -> set[str]:
+    """The rules' meaning, in plain Python (what keep_rules repairs)."""
+    trading, monitoring = spec["symbols"]["trading"], spec["symbols"].get("monitoring", [])
+    allowed = spec.get("risk", {}).get("allowedSymbols", [])
+    meant = {models.CEL_RULES[0].message: bool(set(monitoring) & set(trading)),
+             models.CEL_RULES[1].message: len(set(trading)) != len(trading),
+             models.CEL_RULES[2].message: bool(allowed) and not set(allowed) & set(trading)}
+    return {message for message, broken in meant.items() if broken}
+
+
+def test_every_rule_blames_a_field_of_the_schema() -> None:
+    # The API server refuses a CRD whose fieldPath names no field of the schema.
+    for rule in spec_schema()["x-kubernetes-validations"]:
+        node = spec_schema()
+        for part in rule["fieldPath"].strip(".").split("."):
+            node = node["properties"][part]
+        assert node["type"] == "array", rule

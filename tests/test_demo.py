@@ -20,7 +20,7 @@ from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.launcher.demo import users as demo_users
 from mt5fleet.launcher.demo.feed import SignalFactory
 from mt5fleet.launcher.demo.view import DemoStats, Endpoint, UserRow, percentile, render, summary
-from mt5fleet.operator.core.models import parse_resource
+from mt5fleet.operator.core.admission import parse_resource
 from mt5fleet.proto.domain import sessions
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 from mt5fleet.proto.validation import check_signal

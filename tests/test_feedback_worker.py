@@ -7,6 +7,7 @@ import asyncio
 
 import nats
 from prometheus_client import generate_latest
+from waiting import wait_for
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
@@ -30,10 +31,8 @@ async def test_reports_become_slippage_and_latency_histograms(fresh_nats_server)
     await js.publish(subject, report.SerializeToString())
     worker = FeedbackWorker(client, now_ms=lambda: NOW)
     task = asyncio.create_task(worker.run())
-    for _ in range(100):
-        if worker.metrics.executions.labels("filled", "")._value.get() == 1:
-            break
-        await asyncio.sleep(0.05)
+    filled = worker.metrics.executions.labels("filled", "")
+    await wait_for(lambda: filled._value.get() == 1, "the filled report counted")
     worker.stop()
     await task
     m = worker.metrics

@@ -1,5 +1,6 @@
-"""Reference tick feeds (mt5fleet.workers.adapters.feeds): the simulated feed on an injected clock,
-and the OANDA v20 pricing-stream client against a local aiohttp server speaking its format."""
+"""Reference tick feeds: the simulated feed on an injected clock (mt5fleet.launcher.simulated_feed),
+and the OANDA v20 pricing-stream client (mt5fleet.workers.adapters.feeds) against a local aiohttp
+server speaking its format."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from waiting import wait_for
 
 from mt5fleet.client.sim.feed import ReferenceFeed
+from mt5fleet.launcher.simulated_feed import SimulatedFeed
 from mt5fleet.workers.adapters.feeds import (
     LIVE_STREAM_URL,
     PRACTICE_STREAM_URL,
@@ -22,7 +25,6 @@ from mt5fleet.workers.adapters.feeds import (
     OandaConfig,
     OandaPricingStream,
     ReferenceTickFeed,
-    SimulatedFeed,
     Tick,
     backoff_delay,
     from_oanda,
@@ -281,7 +283,6 @@ async def test_close_ends_a_silent_stream_promptly(oanda):
         return [tick async for tick in stream.ticks()]
 
     task = asyncio.create_task(drain())
-    while not oanda.requests:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: oanda.requests, "the stream's request", timeout=5, interval=0.01)
     await stream.close()
     assert await asyncio.wait_for(task, 2) == []

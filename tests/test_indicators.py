@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from mt5fleet.proto.domain.market import Indicators
+from mt5fleet.workers.adapters.wire import indicators_message
 from mt5fleet.workers.core.indicators import Ema, IndicatorSet, Macd, RollingMean, RollingStd, WilderRsi
 
 TOL = 1e-9
@@ -239,11 +240,11 @@ def test_each_value_is_zero_until_its_window_is_full():
     }
 
 
-def test_to_proto_mirrors_the_values():
+def test_the_wire_message_mirrors_the_values():
     indicators = IndicatorSet()
     for close in random_walk(100):
         indicators.update(close)
-    message = indicators.to_proto()
+    message = indicators_message(indicators.values)
     for name in Indicators.__dataclass_fields__:
         assert getattr(message, name) == getattr(indicators.values, name)
-    assert IndicatorSet().to_proto().sma_20 == 0.0
+    assert indicators_message(IndicatorSet().values).sma_20 == 0.0

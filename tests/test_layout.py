@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -83,3 +84,61 @@ def test_console_script_runs_and_lists_subcommands():
     nats_help = subprocess.run([sys.executable, "-m", "mt5fleet.launcher.cli", "nats", "--help"],
                                capture_output=True, text=True, timeout=60)
     assert "bootstrap" in nats_help.stdout and "embedded" in nats_help.stdout
+
+
+# ------------------------------------------------------------------ tests import helpers, never tests
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _is_test_module(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return parts[-1].startswith("test_") or (len(parts) > 1 and parts[0] == "tests" and parts[1].startswith("test_"))
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """The test modules ``source`` imports: ``import test_x``, ``from test_x import y``,
+    ``from tests.test_x import y``, ``from tests import test_x``, ``from . import test_x``,
+    ``importlib.import_module("test_x")``, at any depth (inside functions too)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if _is_test_module(alias.name)]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module and _is_test_module(module):
+                found.append(module)
+            elif module in ("", "tests"):
+                found += [f"{module}.{alias.name}".lstrip(".") for alias in node.names
+                          if alias.name.startswith("test_")]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and _is_test_module(node.args[0].value)
+              and ast.unparse(node.func).split(".")[-1] in ("import_module", "__import__")):
+            found.append(node.args[0].value)
+    return found
+
+
+@pytest.mark.parametrize("offender", [
+    "import test_crd", "import tests.test_crd as crd", "from test_crd import openapi_schema",
+    "from tests.test_crd import openapi_schema", "from tests import test_crd", "from . import test_crd",
+    "def helper():\n    from test_operator_handlers import stored_body\n",
+    "import importlib\nimportlib.import_module('test_crd')",
+])
+def test_the_import_check_flags_a_test_module_imported_by_another(offender):
+    assert imported_test_modules(offender), offender
+
+
+def test_the_import_check_lets_helper_modules_through():
+    helpers = "import factories\nfrom agent_harness import AgentHarness\nfrom waiting import wait_for\n" \
+              "from operator_harness import stored_body\nimport pytest_asyncio\nfrom mt5fleet.proto import testing\n"
+    assert imported_test_modules(helpers) == []
+
+
+def test_no_test_module_imports_another_test_module():
+    # Shared helpers live in factories.py, waiting.py, agent_harness.py, operator_harness.py
+    # and conftest.py; a test module imported by another runs its tests twice and couples them.
+    sources = sorted(TESTS.glob("test_*.py")) + sorted(p for p in TESTS.glob("*.py") if not p.name.startswith("test_"))
+    assert len(sources) > 40
+    offenders = {path.name: names for path in sources
+                 if (names := imported_test_modules(path.read_text(encoding="utf-8")))}
+    assert offenders == {}, f"test modules imported by other modules (move the shared part to a helper): {offenders}"

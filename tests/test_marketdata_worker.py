@@ -3,7 +3,9 @@ windows fill, matching an independent computation from the same bars; correlatio
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from zoneinfo import ZoneInfo
 
 import nats
 
@@ -16,6 +18,7 @@ from mt5fleet.workers.app.marketdata_service import MarketDataWorker
 from mt5fleet.workers.core.bars import BarBuilder
 
 START = 1_795_014_000_000  # a Wednesday, 10:00 New York
+FRIDAY_CLOSE = int(dt.datetime(2026, 11, 20, 17, tzinfo=ZoneInfo("America/New_York")).timestamp()) * 1000
 
 
 def _ticks(minutes: int):
@@ -43,7 +46,12 @@ async def test_indicators_and_correlations_reach_nats(fresh_nats_server):
                    if b.symbol == "EURUSD"]
     last = await js.get_msg(subjects.MARKET_DATA_STREAM, subject="md.EURUSD", direct=True)
     data = check_market_data(market_data_pb2.ClientMarketData.FromString(last.data), now[0])
-    assert data.symbol == "EURUSD" and data.session is not None
+    assert data.symbol == "EURUSD"
+    # The last tick is 11:19 New York on a Wednesday, 16:19 in London: the market is open, out of
+    # the rollover, London and New York both trade, and the week closes Friday 17:00 New York.
+    session = data.session
+    assert (session.is_open, session.in_rollover, session.active_sessions) == (True, False, ("london", "new_york"))
+    assert (session.next_open_ms, session.next_close_ms) == (None, FRIDAY_CLOSE)
     assert abs(data.indicators.sma_20 - math.fsum(closes[-20:]) / 20) < 1e-9
     assert abs(data.indicators.sma_50 - math.fsum(closes[-50:]) / 50) < 1e-9
     assert 0 < data.indicators.rsi < 100

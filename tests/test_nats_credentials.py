@@ -17,10 +17,11 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
-from agent_harness import AgentHarness, wait_for
+from agent_harness import AgentHarness
 from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
+from waiting import eventually, wait_for
 
 from mt5fleet.client.adapters.catchup import catch_up, consumer_name
 from mt5fleet.operator.adapters import nats_accounts as na
@@ -455,10 +456,11 @@ async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nat
         await harness.send(live)
         assert (await harness.report(live.command_id)).command_id == live.command_id
         heartbeat = subjects.user_subject("dave", subjects.Channel.HEARTBEAT)
-        stored = await _eventually(lambda: harness.js.get_msg(subjects.HEARTBEAT_STREAM, subject=heartbeat,
-                                                              direct=True))
+        # The agent publishes on its own clock: not found until its first heartbeat.
+        stored = await eventually(lambda: harness.js.get_msg(subjects.HEARTBEAT_STREAM, subject=heartbeat, direct=True),
+                                  f"the agent's heartbeat on {heartbeat}", retry_on=(NotFoundError,))
         assert heartbeat_pb2.Heartbeat.FromString(stored.data).user_id == "dave"
-        assert len(harness.agent._md_subscriptions) == len(TIER_SYMBOLS)
+        assert len(harness.agent.market_data.subscribed) == len(TIER_SYMBOLS)
         assert [r.command_id for r in await harness.stored_reports()] == [missed.command_id, live.command_id]
         # The operator's config reaches the agent live through what its permissions grant.
         kv = await harness.js.key_value(subjects.CONFIG_BUCKET)
@@ -466,18 +468,6 @@ async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nat
         config.risk.max_risk_per_trade = 1.0
         await kv.put("dave", config.SerializeToString())
         await wait_for(lambda: harness.agent.effective.tier == "pro", "config applied under the user's creds")
-
-
-async def _eventually(read: Any, timeout: float = 10.0) -> Any:
-    """``read()`` once it stops raising NotFoundError (the agent publishes on its own clock)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await read()
-        except NotFoundError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 # =========================================================================== revocation

@@ -7,67 +7,28 @@ registrations, and the operator's /metrics."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kopf
 import nats
 import pytest
-import yaml
 from nats.aio.client import RawCredentials
 from nats.js.errors import KeyNotFoundError
+from operator_harness import example_documents, jwt_nats, merge_patch, stored_body
 from prometheus_client.parser import text_string_to_metric_families
-from test_crd import apply_defaults, openapi_schema
 
 from mt5fleet.operator.adapters.appliers import CREDS_KEY, bootstrap_secret_name
-from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
 from mt5fleet.operator.app import handlers, runtime
 from mt5fleet.operator.core import models
 from mt5fleet.proto import subjects
-from mt5fleet.proto.runtime import bootstrap
-from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 from mt5fleet.proto.v1 import config_pb2
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NAMESPACE = "trading"
 CONDITION_KEYS = {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
-
-
-def example_documents() -> list[dict[str, Any]]:
-    return [doc for path in sorted(EXAMPLES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def stored_body(name: str, generation: int = 1, **spec: Any) -> dict[str, Any]:
-    """An example TradingClient as the API server stores it: defaulted by the CRD's
-    schema, with namespace, uid and generation (``spec`` overrides top-level spec fields)."""
-    [doc] = [d for d in example_documents() if d["kind"] == models.KIND and d["metadata"]["name"] == name]
-    doc["spec"].update(spec)
-    body = apply_defaults(openapi_schema(), doc)
-    body["metadata"].update(namespace=NAMESPACE, uid=str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
-                            generation=generation, resourceVersion=str(generation),
-                            creationTimestamp="2026-01-05T09:00:00Z")
-    return body
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies kopf's status patch."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    merged = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
 
 
 @dataclass
@@ -102,22 +63,6 @@ class Cluster:
         kv = await self.service.jetstream().key_value(subjects.CONFIG_BUCKET)
         entry = await kv.get(user_id)
         return config_pb2.ClientConfig.FromString(entry.value), entry.revision
-
-
-@contextlib.asynccontextmanager
-async def jwt_nats(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, Any, runtime.OperatorOptions]]:
-    """An operator-mode nats-server with the fleet's streams and buckets, the service
-    user's connection, and the options ``runtime.start`` reaches it with."""
-    chain = create_trust_chain()
-    with EmbeddedNats(server_name="mt5fleet-test-handlers", store_dir=tmp_path / "store",
-                      operator=chain.server_mode()) as server:
-        service = await nats.connect(server.url, user_credentials=RawCredentials(chain.service_user.creds_text))
-        await bootstrap.bootstrap(service.jetstream(), subjects.build_layout())
-        options = runtime.embedded_options(chain, server.url, tmp_path, http_host="127.0.0.1", http_port=0)
-        try:
-            yield server, service, options
-        finally:
-            await service.close()
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ import kopf
 import kubernetes
 import pytest
 import yaml
-from agent_harness import wait_for
 from aiohttp import web
 from nats.js.errors import KeyNotFoundError
-from test_operator_handlers import example_documents, jwt_nats, merge_patch, stored_body
+from operator_harness import example_documents, jwt_nats, merge_patch, stored_body
+from waiting import wait_for
 
 from mt5fleet.operator.adapters.appliers import (
     CREDS_KEY,

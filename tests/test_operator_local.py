@@ -4,7 +4,6 @@ running agent live; drift is repaired; a deleted file removes the user."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import shutil
 import time
@@ -13,9 +12,10 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
-from agent_harness import AgentHarness, wait_for
+from agent_harness import AgentHarness
 from nats.aio.client import RawCredentials
 from nats.js.errors import KeyNotFoundError
+from waiting import wait_for
 
 from mt5fleet.operator.adapters.appliers import AGENT_KEY_KEY, CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
@@ -128,11 +128,10 @@ async def test_a_tier_change_reaches_the_running_agent_live(platform, tmp_path):
         # revoked, and the agent reconnects on the new one from its Secret.
         await wait_for(lambda: harness.agent.reconnects >= 1 and harness.agent.nc.is_connected,
                        "agent back on its new credentials", timeout=20)
-        for _ in range(100):  # the timer's pass: heartbeats into AgentConnected
+        async def observed_connected() -> bool:  # the timer's pass: heartbeats into AgentConnected
             await local.observe()
-            if conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"][0] == "True":
-                break
-            await asyncio.sleep(0.1)
+            return conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"][0] == "True"
+        await wait_for(observed_connected, "AgentConnected from bob's heartbeats", timeout=10, interval=0.1)
         assert conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"] == ("True", "Heartbeating")
     finally:
         if harness.agent is not None:
@@ -229,6 +228,22 @@ async def test_an_unreadable_config_entry_is_rewritten(platform):
     repaired = await config_of(service, "bob")
     assert repaired.user_id == "bob" and repaired.mt5_credentials.ciphertext
     assert status_of(local.folder, "bob-pro.yaml")["phase"] == "Ready"
+
+
+async def test_a_config_entry_its_readers_would_refuse_is_rewritten(platform):
+    """The entry is read back as the agent and the workers read it (checked, under its key):
+    bob's own config with a negative updated_at differs from the desired one only where the
+    comparison does not look, and is still drift."""
+    _, service, local, _, _ = platform
+    await local.scan()
+    kv = await service.jetstream().key_value(subjects.CONFIG_BUCKET)
+    stamped = await config_of(service, "bob")
+    stamped.updated_at = -1
+    await kv.put("bob", stamped.SerializeToString())
+    await local.scan(force=True)
+    repaired = await config_of(service, "bob")
+    assert repaired.user_id == "bob" and repaired.updated_at > 0
+    assert repaired.mt5_credentials.ciphertext and repaired.generation == stamped.generation
 
 
 async def test_a_tier_too_small_for_the_users_symbols_is_invalid_not_a_crash(platform):

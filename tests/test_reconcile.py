@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mt5fleet.operator.core import reconcile
-from mt5fleet.operator.core.models import TradingClient, TradingClientStatus, parse_spec
+from mt5fleet.operator.core.admission import parse_spec
+from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, desired_state, select_symbols, status_for
 from mt5fleet.operator.core.tiers import DEFAULT_TIERS, tiers_from_mapping
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.config import ClientConfig, SizingMode
 from mt5fleet.proto.domain.instruments import STANDARD_SYMBOLS
-from mt5fleet.proto.v1 import account_pb2, common_pb2
+from mt5fleet.proto.domain.trading import AccountType, SubscriptionTier
 
 NOW = 1_795_014_000_000
 FREE, PRO, ENTERPRISE = DEFAULT_TIERS["free"], DEFAULT_TIERS["pro"], DEFAULT_TIERS["enterprise"]
@@ -92,8 +94,8 @@ def test_a_custom_tier_from_config_overrides_only_what_it_names():
     assert tiers["gold"].max_trading_pairs == 3 and tiers["gold"].custom_pairs
     assert tiers["gold"].max_monitoring_pairs == FREE.max_monitoring_pairs
     desired = desired_state(client(("EURUSD", "GBPUSD", "BTCUSD", "USDJPY"), tier="gold"), tiers["gold"])
-    assert desired.config.tier == common_pb2.SUBSCRIPTION_TIER_CUSTOM and desired.config.tier_name == "gold"
-    assert list(desired.config.trading_symbols) == ["EURUSD", "GBPUSD", "BTCUSD"]
+    assert desired.config.tier is SubscriptionTier.CUSTOM and desired.config.tier_name == "gold"
+    assert desired.config.trading_symbols == ("EURUSD", "GBPUSD", "BTCUSD")
 
 
 @pytest.mark.parametrize("raw, problem", [
@@ -116,14 +118,22 @@ def test_the_client_config_carries_spec_tier_and_shard():
                   closeOnly=True)
     desired = desired_state(body, PRO)
     config = desired.config
-    assert config.user_id == "alice" and config.tier == common_pb2.SUBSCRIPTION_TIER_PRO
-    assert list(config.trading_symbols) == ["EURUSD"] and list(config.monitoring_symbols) == ["USDJPY"]
-    assert config.risk.max_risk_per_trade == 0.5 and config.preferences.max_open_positions == 3
-    assert config.preferences.sizing_mode == account_pb2.SIZING_MODE_EQUITY_MULTIPLIER
+    assert isinstance(config, ClientConfig) and config.credentials is None and config.updated_at_ms == 0
+    assert config.user_id == "alice" and config.tier is SubscriptionTier.PRO
+    assert config.trading_symbols == ("EURUSD",) and config.monitoring_symbols == ("USDJPY",)
+    assert config.risk.max_risk_per_trade_pct == 0.5 and config.preferences.max_open_positions == 3
+    assert config.risk.allowed_symbols == ("EURUSD",) and config.risk.max_spread_points == 25
+    assert config.preferences.sizing_mode is SizingMode.EQUITY_MULTIPLIER and config.preferences.sizing_value == 0.02
     assert config.close_only and config.preferences.conservative_mode and config.generation == 7
     assert config.limits.max_trading_pairs == 5 and config.limits.correlation_analysis
     assert config.worker_shard == desired.shard == subjects.partition_of("alice")
-    assert config.account_type == common_pb2.ACCOUNT_TYPE_DEMO and config.broker_server == "ICMarketsSC-Demo"
+    assert config.account_type is AccountType.DEMO and config.broker_server == "ICMarketsSC-Demo"
+
+
+def test_the_symbol_map_is_sorted_as_the_typed_config_keeps_it():
+    desired = desired_state(client(broker={"name": "IC Markets", "server": "ICMarketsSC-Demo",
+                                           "symbolMap": {"XAUUSD": "GOLD", "EURUSD": "EURUSD.a"}}), PRO)
+    assert desired.config.symbol_map == (("EURUSD", "EURUSD.a"), ("XAUUSD", "GOLD"))
 
 
 def test_the_user_may_read_market_data_of_its_effective_symbols_only():

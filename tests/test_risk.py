@@ -1,4 +1,4 @@
-"""The agent's own risk checks: every rule, its boundary, and the daily stop-out.
+"""The agent's own risk checks: every rule and its boundary (the stop-out: test_guard.py).
 
 The scene: a USD account with 10,000 equity trades EURUSD (5 digits, one point = 0.00001,
 worth 1.00 USD per lot) on Tuesday 9 January 2024 at 10:00 New York, quote 1.08500/1.08512.
@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mt5fleet.client.core.guard import evaluate_stop_out, reset_stop_out
 from mt5fleet.client.core.risk import (
     Decision,
     RejectCode,
@@ -24,9 +25,6 @@ from mt5fleet.client.core.risk import (
     RiskLimits,
     StopOutState,
     check,
-    evaluate_stop_out,
-    reset_stop_out,
-    should_auto_close_for_weekend,
     trade_risk,
 )
 from mt5fleet.proto.domain.market import SymbolSpecInfo
@@ -404,50 +402,10 @@ def test_malformed_opens_are_refused_as_invalid(overrides, context, words):
 
 
 # ------------------------------------------------------------------------ stop-out
+# The stop-out itself is tested in test_guard.py; here, how it meets the rules.
 
 
 TUESDAY_11 = ny(2024, 1, 9, 11)
-
-
-def test_no_breach_no_stop_out():
-    state, close_all = evaluate_stop_out(StopOutState(), limits(), 9_800.0, 10_000.0, 10_000.0, TUESDAY_11)
-    assert (state, close_all) == (StopOutState(), False)
-
-
-def test_daily_loss_breach_closes_everything_once_and_blocks_until_17_00_new_york():
-    state, close_all = evaluate_stop_out(StopOutState(), limits(), 9_500.0, 10_000.0, 10_000.0, TUESDAY_11)
-    assert close_all
-    assert state.code is RejectCode.DAILY_LOSS and "daily loss 500.00" in state.reason
-    assert state.blocked_until_ms == ny(2024, 1, 9, 17)
-    assert state.is_active(ny(2024, 1, 9, 16, 59, 59, 999)) and not state.is_active(ny(2024, 1, 9, 17))
-    again, close_again = evaluate_stop_out(state, limits(), 9_400.0, 10_000.0, 10_000.0, TUESDAY_11 + 60_000)
-    assert (again, close_again) == (state, False)
-
-
-def test_drawdown_breach_stops_out_with_its_own_code():
-    state, close_all = evaluate_stop_out(StopOutState(), limits(max_daily_loss=0), 7_900.0, 8_000.0,
-                                         10_000.0, TUESDAY_11)
-    assert close_all and state.code is RejectCode.DRAWDOWN
-
-
-def test_a_friday_stop_out_lasts_until_sunday_17_00():
-    friday = ny(2024, 1, 12, 11)
-    state, _ = evaluate_stop_out(StopOutState(), limits(), 9_000.0, 10_000.0, 10_000.0, friday)
-    assert state.blocked_until_ms == ny(2024, 1, 14, 17)
-
-
-def test_the_next_trading_day_starts_clean():
-    state, _ = evaluate_stop_out(StopOutState(), limits(), 9_500.0, 10_000.0, 10_000.0, TUESDAY_11)
-    wednesday = ny(2024, 1, 10, 9)
-    after, close_all = evaluate_stop_out(state, limits(), 9_450.0, 9_500.0, 10_000.0, wednesday)
-    assert not close_all and not after.is_active(wednesday)
-
-
-def test_a_new_breach_on_the_next_day_stops_out_again():
-    state, _ = evaluate_stop_out(StopOutState(), limits(), 9_500.0, 10_000.0, 10_000.0, TUESDAY_11)
-    wednesday = ny(2024, 1, 10, 9)
-    after, close_all = evaluate_stop_out(state, limits(), 8_900.0, 9_500.0, 10_000.0, wednesday)
-    assert close_all and after.blocked_until_ms == ny(2024, 1, 10, 17)
 
 
 def test_explicit_reset_lifts_the_block_without_closing_again_today():
@@ -458,35 +416,3 @@ def test_explicit_reset_lifts_the_block_without_closing_again_today():
     assert not close_all and not after.is_active(TUESDAY_11 + 2)
     # The daily loss rule itself still refuses new positions while the loss stands.
     assert refused(check(command(), limits(), ctx(equity=9_500.0, stop_out=after)), RejectCode.DAILY_LOSS)
-
-
-def test_limits_off_never_stop_out():
-    off = limits(max_daily_loss=0, max_drawdown=0)
-    assert evaluate_stop_out(StopOutState(), off, 1.0, 10_000.0, 10_000.0, TUESDAY_11) == (StopOutState(), False)
-
-
-# ------------------------------------------------------------------------ weekend
-
-
-@pytest.mark.parametrize(("now", "expected"), [
-    (ny(2024, 1, 12, 16, 44, 59, 999), False),
-    (ny(2024, 1, 12, 16, 45), True),
-    (ny(2024, 1, 12, 16, 59, 59, 999), True),
-    (ny(2024, 1, 12, 17), False),          # closed: nothing can be closed any more
-    (ny(2024, 1, 11, 16, 50), False),      # Thursday's rollover is not the weekend
-    (ny(2024, 6, 14, 16, 50), True),       # summer time: 20:50 UTC
-])
-def test_auto_close_fires_in_the_last_15_minutes_before_the_weekly_close(now, expected):
-    assert should_auto_close_for_weekend(now, auto_close_friday=True, already_done_for_week=False) is expected
-
-
-def test_auto_close_only_for_users_who_asked_and_only_once():
-    now = ny(2024, 1, 12, 16, 50)
-    assert not should_auto_close_for_weekend(now, auto_close_friday=False, already_done_for_week=False)
-    assert not should_auto_close_for_weekend(now, auto_close_friday=True, already_done_for_week=True)
-
-
-def test_auto_close_lead_time_is_configurable():
-    now = ny(2024, 1, 12, 16, 30)
-    assert should_auto_close_for_weekend(now, auto_close_friday=True, lead_minutes=30, already_done_for_week=False)
-    assert not should_auto_close_for_weekend(now, auto_close_friday=True, already_done_for_week=False)

@@ -23,7 +23,7 @@ from mt5fleet.proto.domain.sessions import (
     trading_day_start_ms,
 )
 from mt5fleet.proto.v1.common_pb2 import MarketSession
-from mt5fleet.workers.app.marketdata_service import session_message
+from mt5fleet.workers.adapters.wire import session_message
 
 NY = ZoneInfo("America/New_York")
 MINUTE_MS = 60_000

@@ -14,8 +14,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.config import SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
-from mt5fleet.workers.core.policy import SizingMode, UserPolicy
+from mt5fleet.workers.core.policy import UserPolicy
 from mt5fleet.workers.core.sizing import close_lots, conversion_rate, floor_to_step, lot_size, tick_value
 
 NOW_MS = 1_700_000_000_000

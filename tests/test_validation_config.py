@@ -84,6 +84,12 @@ def test_a_tier_from_a_newer_operator_is_read_as_unspecified_not_refused():
     assert read(msg.SerializeToString()).tier is SubscriptionTier.UNSPECIFIED
 
 
+def test_an_entry_written_long_ago_or_on_a_clock_ahead_is_still_read():
+    # updated_at is a record of the operator's write, not a freshness claim.
+    for written in (NOW - 400 * 86_400_000, NOW + 3_600_000):
+        assert read(wire(FULL.evolve(updated_at_ms=written))).updated_at_ms == written
+
+
 def test_sealed_credentials_without_ciphertext_are_refused():
     msg = client_config_message(FULL)
     msg.mt5_credentials.ciphertext = b""

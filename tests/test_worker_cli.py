@@ -5,7 +5,6 @@ work fails exits non-zero."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from collections.abc import Callable
 import nats
 from factories import execution, heartbeat
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually
 
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.proto import subjects
@@ -49,16 +49,9 @@ async def test_adjust_worker_process_probes_metrics_and_sigterm(fresh_nats_serve
                                 fresh_nats_server.url, "--http-host", "127.0.0.1", "--http-port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        metrics = ""
-        for _ in range(100):
-            try:
-                metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
-                if "mt5fleet_worker_partitions_owned 8.0" in metrics:
-                    break
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        assert "mt5fleet_worker_partitions_owned 8.0" in metrics
+        await eventually(lambda: _get(f"http://127.0.0.1:{port}/metrics")[1], "every partition owned",
+                         until=lambda metrics: "mt5fleet_worker_partitions_owned 8.0" in metrics,
+                         retry_on=(OSError,), interval=0.05)  # OSError: not listening yet
         assert _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
         assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         process.send_signal(signal.SIGTERM)
@@ -102,17 +95,12 @@ class WorkerProcess:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples}
 
     async def wait_for(self, condition: Callable[[Samples], bool], what: str, timeout_s: float = 15.0) -> Samples:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """The first /metrics samples ``condition`` accepts; fails at once if the worker exits."""
+        def alive_samples() -> Samples:
             assert self.process.poll() is None, self.process.communicate()[0]
-            try:
-                samples = self.samples()
-                if condition(samples):
-                    return samples
-            except OSError:  # not listening yet
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+            return self.samples()
+        return await eventually(alive_samples, what, timeout_s, until=condition, retry_on=(OSError,),
+                                interval=0.05)  # OSError: not listening yet
 
     def assert_probes(self) -> None:
         assert self.get("/healthz")[0] == 200
@@ -145,7 +133,7 @@ async def test_marketdata_worker_process_publishes_the_simulated_feed(fresh_nats
     client = await _bootstrapped(fresh_nats_server.url)
     js = client.jetstream()
     # The simulated feed is silent while the market is closed: start its clock on a Wednesday.
-    worker = WorkerProcess("marketdata", fresh_nats_server.url, "--symbols", "EURUSD,GBPUSD",
+    worker = WorkerProcess("marketdata", fresh_nats_server.url, "--feed", "simulated", "--symbols", "EURUSD,GBPUSD",
                            env={"MT5FLEET_SIM_START_MS": str(WEDNESDAY)})
     try:
         samples = await worker.wait_for(
@@ -168,6 +156,19 @@ async def test_marketdata_worker_process_publishes_the_simulated_feed(fresh_nats
     finally:
         worker.kill()
         await client.close()
+
+
+def test_marketdata_worker_refuses_to_start_without_a_feed(fresh_nats_server):
+    # A deployment that forgot its feed must not publish simulated prices as market data.
+    worker = WorkerProcess("marketdata", fresh_nats_server.url, "--symbols", "EURUSD")
+    try:
+        output, _ = worker.process.communicate(timeout=15)
+    finally:
+        worker.kill()
+    assert worker.process.returncode != 0
+    assert "needs a reference feed" in output, output
+    for option in ("--feed oanda", "--oanda-account", "$OANDA_TOKEN", "--feed simulated"):
+        assert option in output, output
 
 
 async def test_feedback_worker_process_turns_a_report_into_metrics(fresh_nats_server):

@@ -7,7 +7,8 @@ import nats
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
-from mt5fleet.workers.adapters.leases import Lease, LeaseKeeper, plan
+from mt5fleet.workers.adapters.leases import LeaseKeeper
+from mt5fleet.workers.core.lease_plan import Lease, plan
 
 NOW = 1_000_000
 

@@ -4,8 +4,12 @@ Every mistake is a ``ConfigError`` naming the key path and the problem
 ("nats.servers[1]: 'http://x' is not a nats:// or tls:// URL"); unknown keys are errors,
 because a typo quietly replaced by a default is how a risk limit goes missing. Relative
 paths are relative to the config file, not to the working directory (a Windows service
-starts in System32). Numeric rules sit on the dataclass fields (``_num``), so schema and
-validation cannot drift apart. ``examples/agent.toml`` documents every key.
+starts in System32). Numeric rules sit on the dataclass fields (``rule_field``), so schema
+and validation cannot drift apart. ``examples/agent.toml`` documents every key.
+
+``simulated.broker`` is only required to be a name here: the simulated terminal's presets
+are the composition root's business (``mt5fleet.launcher.agent``), and production code
+never imports the simulator.
 """
 
 from __future__ import annotations
@@ -23,26 +27,24 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from mt5fleet.client.core.settings import (  # noqa: F401  (re-exported: the settings' public names)
-    _REQUIRED,
-    _RULES,
+from mt5fleet.client.adapters.settings import AgentSettings, Mt5Settings, default_data_dir
+from mt5fleet.client.core.settings import (
     LOG_LEVELS,
-    AgentSettings,
+    RULES,
     Backend,
     ConfigError,
     Endpoint,
     Intervals,
     LocalRiskLimits,
-    Mt5Settings,
     SimulatedSettings,
     SymbolSettings,
-    default_data_dir,
 )
-from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.proto.runtime import sealing as credentials
 from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.runtime.sealing import CredentialError, SealedPassword
 from mt5fleet.proto.subjects import InvalidName, check_symbol, check_user_id
+
+_REQUIRED: Any = object()  # a key without a default: missing is an error
 
 
 def load_settings(path: str | os.PathLike[str]) -> AgentSettings:
@@ -95,7 +97,7 @@ def _nats(s: _Section, user_id: str) -> NatsSettings:
         _check_url(f"{s.key('servers')}[{index}]", url)
     if "tls_key" in s.data and "tls_cert" not in s.data:
         raise ConfigError(s.key("tls_key"), f"needs {s.key('tls_cert')}, the certificate it belongs to")
-    positive = _RULES["positive"]
+    positive = RULES["positive"]
     return NatsSettings(
         servers=tuple(servers),
         name=f"mt5fleet-agent-{user_id}",
@@ -119,7 +121,7 @@ def _check_url(key: str, url: str) -> None:
 
 
 def _mt5(s: _Section) -> Mt5Settings:
-    login = s.number("login", None, *_RULES["positive"], integer=True)
+    login = s.number("login", None, *RULES["positive"], integer=True)
     server = s.text("server", None)
     password = _sealed_password(s)
     if password is not None and (login is None or server is None):
@@ -147,9 +149,7 @@ def _sealed_password(s: _Section) -> SealedPassword | None:
 
 
 def _simulated(s: _Section) -> SimulatedSettings:
-    preset = _choice(tuple(BROKERS), str)  # a typo fails here, listing the presets, not at terminal start
-    return SimulatedSettings(broker=s.text("broker", SimulatedSettings.broker, check=preset),
-                             **s.numbers(SimulatedSettings))
+    return SimulatedSettings(broker=s.text("broker", SimulatedSettings.broker), **s.numbers(SimulatedSettings))
 
 
 def _symbols(s: _Section) -> SymbolSettings:
@@ -277,12 +277,12 @@ class _Section:
         return value if integer else float(value)
 
     def numbers(self, cls: type, **defaults: Any) -> dict[str, Any]:
-        """Every field of the dataclass ``cls`` that has a ``_num`` rule, read from this table."""
+        """Every field of the dataclass ``cls`` that has a ``rule_field`` rule, read from this table."""
         found = {}
         for f in fields(cls):
             if "rule" in f.metadata:
                 default = defaults.get(f.name, f.default)
-                found[f.name] = self.number(f.name, default, *_RULES[f.metadata["rule"]], integer=type(default) is int)
+                found[f.name] = self.number(f.name, default, *RULES[f.metadata["rule"]], integer=type(default) is int)
         return found
 
     def path(self, name: str, *, must_exist: bool = False) -> str | None:

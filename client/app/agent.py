@@ -4,7 +4,12 @@ Lifecycle: ``start()`` opens the stores, connects the terminal and (in the backg
 retrying forever) NATS, resolves commands left in flight by a crash, then runs the
 producers (prices, account, symbol specs, heartbeat), the outbox drain and the command
 pipeline. ``stop()`` drains what it can and closes everything. MT5 calls run on one
-thread; everything else on the event loop.
+thread (``Mt5Thread``); everything else on the event loop.
+
+Who owns what: the agent owns the NATS connection, the terminal login and the tasks;
+``ConfigWatch`` what is enforced now; ``AccountGuard`` the watermarks and the risk
+decisions; ``Streams`` what it last read from the terminal; ``MarketDataFeed`` the server's
+market data; ``CommandPipeline`` the commands. Each is handed what it needs, not the agent.
 """
 
 from __future__ import annotations
@@ -13,31 +18,36 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
 from mt5fleet.client.adapters.catchup import catch_up
-from mt5fleet.client.adapters.config_file import AgentSettings
 from mt5fleet.client.adapters.execution import Executor
 from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.client.adapters.metrics import AgentMetrics
 from mt5fleet.client.adapters.outbox import Outbox
-from mt5fleet.client.adapters.pricebuffer import PriceBuffer
 from mt5fleet.client.adapters.publisher import Publisher
+from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.terminal import Mt5Login, Terminal
+from mt5fleet.client.app.account_guard import AccountGuard
 from mt5fleet.client.app.commands import CommandPipeline
+from mt5fleet.client.app.config_watch import ConfigWatch
+from mt5fleet.client.app.loops import every
+from mt5fleet.client.app.market_data import MarketDataFeed
+from mt5fleet.client.app.mt5_thread import Mt5Thread
 from mt5fleet.client.app.recovery import resolve_in_flight
-from mt5fleet.client.app.streams import Streams
-from mt5fleet.client.core import effective as effective_config
-from mt5fleet.client.core import watermarks
+from mt5fleet.client.app.streams import Identity, Streams
+from mt5fleet.client.core.effective import EffectiveConfig
+from mt5fleet.client.core.watermarks import Watermarks
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
+from mt5fleet.proto.domain.config import SealedCredentials
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime import sealing as credentials
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
-from mt5fleet.proto.v1 import config_pb2
+from mt5fleet.proto.v1 import heartbeat_pb2
 
 log = logging.getLogger("mt5fleet.agent")
 
@@ -45,6 +55,7 @@ log = logging.getLogger("mt5fleet.agent")
 CATCHUP_MARGIN_MS = 30_000
 # On a first start (or after a long absence) look back this far: commands expire sooner.
 CATCHUP_WINDOW_MS = 3_600_000
+_STARTED = time.monotonic()
 
 
 def agent_version() -> str:
@@ -67,38 +78,51 @@ class Agent:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(settings.outbox_path)
         self.ledger = CommandLedger(settings.ledger_path)
-        self.watermarks_path = settings.data_dir / "watermarks.json"
-        self.marks = watermarks.load(self.watermarks_path)
+        self.mt5 = Mt5Thread(f"mt5-{self.user_id}")
         self.terminal = Terminal(api, _login(settings), on_error=self._count_mt5_error)
         self.executor = Executor(self.terminal, default_deviation=settings.risk.max_deviation_points)
-        self.effective = effective_config.from_settings(settings)
         self.publisher = Publisher(self.outbox, self.metrics, on_stored=self._on_stored)
+        self.config = ConfigWatch(user_id=self.user_id, local_risk=settings.risk, local_symbols=settings.symbols,
+                                  clock=self.clock, metrics=self.metrics, on_credentials=self.use_server_credentials)
+        self.guard = AccountGuard(user_id=self.user_id, path=settings.watermarks_path, terminal=self.terminal,
+                                  executor=self.executor)
+        self.market_data = MarketDataFeed(self.metrics)
         self.pipeline = CommandPipeline(
             user_id=self.user_id, clock=self.clock, ledger=self.ledger, publisher=self.publisher,
             metrics=self.metrics, risk_gate=self._risk_gate, execute=self._execute)
-        self.prices_buffer: PriceBuffer = PriceBuffer(1000)
-        self.streams = Streams(self)
+        self.streams = Streams(
+            identity=Identity(self.user_id, self.session_id, self.version), settings=settings, clock=self.clock,
+            metrics=self.metrics, mt5_thread=self.mt5, terminal=self.terminal, executor=self.executor,
+            publisher=self.publisher, config=self.config, guard=self.guard, market_data=self.market_data,
+            submit=self.pipeline.submit)
         self.nc: Any = None
         self.reconnects = 0
-        self.market_data: dict[str, Any] = {}
-        self._mt5_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mt5-{self.user_id}")
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._connected_since_ms = 0
         self._lost_at_ms = 0
-        self._md_subscriptions: dict[str, Any] = {}
+
+    @property
+    def effective(self) -> EffectiveConfig:
+        """What the agent enforces now (``ConfigWatch`` owns it)."""
+        return self.config.effective
+
+    @property
+    def marks(self) -> Watermarks:
+        """The day-start and peak equity and the stop-out (``AccountGuard`` owns them)."""
+        return self.guard.marks
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        await self.mt5(self._connect_terminal)
-        await resolve_in_flight(self)
-        for entry in self.ledger.unreported():  # reports whose JetStream ack never came
-            if entry.report:
-                self.publisher.enqueue("execution", self.pipeline._report_subject, entry.command_id, entry.report)
+        await self.mt5.run(self._connect_terminal)
+        await resolve_in_flight(ledger=self.ledger, pipeline=self.pipeline, executor=self.executor,
+                                mt5_thread=self.mt5, clock=self.clock)
+        self.pipeline.requeue_unreported()
         self._spawn(self._stay_connected(), "nats")
         self._spawn(self.publisher.drain_forever(self._stop), "outbox")
         self._spawn(self.pipeline.run(self._stop), "commands")
         self._spawn(self.streams.run(self._stop), "streams")
+        self._spawn(every(self._stop, self.settings.intervals.heartbeat_s, self.publish_heartbeat, clock=self.clock,
+                          after=self.streams.show_terminal_state), "heartbeat")
 
     async def stop(self) -> None:
         if self._stop.is_set():
@@ -110,8 +134,8 @@ class Agent:
                 if self.nc.is_connected:
                     await asyncio.wait_for(self.publisher.drain_once(), timeout=5)
                 await self.nc.drain()
-        await self.mt5(self.terminal.shutdown)
-        self._mt5_thread.shutdown(wait=True)
+        await self.mt5.run(self.terminal.shutdown)
+        self.mt5.shutdown()
         self.outbox.close()
         self.ledger.close()
 
@@ -119,9 +143,6 @@ class Agent:
         task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}")
         task.add_done_callback(_log_crash)
         self._tasks.append(task)
-
-    async def mt5(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._mt5_thread, function, *args)
 
     def _connect_terminal(self) -> None:
         try:
@@ -161,14 +182,14 @@ class Agent:
             self.settings.nats, inbox_prefix=f"_INBOX_{self.user_id}",
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
         self.metrics.nats_connected.set(1)
-        self._connected_since_ms = now_ms(self.clock)
         self.publisher.attach(self.nc)
-        self._md_subscriptions.clear()  # they belonged to the previous connection
+        self.config.attach(self.nc)
+        self.market_data.attach(self.nc)
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.COMMANDS),
                                 cb=self._on_live_command)
         self._spawn(self._catch_up(catch_up_from), "catchup")
-        self._spawn(self.streams.watch_config(self._stop), "config")
-        await self.streams.resubscribe_market_data()
+        self._spawn(self.config.watch(self._stop), "config")
+        await self.market_data.follow(self.config.effective.streamed_symbols)
 
     async def _on_live_command(self, message: Any) -> None:
         self.pipeline.submit(message.data, "live")
@@ -185,7 +206,7 @@ class Agent:
         log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
         self.publisher.wake()
         self._spawn(self._catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS), "catchup")
-        self._spawn(self.streams.load_config(self._stop), "config")  # puts missed while away
+        self._spawn(self.config.load(self._stop), "config")  # puts missed while away
 
     def _first_catchup_start(self) -> int:
         """Everything still possibly unexpired: known commands are skipped by the ledger."""
@@ -202,12 +223,28 @@ class Agent:
                 log.warning("catch-up attempt %d failed: %s", attempt + 1, exc)
                 await asyncio.sleep(min(2 ** attempt, 10))
 
+    # ------------------------------------------------------------------ heartbeat
+    async def publish_heartbeat(self) -> None:
+        now = now_ms(self.clock)
+        quotes = self.streams.latest.values()
+        beat = heartbeat_pb2.Heartbeat(
+            user_id=self.user_id, agent_version=self.version, terminal_connected=self.terminal.connected,
+            trade_allowed=self.terminal.connected, outbox_depth=self.outbox.depth(),
+            last_publish_latency_ms=self.publisher.last_publish_latency_ms,
+            last_command_latency_ms=self.pipeline.last_latency_ms, timestamp=now, session_id=self.session_id,
+            uptime_s=int(time.monotonic() - _STARTED), reconnects=self.reconnects,
+            price_staleness_ms=max((now - q.timestamp for q in quotes), default=0),
+            tick_rate=len(self.streams.latest) / self.settings.intervals.prices_s,
+            commands_executed=self.pipeline.executed, commands_rejected=self.pipeline.rejected)
+        await self.publisher.publish_now("heartbeat", subjects.user_subject(self.user_id, subjects.Channel.HEARTBEAT),
+                                         f"{self.session_id}:h:{now}", beat.SerializeToString())
+
     # ------------------------------------------------------------------ commands
     async def _risk_gate(self, command: Any, at_ms: int) -> Any:
-        return await self.mt5(self.streams.risk_decision, command, at_ms)
+        return await self.mt5.run(self.guard.decide, command, at_ms, self.config.effective.limits)
 
     async def _execute(self, command: Any) -> Any:
-        return await self.mt5(self.executor.execute, command)
+        return await self.mt5.run(self.executor.execute, command)
 
     def _on_stored(self, kind: str, msg_id: str) -> None:
         self.pipeline.on_report_stored(kind, msg_id)
@@ -218,15 +255,8 @@ class Agent:
             self.metrics.terminal_connected.set(0)
             log.warning("MT5 IPC failure %d in %s: re-initialising the terminal connection", code, call)
 
-    # ------------------------------------------------------------------ config
-    def apply_config(self, new: effective_config.EffectiveConfig) -> None:
-        changed_symbols = new.streamed_symbols != self.effective.streamed_symbols
-        self.effective = new
-        log.info("configuration applied: tier %s, trading %s", new.tier, ", ".join(new.trading_symbols))
-        if changed_symbols:
-            self.streams.symbols_changed.set()
-
-    def use_server_credentials(self, sealed: config_pb2.EncryptedCredentials) -> bool:
+    # ------------------------------------------------------------------ server credentials
+    def use_server_credentials(self, sealed: SealedCredentials) -> bool:
         """Log in with the MT5 password the operator sealed into ClientConfig (under this
         agent's key: the bootstrap Secret's ``agent.key``), when the local config names
         none: the password then lives in one place, the platform's Secret. A password in
@@ -235,7 +265,7 @@ class Agent:
             return False
         try:
             key = credentials.load_key(self.settings.mt5.key_file, self.settings.mt5.key_env)
-            password = credentials.unseal(credentials.from_proto(sealed), key, login=sealed.login,
+            password = credentials.unseal(credentials.from_credentials(sealed), key, login=sealed.login,
                                           server=sealed.server)
         except credentials.CredentialError as exc:
             self.metrics.invalid.labels("EncryptedCredentials").inc()
@@ -247,11 +277,8 @@ class Agent:
         self.terminal.login = dataclasses.replace(current, login=sealed.login, server=sealed.server,
                                                   password=password)
         log.info("MT5 login %s on %s from the server's sealed credentials", sealed.login, sealed.server)
-        self._spawn(self.mt5(self._connect_terminal), "terminal-login")
+        self._spawn(self.mt5.run(self._connect_terminal), "terminal-login")
         return True
-
-    def save_watermarks(self) -> None:
-        watermarks.save(self.watermarks_path, self.marks)
 
 
 def _login(settings: AgentSettings) -> Mt5Login:

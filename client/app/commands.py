@@ -229,6 +229,13 @@ class CommandPipeline:
                               executed=now_ms(self.clock), outcome=outcome)
         self._store(entry.command_id, report, outcome.status, None)
 
+    def requeue_unreported(self) -> None:
+        """Reports stored in the ledger whose JetStream ack never came (the agent stopped
+        first): into the outbox again; the message id (the command id) dedupes them."""
+        for entry in self.ledger.unreported():
+            if entry.report:
+                self.publisher.enqueue(EXECUTION_KIND, self._report_subject, entry.command_id, entry.report)
+
     def on_report_stored(self, kind: str, msg_id: str) -> None:
         if kind == EXECUTION_KIND and not msg_id.endswith(".duplicate"):
             self.ledger.mark_reported(msg_id)

@@ -10,13 +10,13 @@ could prove it did not trade and it shows no trace either way.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from mt5fleet.client.adapters.execution import Executor
+from mt5fleet.client.adapters.ledger import CommandLedger
+from mt5fleet.client.app.commands import CommandPipeline
+from mt5fleet.client.app.mt5_thread import Mt5Thread
 from mt5fleet.client.core.orders import Found, Outcome
-from mt5fleet.proto.domain.clock import now_ms
-
-if TYPE_CHECKING:
-    from mt5fleet.client.app.agent import Agent
+from mt5fleet.proto.domain.clock import Clock, now_ms
 
 log = logging.getLogger("mt5fleet.agent.recovery")
 
@@ -24,19 +24,20 @@ log = logging.getLogger("mt5fleet.agent.recovery")
 HISTORY_MARGIN_S = 3_600
 
 
-async def resolve_in_flight(agent: Agent) -> int:
+async def resolve_in_flight(*, ledger: CommandLedger, pipeline: CommandPipeline, executor: Executor,
+                            mt5_thread: Mt5Thread, clock: Clock) -> int:
     settled = 0
-    for entry in agent.ledger.in_flight():
+    for entry in ledger.in_flight():
         since = entry.received_at_ms / 1000 - HISTORY_MARGIN_S
-        until = now_ms(agent.clock) / 1000 + 60
+        until = now_ms(clock) / 1000 + 60
         try:
-            found = await agent.mt5(agent.executor.find, entry.command_id, since, until)
+            found = await mt5_thread.run(executor.find, entry.command_id, since, until)
         except Exception as exc:  # terminal down: leave it in flight for the next start
             log.warning("cannot check %s in the terminal yet: %s", entry.command_id, exc)
             continue
         outcome = _from_found(found) if found else _not_found()
         log.warning("command %s was in flight at the last stop: %s", entry.command_id, outcome.reason)
-        agent.pipeline.settle(entry, outcome)
+        pipeline.settle(entry, outcome)
         settled += 1
     return settled
 

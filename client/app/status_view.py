@@ -22,7 +22,7 @@ def agent_status(agent: Agent) -> AgentStatus:
                                 h.slippage_points, h.at_ms) for h in agent.pipeline.recent)
     indicators = tuple(
         IndicatorRow(d.symbol, d.indicators.sma_20, d.indicators.ema_12, d.indicators.rsi, d.indicators.macd_line,
-                     d.session.is_open) for d in sorted(agent.market_data.values(), key=lambda d: d.symbol))
+                     d.session.is_open) for d in sorted(agent.market_data.latest.values(), key=lambda d: d.symbol))
     nats = agent.nc
     return AgentStatus(
         user_id=agent.user_id, version=agent.version,
@@ -32,6 +32,6 @@ def agent_status(agent: Agent) -> AgentStatus:
         broker=f"{account.company} / {account.server}" if account else "",
         currency=account.currency if account else "", balance=account.balance if account else 0.0,
         equity=account.equity if account else 0.0, margin_free=account.margin_free if account else 0.0,
-        outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.effective.tier,
-        trading_symbols=agent.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
+        outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.config.effective.tier,
+        trading_symbols=agent.config.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
         commands=commands, indicators=indicators)

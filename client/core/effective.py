@@ -1,13 +1,14 @@
 """What the agent enforces right now: the operator's ClientConfig when it has arrived,
-the local config file's fallbacks until then. Pure: no I/O."""
+the local config file's fallbacks until then. Pure: no I/O, no protobuf (the ClientConfig
+arrives as the typed value the edge reader ``check_client_config`` built)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mt5fleet.client.adapters.config_file import AgentSettings
 from mt5fleet.client.core.risk import RiskLimits
-from mt5fleet.proto.v1.config_pb2 import ClientConfig
+from mt5fleet.client.core.settings import LocalRiskLimits, SymbolSettings
+from mt5fleet.proto.domain.config import ClientConfig
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,8 @@ class EffectiveConfig:
         return tuple(dict.fromkeys(self.trading_symbols + self.correlation_symbols + self.monitoring_symbols))
 
 
-def from_settings(settings: AgentSettings) -> EffectiveConfig:
-    local = settings.risk
-    trading = tuple(settings.symbols.trading)
+def from_local_settings(local: LocalRiskLimits, symbols: SymbolSettings) -> EffectiveConfig:
+    trading = tuple(symbols.trading)
     limits = RiskLimits(
         trading_symbols=trading, max_risk_per_trade_pct=local.max_risk_per_trade_pct,
         max_daily_loss=local.max_daily_loss, max_drawdown=local.max_drawdown,
@@ -40,21 +40,20 @@ def from_settings(settings: AgentSettings) -> EffectiveConfig:
     )
     return EffectiveConfig(
         tier="local", trading_symbols=trading, correlation_symbols=(),
-        monitoring_symbols=tuple(settings.symbols.monitoring),
-        symbol_overrides=tuple(sorted(settings.symbols.symbol_map.items())), limits=limits,
+        monitoring_symbols=tuple(symbols.monitoring),
+        symbol_overrides=tuple(sorted(symbols.symbol_map.items())), limits=limits,
         max_deviation_points=local.max_deviation_points, auto_close_friday=False, from_server=False,
     )
 
 
-def from_client_config(config: ClientConfig, settings: AgentSettings) -> EffectiveConfig:
+def from_client_config(config: ClientConfig, local: LocalRiskLimits, symbols: SymbolSettings) -> EffectiveConfig:
     """The server's limits win; a limit it leaves at 0 falls back to the local file's, so a
     half-filled ClientConfig never switches a protection off."""
-    local = settings.risk
     risk, prefs = config.risk, config.preferences
     trading = tuple(config.trading_symbols)
     limits = RiskLimits(
         trading_symbols=trading,
-        max_risk_per_trade_pct=risk.max_risk_per_trade or local.max_risk_per_trade_pct,
+        max_risk_per_trade_pct=risk.max_risk_per_trade_pct or local.max_risk_per_trade_pct,
         max_daily_loss=risk.max_daily_loss or local.max_daily_loss,
         max_drawdown=risk.max_drawdown or local.max_drawdown,
         max_open_positions=prefs.max_open_positions or local.max_open_positions,
@@ -62,7 +61,7 @@ def from_client_config(config: ClientConfig, settings: AgentSettings) -> Effecti
         allowed_symbols=frozenset(risk.allowed_symbols or local.allowed_symbols),
         paused=config.paused, close_only=config.close_only,
     )
-    overrides = {**settings.symbols.symbol_map, **dict(config.symbol_map)}
+    overrides = {**symbols.symbol_map, **dict(config.symbol_map)}
     return EffectiveConfig(
         tier=config.tier_name or "unknown", trading_symbols=trading,
         correlation_symbols=tuple(config.correlation_symbols), monitoring_symbols=tuple(config.monitoring_symbols),

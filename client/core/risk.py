@@ -9,6 +9,9 @@ Commands that open risk (OPEN_POSITION) must pass every rule. Commands that redu
 (CLOSE_POSITION, CLOSE_ALL, MODIFY_POSITION) pass while paused, close-only, stopped out or
 outside the trading set, because refusing a close would keep the trader exposed; they are
 refused only when expired or while the market is closed (the broker would refuse them).
+
+The daily stop-out and the weekend auto-close, which act on the account rather than on one
+command, live in ``guard``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,10 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mt5fleet.proto.domain.market import SymbolSpecInfo
-from mt5fleet.proto.domain.sessions import (
-    MarketState,
-    is_market_open,
-    minutes_to_weekly_close,
-    next_trading_day_start_ms,
-    trading_day_start_ms,
-)
+from mt5fleet.proto.domain.sessions import MarketState
 from mt5fleet.proto.domain.trading import Command
 
 # The worker sizes a lot to exactly the allowed risk; without a little room, float noise
@@ -353,51 +350,3 @@ def drawdown_breach(limits: RiskLimits, equity: float, peak_equity: float) -> st
         return (f"drawdown {lost:.2%} (equity {equity:.2f}, peak {peak_equity:.2f}) reached the limit "
                 f"{limits.max_drawdown:.2%}")
     return None
-
-
-# ----------------------------------------------------------------------------- stop-out
-
-
-def evaluate_stop_out(state: StopOutState, limits: RiskLimits, equity: float, day_start_equity: float,
-                      peak_equity: float, now_ms: int) -> tuple[StopOutState, bool]:
-    """Returns the new state and whether to close every position now (once per breach)."""
-    if state.is_active(now_ms):
-        return state, False
-    code, reason = _breach(limits, equity, day_start_equity, peak_equity)
-    day = trading_day_start_ms(now_ms)
-    if code is None or state.handled_day_ms == day:
-        return state, False
-    stopped = StopOutState(blocked_until_ms=next_trading_day_start_ms(now_ms), handled_day_ms=day,
-                           triggered_at_ms=now_ms, code=code, reason=reason)
-    return stopped, True
-
-
-def reset_stop_out(state: StopOutState) -> StopOutState:
-    """An explicit reset lifts the block at once. The day stays handled, so the same
-    breach does not close everything again; the daily loss and drawdown rules of
-    :func:`check` still refuse new positions until the limits allow them."""
-    return replace(state, blocked_until_ms=0)
-
-
-def _breach(limits: RiskLimits, equity: float, day_start_equity: float,
-            peak_equity: float) -> tuple[RejectCode | None, str]:
-    daily = daily_loss_breach(limits, equity, day_start_equity)
-    if daily is not None:
-        return RejectCode.DAILY_LOSS, daily
-    deep = drawdown_breach(limits, equity, peak_equity)
-    if deep is not None:
-        return RejectCode.DRAWDOWN, deep
-    return None, ""
-
-
-# ------------------------------------------------------------------------------ weekend
-
-
-def should_auto_close_for_weekend(now_ms: int, *, auto_close_friday: bool, lead_minutes: float = 15,
-                                  already_done_for_week: bool) -> bool:
-    """Close everything ``lead_minutes`` before the Friday 17:00 New York close, once a
-    week, for users who asked not to hold positions over the weekend gap."""
-    if not auto_close_friday or already_done_for_week or not is_market_open(now_ms):
-        return False
-    return minutes_to_weekly_close(now_ms) <= lead_minutes
-

@@ -1,25 +1,19 @@
-"""The agent's settings model: frozen dataclasses with their numeric rules on the fields
-(``_num``), so schema and validation cannot drift apart. ``config`` parses TOML into them."""
+"""The pure part of the agent's settings: frozen dataclasses with their numeric rules on the
+fields (``rule_field``), so schema and validation cannot drift apart. The settings that hold
+I/O types (the NATS connection, the sealed MT5 password) and the whole ``AgentSettings``
+live in ``mt5fleet.client.adapters.settings``; ``config_file`` parses TOML into both."""
 
 from __future__ import annotations
 
 import enum
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mt5fleet.proto.runtime import sealing as credentials
-from mt5fleet.proto.runtime.natsconn import NatsSettings
-from mt5fleet.proto.runtime.sealing import SealedPassword, Secret
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_REQUIRED: Any = object()
 # Rule name -> (test, how the error states it). Integer fields are those with an int default.
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "positive": (lambda v: v > 0, "> 0"),
     "cap": (lambda v: v >= 0, ">= 0 (0: no cap)"),
     "seed": (lambda v: v >= 0, ">= 0"),
@@ -29,7 +23,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _num(default: float, rule: str) -> Any:
+def rule_field(default: float, rule: str) -> Any:
+    """A numeric field checked by ``RULES[rule]`` when the config file sets it."""
     return field(default=default, metadata={"rule": rule})
 
 
@@ -42,33 +37,15 @@ class ConfigError(ValueError):
 
 class Backend(enum.StrEnum):
     METATRADER5 = "metatrader5"   # the real MetaTrader5 package (Windows, beside the terminal)
-    SIMULATED = "simulated"       # mt5fleet.client.sim, everywhere
-
-
-@dataclass(frozen=True)
-class Mt5Settings:
-    backend: Backend
-    terminal_path: str | None = None
-    login: int | None = None
-    server: str | None = None
-    password: SealedPassword | None = None   # sealed; its repr shows only the key id
-    key_file: str | None = None
-    key_env: str = credentials.KEY_ENV_VAR
-    init_timeout_s: float = _num(60.0, "positive")
-
-    def unseal_password(self) -> Secret | None:
-        """The plain password, for the MT5 login only; None when none is configured."""
-        if self.password is None or self.login is None or self.server is None:
-            return None
-        key = credentials.load_key(self.key_file, self.key_env)
-        return credentials.unseal(self.password, key, login=self.login, server=self.server)
+    SIMULATED = "simulated"       # the simulated terminal, everywhere
 
 
 @dataclass(frozen=True)
 class SimulatedSettings:
-    broker: str = "icm-raw"                       # a preset of mt5fleet.client.sim.broker.BROKERS
-    seed: int = _num(1, "seed")
-    time_acceleration: float = _num(1.0, "positive")
+    # A preset of the simulated terminal: the composition root that builds it checks the name.
+    broker: str = "icm-raw"
+    seed: int = rule_field(1, "seed")
+    time_acceleration: float = rule_field(1.0, "positive")
 
 
 @dataclass(frozen=True)
@@ -82,16 +59,16 @@ class SymbolSettings:
 
 @dataclass(frozen=True)
 class Intervals:
-    prices_s: float = _num(1.0, "positive")
-    account_s: float = _num(60.0, "positive")
-    heartbeat_s: float = _num(5.0, "positive")
-    symbols_refresh_s: float = _num(300.0, "positive")
+    prices_s: float = rule_field(1.0, "positive")
+    account_s: float = rule_field(60.0, "positive")
+    heartbeat_s: float = rule_field(5.0, "positive")
+    symbols_refresh_s: float = rule_field(300.0, "positive")
 
 
 @dataclass(frozen=True)
 class Endpoint:
     host: str = "127.0.0.1"
-    port: int = _num(0, "port")                   # 0: disabled
+    port: int = rule_field(0, "port")             # 0: disabled
 
     @property
     def enabled(self) -> bool:
@@ -102,43 +79,10 @@ class Endpoint:
 class LocalRiskLimits:
     """Local fallbacks, applied where the server's ClientConfig leaves a limit unset. 0 = no cap."""
 
-    max_risk_per_trade_pct: float = _num(2.0, "percent")
-    max_daily_loss: float = _num(0.0, "cap")      # account currency
-    max_drawdown: float = _num(0.3, "fraction")   # of peak equity
-    max_open_positions: int = _num(10, "cap")
-    max_spread_points: int = _num(0, "cap")
-    max_deviation_points: int = _num(20, "cap")
+    max_risk_per_trade_pct: float = rule_field(2.0, "percent")
+    max_daily_loss: float = rule_field(0.0, "cap")      # account currency
+    max_drawdown: float = rule_field(0.3, "fraction")   # of peak equity
+    max_open_positions: int = rule_field(10, "cap")
+    max_spread_points: int = rule_field(0, "cap")
+    max_deviation_points: int = rule_field(20, "cap")
     allowed_symbols: tuple[str, ...] = ()         # empty: the effective trading symbols
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    user_id: str
-    nats: NatsSettings
-    mt5: Mt5Settings
-    data_dir: Path
-    simulated: SimulatedSettings = SimulatedSettings()
-    symbols: SymbolSettings = SymbolSettings()
-    intervals: Intervals = Intervals()
-    metrics: Endpoint = Endpoint(port=9464)
-    status: Endpoint = Endpoint(port=8470)
-    risk: LocalRiskLimits = LocalRiskLimits()
-    log_level: str = "INFO"
-
-    @property
-    def outbox_path(self) -> Path:
-        return self.data_dir / "outbox.sqlite3"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.data_dir / "ledger.sqlite3"
-
-
-def default_data_dir(user_id: str, *, platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
-    """%PROGRAMDATA%\\mt5fleet\\agent\\<uid> on Windows (a service has no useful home),
-    else $XDG_DATA_HOME (or ~/.local/share)/mt5fleet/agent/<uid>: one folder per user id."""
-    if platform == "win32" and environ.get("PROGRAMDATA"):
-        base = Path(environ["PROGRAMDATA"])
-    else:
-        base = Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "mt5fleet" / "agent" / user_id

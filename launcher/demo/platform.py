@@ -62,6 +62,7 @@ from mt5fleet.launcher.demo.view import (
     render,
     summary,
 )
+from mt5fleet.launcher.simulated_feed import SimulatedFeed
 from mt5fleet.operator.adapters.appliers import AGENT_KEY_KEY, CA_KEY, CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.nats_accounts import TrustChain, create_trust_chain, write_creds
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
@@ -77,7 +78,6 @@ from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2, signals_pb2
-from mt5fleet.workers.adapters.feeds import SimulatedFeed
 from mt5fleet.workers.app.adjust_service import AdjustWorker
 from mt5fleet.workers.app.feedback_service import FeedbackWorker
 from mt5fleet.workers.app.health_exporter import FleetHealth
@@ -464,7 +464,7 @@ def workers_see_everyone(pool: WorkerPool, users: Iterable[str]) -> bool:
         return False
     if any(not w.owned for w in workers[: subjects.ADJUST_PARTITIONS]):
         return False
-    return all(u in w.state.configs and w.state.quotes.get(u) and u in w.state.specs and u in w.state.accounts
+    return all(u in w.state.policies and w.state.quotes.get(u) and u in w.state.specs and u in w.state.accounts
                for w in workers for u in users)
 
 

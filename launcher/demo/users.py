@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from mt5fleet.client.sim.broker import BROKERS
-from mt5fleet.operator.core.models import TradingClient, parse_resource
+from mt5fleet.operator.core.admission import parse_resource
+from mt5fleet.operator.core.models import TradingClient
 from mt5fleet.proto.domain.sessions import NEW_YORK
 
 EXAMPLES_ENV = "MT5FLEET_EXAMPLES"

@@ -20,16 +20,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
 from mt5fleet.operator.adapters.secret_store import SecretStore
 from mt5fleet.operator.core.changes import Applied, Change
 from mt5fleet.operator.core.permissions import UserAccess
-from mt5fleet.proto import subjects
+from mt5fleet.proto import subjects, validation
+from mt5fleet.proto.domain.config import ClientConfig, SealedCredentials
 from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.runtime import sealing as mt5_credentials
 from mt5fleet.proto.v1 import config_pb2
+from mt5fleet.proto.validation_config import client_config_message
 
 log = logging.getLogger("mt5fleet.operator.adapters.appliers")
 
@@ -131,24 +132,22 @@ class UserAppliers:
         return Applied("streams", Change.DELETED if purged else Change.UNCHANGED, f"purged {purged} stream(s)")
 
     # ------------------------------------------------------------------ tc-config
-    async def ensure_config(self, user_id: str, config: config_pb2.ClientConfig | None, now_ms: int, *,
-                            current: config_pb2.ClientConfig | None | object = UNREAD) -> Applied:
+    async def ensure_config(self, user_id: str, config: ClientConfig | None, now_ms: int, *,
+                            current: ClientConfig | None | object = UNREAD) -> Applied:
         """``current``: the entry as the caller just read it (``current_config``), so a
-        reconcile reads it once; an unreadable entry reads as None and is rewritten."""
+        reconcile reads it once; an unreadable or invalid entry reads as None and is rewritten.
+        The typed config is encoded here, once, with the wire contract's one encoder."""
         kv = await self._kv()
         if current is UNREAD:
-            current = await self.current_config(user_id)
+            current = await self.current_config(user_id, now_ms)
         if config is None:
             if await _kv_get(kv, user_id) is None:
                 return Applied("config", Change.UNCHANGED)
             await kv.delete(user_id)
             return Applied("config", Change.DELETED)
-        if current is not None and _same_config(current, config):
-            return Applied("config", Change.UNCHANGED)
-        stamped = config_pb2.ClientConfig()
-        stamped.CopyFrom(config)
-        stamped.updated_at = now_ms
-        await kv.put(user_id, stamped.SerializeToString())
+        if isinstance(current, ClientConfig) and current.evolve(updated_at_ms=0) == config:
+            return Applied("config", Change.UNCHANGED)  # equal but for when it was written
+        await kv.put(user_id, client_config_message(config.evolve(updated_at_ms=now_ms)).SerializeToString())
         change = Change.CREATED if current is None else Change.UPDATED
         return Applied("config", change, f"generation {config.generation}")
 
@@ -205,7 +204,7 @@ class UserAppliers:
         return Applied(f"secret {name}", await self.secrets.put(name, data, {"mt5fleet.io/user": user_id}))
 
     async def sealed_password(self, user_id: str, login: int, server: str, password_ref: tuple[str, str],
-                              current: config_pb2.EncryptedCredentials | None) -> config_pb2.EncryptedCredentials:
+                              current: SealedCredentials | None) -> SealedCredentials:
         """The MT5 password from the user's Secret, sealed under the agent's key; the
         existing ciphertext is kept when it still opens to the same password (sealing
         draws a fresh nonce, and a new ciphertext would look like a config change)."""
@@ -220,21 +219,27 @@ class UserAppliers:
         key = mt5_credentials.AgentKey(base64.b64decode(stored[AGENT_KEY_KEY]), source="bootstrap secret")
         if current is not None and current.ciphertext and current.login == login and current.server == server:
             try:
-                if mt5_credentials.unseal(mt5_credentials.from_proto(current), key, login=login,
-                                          server=server) == password:
+                opened = mt5_credentials.unseal(mt5_credentials.from_credentials(current), key, login=login,
+                                                server=server)
+                if opened == password:
                     return current
             except mt5_credentials.CredentialError:
                 pass  # another key or a changed password: seal anew
         sealed = mt5_credentials.seal(password, key, login=login, server=server)
-        return mt5_credentials.to_proto(sealed, login=login, server=server)
+        return SealedCredentials(login=login, server=server, nonce=sealed.nonce, ciphertext=sealed.ciphertext,
+                                 key_id=sealed.key_id, algorithm=sealed.algorithm)
 
-    async def current_config(self, user_id: str) -> config_pb2.ClientConfig | None:
-        """The user's entry; None when there is none or it is unreadable (drift: rewritten)."""
+    async def current_config(self, user_id: str, now_ms: int) -> ClientConfig | None:
+        """The user's entry, read as its readers read it; None when there is none or it is
+        unreadable or invalid (drift: rewritten)."""
         raw = await _kv_get(await self._kv(), user_id)
+        if raw is None:
+            return None
         try:
-            return config_pb2.ClientConfig.FromString(raw) if raw else None
-        except DecodeError:
-            log.warning("the tc-config entry of %s is unreadable; it will be rewritten", user_id)
+            return validation.check_client_config(validation.decode(config_pb2.ClientConfig, raw), now_ms,
+                                                  key=user_id)
+        except validation.ValidationError as exc:
+            log.warning("the tc-config entry of %s is unreadable (%s); it will be rewritten", user_id, exc)
             return None
 
 
@@ -244,14 +249,6 @@ async def _kv_get(kv: Any, key: str) -> bytes | None:
     except KeyNotFoundError:
         return None
     return entry.value or None
-
-
-def _same_config(current: config_pb2.ClientConfig, desired: config_pb2.ClientConfig) -> bool:
-    """Equal but for when it was written."""
-    unstamped = config_pb2.ClientConfig()
-    unstamped.CopyFrom(current)
-    unstamped.updated_at = 0
-    return unstamped == desired
 
 
 # ---------------------------------------------------------------------- worker pool

@@ -14,16 +14,9 @@ from typing import Any
 import kopf
 
 from mt5fleet.operator.app.service import Reconciler
+from mt5fleet.operator.core.admission import parse_resource, parse_status
 from mt5fleet.operator.core.changes import Applied
-from mt5fleet.operator.core.models import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    SpecError,
-    parse_resource,
-    parse_status,
-    to_mapping,
-)
+from mt5fleet.operator.core.models import GROUP, PLURAL, VERSION, SpecError, to_mapping
 
 log = logging.getLogger("mt5fleet.operator.kopf")
 

@@ -26,7 +26,8 @@ import yaml
 
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
 from mt5fleet.operator.app.service import Reconciler
-from mt5fleet.operator.core.models import SpecError, TradingClientStatus, parse_resource, to_mapping
+from mt5fleet.operator.core.admission import parse_resource
+from mt5fleet.operator.core.models import SpecError, TradingClientStatus, to_mapping
 
 log = logging.getLogger("mt5fleet.operator.app.local")
 

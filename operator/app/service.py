@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from mt5fleet.operator.adapters.appliers import (
     Scaler,
@@ -23,6 +22,7 @@ from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
 from mt5fleet.operator.core.tiers import Tier
 from mt5fleet.proto import subjects, validation
+from mt5fleet.proto.domain.config import ClientConfig, SealedCredentials
 from mt5fleet.proto.domain.correlations import Pair
 from mt5fleet.proto.v1 import heartbeat_pb2, market_data_pb2
 
@@ -123,8 +123,8 @@ class Reconciler:
             step = "bootstrap Secret"
             applied.append(await self.appliers.ensure_bootstrap_secret(user, present=True))
             step = "config entry"
-            current = await self.appliers.current_config(user)
-            config = reconcile_config_with_password(desired, await self._sealed(client, current))
+            current = await self.appliers.current_config(user, self.now_ms())
+            config = desired.config.evolve(credentials=await self._sealed(client, current))
             applied.append(await self.appliers.ensure_config(user, config, self.now_ms(), current=current))
             nats_ready, step = True, "NATS credentials"
             applied.append(await self.appliers.ensure_credentials(
@@ -135,14 +135,14 @@ class Reconciler:
         return applied, ApplyOutcome(nats_ready=True, credentials_issued=desired.credentials_active,
                                      credentials_secret=bootstrap_secret_name(user))
 
-    async def _sealed(self, client: TradingClient, current: Any) -> Any:
+    async def _sealed(self, client: TradingClient, current: ClientConfig | None) -> SealedCredentials:
         """The MT5 password sealed under the agent's key, keeping the entry's ciphertext
         while it still opens to the same password."""
         spec = client.spec
         ref = spec.account.password_secret_ref
         return await self.appliers.sealed_password(
             spec.user_id, spec.account.login, spec.broker.server, (ref.name, ref.key),
-            current.mt5_credentials if current is not None and current.HasField("mt5_credentials") else None)
+            current.credentials if current is not None else None)
 
     async def ensure_streams(self, *, unless_within_s: float = 0.0) -> Applied | None:
         """The shared streams, once for many users (drift repair included). With
@@ -211,11 +211,3 @@ class Reconciler:
         for item in applied:
             if item.changed:
                 self.metrics.changes.labels(item.resource.split()[0], item.change.value).inc()
-
-
-def reconcile_config_with_password(desired: Desired, sealed: Any) -> Any:
-    config = type(desired.config)()
-    config.CopyFrom(desired.config)
-    config.mt5_credentials.CopyFrom(sealed)
-    return config
-

@@ -3,7 +3,8 @@
 ``models.py`` is the one source of truth: its dataclasses give the schema's shape, the
 constraints attached to each field (``spec_field(..., **schema)``) give the validation,
 ``CEL_RULES`` the cross-field rules. The chart carries the rendered YAML; a test fails
-when it drifts from ``render()``. Regenerate with::
+when it drifts from ``render()``. Local mode checks bodies against this same generated
+schema and its rules (``admission.py``). Regenerate with::
 
     python -m mt5fleet.operator.core.crd --write
 """
@@ -26,7 +27,7 @@ CRD_NAME = f"{models.PLURAL}.{models.GROUP}"
 # The chart's crds/ folder: Helm installs it before any template and never templates it.
 CRD_PATH = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mt5fleet" / "crds" / f"{CRD_NAME}.yaml"
 REGENERATE = "python -m mt5fleet.operator.core.crd --write"
-HEADER = (f"# Generated from operator/models.py by mt5fleet.operator.core.crd: do not edit by hand.\n"
+HEADER = (f"# Generated from operator/core/models.py by mt5fleet.operator.core.crd: do not edit by hand.\n"
           f"# Regenerate: {REGENERATE}\n")
 
 _INT32_MAX = 2**31 - 1
@@ -70,12 +71,27 @@ def build() -> dict[str, Any]:
     }
 
 
+def openapi_schema() -> dict[str, Any]:
+    """The served version's ``openAPIV3Schema``, read from the CRD object itself."""
+    (version,) = build()["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def cel_rule(rule: models.CelRule) -> dict[str, str]:
+    """A rule as ``x-kubernetes-validations`` states it (``fieldPath``: Kubernetes 1.28+)."""
+    entry = {"rule": rule.rule, "message": rule.message}
+    if rule.message_expression:
+        entry["messageExpression"] = rule.message_expression
+    entry["fieldPath"] = rule.field_path
+    return entry
+
+
 def resource_schema() -> dict[str, Any]:
     """The whole object's schema: apiVersion/kind/metadata as every resource has them."""
     spec = {
         "description": "what the user's trading client should be",
         **object_schema(models.TradingClientSpec, defaults=True),
-        "x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in models.CEL_RULES],
+        "x-kubernetes-validations": [cel_rule(rule) for rule in models.CEL_RULES],
     }
     # Status is the operator's to write: no server-side defaults, which would report a
     # phase or generation the operator never set.

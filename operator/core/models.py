@@ -1,21 +1,20 @@
 """The TradingClient resource as typed models: the one source of truth for its schema.
 
-``crd.py`` generates the CRD's OpenAPI schema from these dataclasses and the constraints
-attached to their fields; ``parse_spec`` reads a resource body against the same
-constraints. In a cluster the API server has already checked them; in local mode (YAML
-files in a folder) nothing has, so a malformed file is reported with every violation and
-its field path, exactly as ``kubectl apply`` would have refused it.
+``crd.py`` generates the CRD (OpenAPI schema and CEL rules) from these dataclasses, the
+constraints attached to their fields and ``CEL_RULES``. Bodies are checked against that
+generated CRD, not against these classes: by the API server in a cluster, by
+``admission.py`` (jsonschema and cel-python) in local mode; ``from_mapping`` then builds
+the typed value from the checked, defaulted body.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mt5fleet.proto import subjects
 
@@ -35,6 +34,8 @@ MAX_SYMBOLS = 64
 # maxLength is the pattern's longest match, stated: the API server estimates a CEL rule's
 # cost from it (an unbounded string would put the symbol rules over the cost budget).
 SYMBOL_ITEMS = {"pattern": SYMBOL_PATTERN, "maxLength": 16}
+
+T = TypeVar("T")
 
 SizingModeName = Literal["riskPercent", "fixedLot", "balanceMultiplier", "equityMultiplier"]
 AccountTypeName = Literal["demo", "live"]
@@ -138,15 +139,28 @@ class TradingClientSpec:
     close_only: bool = spec_field(False, description="only closing and modifying commands while true")
 
 
-# CEL rules of the CRD: the API server enforces them; check_rules() mirrors them for local mode.
-CEL_RULES: tuple[tuple[str, str], ...] = (
-    ("!has(self.symbols.monitoring) || self.symbols.monitoring.all(s, !(s in self.symbols.trading))",
-     "monitoring symbols must not repeat trading symbols"),
-    ("self.symbols.trading.all(s, self.symbols.trading.exists_one(t, t == s))",
-     "trading symbols must not repeat"),
-    ("!has(self.risk) || !has(self.risk.allowedSymbols) || self.risk.allowedSymbols.size() == 0 || "
-     "self.risk.allowedSymbols.exists(s, s in self.symbols.trading)",
-     "risk.allowedSymbols must include at least one trading symbol"),
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule the schema alone cannot state: an ``x-kubernetes-validations``
+    entry of the spec. The API server evaluates it in a cluster, ``admission.py`` with
+    cel-python in local mode; ``field_path`` (relative to the spec) names the field blamed,
+    ``message_expression`` (CEL, optional) a message naming the culprit."""
+    rule: str
+    message: str
+    field_path: str
+    message_expression: str = ""
+
+
+CEL_RULES: tuple[CelRule, ...] = (
+    CelRule("!has(self.symbols.monitoring) || self.symbols.monitoring.all(s, !(s in self.symbols.trading))",
+            "monitoring symbols must not repeat trading symbols", ".symbols.monitoring",
+            "self.symbols.monitoring.filter(s, s in self.symbols.trading)[0] + "
+            "' already traded; monitoring symbols must not repeat trading symbols'"),
+    CelRule("self.symbols.trading.all(s, self.symbols.trading.exists_one(t, t == s))",
+            "trading symbols must not repeat", ".symbols.trading"),
+    CelRule("!has(self.risk) || !has(self.risk.allowedSymbols) || self.risk.allowedSymbols.size() == 0 || "
+            "self.risk.allowedSymbols.exists(s, s in self.symbols.trading)",
+            "risk.allowedSymbols must include at least one trading symbol", ".risk.allowedSymbols"),
 )
 
 
@@ -171,143 +185,6 @@ class SpecError(ValueError):
         self.problems = problems
         super().__init__("; ".join(problems))
 
-
-def parse_spec(body: Mapping[str, Any]) -> TradingClientSpec:
-    problems: list[str] = []
-    spec = _read(TradingClientSpec, body, "spec", problems)
-    if spec is not None:
-        problems.extend(check_rules(spec))
-    if problems or spec is None:
-        raise SpecError(problems or ["spec: missing"])
-    return spec
-
-
-def parse_resource(resource: Mapping[str, Any]) -> TradingClient:
-    meta = resource.get("metadata") or {}
-    if resource.get("kind", KIND) != KIND:
-        raise SpecError([f"kind: expected {KIND}, got {resource.get('kind')!r}"])
-    if not meta.get("name"):
-        raise SpecError(["metadata.name: missing"])
-    return TradingClient(namespace=meta.get("namespace") or "default", name=meta["name"],
-                         generation=int(meta.get("generation") or 1), uid=meta.get("uid", ""),
-                         spec=parse_spec(resource.get("spec") or {}))
-
-
-def check_rules(spec: TradingClientSpec) -> list[str]:
-    """The CEL rules, in Python (local mode has no API server to run them)."""
-    problems = []
-    repeated = sorted(set(spec.symbols.monitoring) & set(spec.symbols.trading))
-    if repeated:
-        problems.append(f"spec.symbols.monitoring: {', '.join(repeated)} already traded; {CEL_RULES[0][1]}")
-    if len(set(spec.symbols.trading)) != len(spec.symbols.trading):
-        problems.append(f"spec.symbols.trading: {CEL_RULES[1][1]}")
-    if spec.risk.allowed_symbols and not set(spec.risk.allowed_symbols) & set(spec.symbols.trading):
-        problems.append(f"spec.risk.allowedSymbols: {CEL_RULES[2][1]}")
-    return problems
-
-
-# ---------------------------------------------------------------------- generic reading
-def _read(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(f"{path}: expected an object, got {type(data).__name__}")
-        return None
-    hints = _hints(cls)
-    known = {camel(f.name) for f in dataclasses.fields(cls)}
-    problems.extend(f"{path}.{key}: unknown field" for key in data if key not in known)
-    values: dict[str, Any] = {}
-    for spec_field_ in dataclasses.fields(cls):
-        name = camel(spec_field_.name)
-        where = f"{path}.{name}"
-        if name not in data:
-            if spec_field_.default is dataclasses.MISSING and spec_field_.default_factory is dataclasses.MISSING:
-                problems.append(f"{where}: required")
-            continue
-        value = _value(hints[spec_field_.name], data[name], where, problems)
-        if value is not None:
-            schema = spec_field_.metadata.get("schema", {})
-            problems.extend(_constraints(schema, value, where))
-            if isinstance(value, tuple) and "items" in schema:
-                for i, item in enumerate(value):
-                    problems.extend(_constraints(schema["items"], item, f"{where}[{i}]"))
-            values[spec_field_.name] = value
-    try:
-        return cls(**values)
-    except TypeError:  # a required field was missing: already reported
-        return None
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    # Resolving string annotations costs more than reading a whole spec: once per class.
-    return typing.get_type_hints(cls)
-
-
-def _value(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _read(hint, raw, where, problems)
-    if origin is Literal:
-        if raw not in args:
-            problems.append(f"{where}: must be one of {', '.join(map(str, args))}, got {raw!r}")
-            return None
-        return raw
-    if origin is tuple:
-        if not isinstance(raw, list):
-            problems.append(f"{where}: expected a list")
-            return None
-        items = [_value(args[0], item, f"{where}[{i}]", problems) for i, item in enumerate(raw)]
-        return tuple(items) if None not in items else None
-    if origin is dict:
-        if not isinstance(raw, Mapping) or not all(isinstance(v, str) for v in raw.values()):
-            problems.append(f"{where}: expected a map of strings")
-            return None
-        return dict(raw)
-    return _scalar(hint, raw, where, problems)
-
-
-def _scalar(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
-    if hint is bool:
-        ok = isinstance(raw, bool)
-    elif hint is int:
-        ok = isinstance(raw, int) and not isinstance(raw, bool)
-    elif hint is float:
-        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool)
-        raw = float(raw) if ok else raw
-    elif hint is str:
-        ok = isinstance(raw, str)
-    else:  # pragma: no cover - a model type this reader does not know is a programming error
-        raise TypeError(f"unsupported model type {hint!r} at {where}")
-    if not ok:
-        problems.append(f"{where}: expected {_TYPE_NAMES[hint]}, got {type(raw).__name__}")
-        return None
-    return raw
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def _constraints(schema: Mapping[str, Any], value: Any, where: str) -> list[str]:
-    problems = []
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if low is not None and (value <= low if schema.get("exclusiveMinimum") else value < low):
-            problems.append(f"{where}: must be {'>' if schema.get('exclusiveMinimum') else '>='} {low}, got {value}")
-        if high is not None and value > high:
-            problems.append(f"{where}: must be <= {high}, got {value}")
-    if isinstance(value, str):
-        if "pattern" in schema and not re.fullmatch(schema["pattern"], value):
-            what = "is not a canonical symbol (like EURUSD)" if schema["pattern"] == SYMBOL_PATTERN \
-                else f"does not match {schema['pattern']}"
-            problems.append(f"{where}: {value!r} {what}")
-        if len(value) > schema.get("maxLength", len(value)) or len(value) < schema.get("minLength", 0):
-            problems.append(f"{where}: length must be {schema.get('minLength', 0)}..{schema.get('maxLength')}")
-    if isinstance(value, tuple):
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", len(value)):
-            problems.append(f"{where}: must have {schema.get('minItems', 0)}..{schema.get('maxItems')} items, "
-                            f"got {len(value)}")
-    if isinstance(value, dict) and len(value) > schema.get("maxProperties", len(value)):
-        problems.append(f"{where}: at most {schema['maxProperties']} entries")
-    return problems
 
 # ---------------------------------------------------------------------- status
 PhaseName = Literal["Pending", "Provisioning", "Ready", "Degraded", "Paused", "Invalid", "Deleting"]
@@ -352,7 +229,7 @@ class TradingClientStatus:
 
 
 def to_mapping(value: Any) -> Any:
-    """A model as the camelCase JSON a resource carries (the inverse of the reader)."""
+    """A model as the camelCase JSON a resource carries (the inverse of ``from_mapping``)."""
     if dataclasses.is_dataclass(value):
         return {camel(f.name): to_mapping(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
@@ -362,8 +239,26 @@ def to_mapping(value: Any) -> Any:
     return value
 
 
-def parse_status(body: Mapping[str, Any] | None) -> TradingClientStatus:
-    """The status a resource carries; an unreadable one counts as none (it is rewritten)."""
-    problems: list[str] = []
-    status = _read(TradingClientStatus, body or {}, "status", problems)
-    return status if status is not None and not problems else TradingClientStatus()
+def from_mapping(cls: type[T], data: Mapping[str, Any]) -> T:
+    """A model from camelCase JSON that the CRD's schema has accepted (``admission.py``
+    checks it first): a field left out takes the model's default."""
+    hints = _hints(cls)
+    return cls(**{f.name: _typed(hints[f.name], data[camel(f.name)])
+                  for f in dataclasses.fields(cls) if camel(f.name) in data})  # type: ignore[arg-type]
+
+
+def _typed(hint: Any, raw: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(typing.cast(type, hint), raw)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple(_typed(typing.get_args(hint)[0], item) for item in raw)
+    if origin is dict:
+        return dict(raw)
+    return float(raw) if hint is float else raw  # JSON writes 1.0 as 1
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolving string annotations costs more than reading a whole spec: once per class.
+    return typing.get_type_hints(cls)

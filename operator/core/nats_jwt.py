@@ -12,6 +12,11 @@ NKey, and a ``jti`` that is the unpadded base32 of the SHA-256 of the claims wit
 Typed claims in, typed claims out: ``encode_*`` sign, ``decode_*`` verify the signature
 against the ``iss`` key and the issuer kind the claim allows. Seeds never appear in a
 ``repr``: :class:`NKey` and the creds text are secrets.
+
+This module is the token format (header, base64url segments, ``jti``; encoding and
+decoding); its parts live beside it, one concern each: ``nats_keys`` (NKeys),
+``nats_claims`` (the typed claims), ``nats_creds`` (``.creds`` files). Import from this
+module: the names in ``__all__`` are the interface.
 """
 
 from __future__ import annotations
@@ -19,245 +24,78 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import enum
 import hashlib
 import json
-import os
-import re
 import time
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-import nkeys
+from mt5fleet.operator.core.nats_claims import (
+    NO_LIMIT,
+    AccountClaims,
+    AccountLimits,
+    Decoded,
+    JetStreamLimits,
+    NatsLimits,
+    OperatorClaims,
+    Permission,
+    UserClaims,
+    UserPermissions,
+)
+from mt5fleet.operator.core.nats_creds import format_creds, parse_creds
+from mt5fleet.operator.core.nats_keys import (
+    JwtError,
+    KeyKind,
+    NKey,
+    public_key_kind,
+    require_kind,
+    require_signer,
+    verify_signature,
+)
 
 ALGORITHM = "ed25519-nkey"
 HEADER = {"typ": "JWT", "alg": ALGORITHM}
 LIB_VERSION = 2
-# NATS spells "unlimited" -1; 0 usually means "none" (for JetStream: disabled).
-NO_LIMIT = -1
 
 
-class JwtError(ValueError):
-    """A token that is malformed, wrongly signed or of the wrong kind."""
+def claims_hash(claims: Mapping[str, Any]) -> str:
+    """The ``jti``: base32 (unpadded) SHA-256 of the claims without their ``jti``."""
+    body = {key: value for key, value in claims.items() if key != "jti"}
+    return base64.b32encode(hashlib.sha256(_json(body)).digest()).decode().rstrip("=")
 
 
-# --------------------------------------------------------------------------- keys
-
-class KeyKind(enum.StrEnum):
-    """The first letter of a public NKey names its role."""
-
-    OPERATOR = "O"
-    ACCOUNT = "A"
-    USER = "U"
-
-    @property
-    def prefix_byte(self) -> int:
-        return {KeyKind.OPERATOR: nkeys.PREFIX_BYTE_OPERATOR, KeyKind.ACCOUNT: nkeys.PREFIX_BYTE_ACCOUNT,
-                KeyKind.USER: nkeys.PREFIX_BYTE_USER}[self]
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    """Go's ``omitempty``: zero values are left out."""
+    return {k: v for k, v in values.items() if v not in (0, "", False, None, [], {})}
 
 
-@dataclass(frozen=True)
-class NKey:
-    """An Ed25519 NKey pair. The seed is the secret: it is left out of ``repr``."""
-
-    seed: str = field(repr=False)
-    public_key: str
-    kind: KeyKind
-
-    @classmethod
-    def create(cls, kind: KeyKind) -> NKey:
-        return cls.from_seed(nkeys.encode_seed(os.urandom(32), kind.prefix_byte).decode())
-
-    @classmethod
-    def from_seed(cls, seed: str) -> NKey:
-        try:
-            pair = nkeys.from_seed(seed.strip().encode())
-            public_key = pair.public_key.decode()
-        except (nkeys.NkeysError, binascii.Error, ValueError) as exc:
-            raise JwtError(f"not an NKey seed: {type(exc).__name__}") from None
-        try:
-            kind = KeyKind(public_key[0])
-        except ValueError:
-            raise JwtError(f"seed of an unsupported NKey role {public_key[0]!r}") from None
-        return cls(seed.strip(), public_key, kind)
-
-    def sign(self, data: bytes) -> bytes:
-        return nkeys.from_seed(self.seed.encode()).sign(data)
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-def public_key_kind(public_key: str) -> KeyKind:
-    """The role of a public NKey, after checking its encoding and CRC-16."""
-    raw = _public_key_bytes(public_key)
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
     try:
-        kind = KeyKind(public_key[0])
-    except ValueError:
-        raise JwtError(f"{public_key!r} is not an operator, account or user key") from None
-    if raw[0] != kind.prefix_byte:
-        raise JwtError(f"{public_key!r} has an inconsistent prefix")
-    return kind
-
-
-def verify_signature(public_key: str, data: bytes, signature: bytes) -> bool:
-    try:
-        nacl.signing.VerifyKey(_public_key_bytes(public_key)[1:33]).verify(data, signature)
-    except nacl.exceptions.BadSignatureError:
-        return False
-    return True
-
-
-def _public_key_bytes(public_key: str) -> bytes:
-    """prefix byte + 32 key bytes, the trailing little-endian CRC-16 checked."""
-    try:
-        raw = base64.b32decode(public_key + "=" * (-len(public_key) % 8))
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise JwtError(f"{public_key!r} is not base32") from None
-    if len(raw) != 35 or int.from_bytes(raw[33:], "little") != nkeys.crc16(bytearray(raw[:33])):
-        raise JwtError(f"{public_key!r} is not a public NKey (length or checksum)")
-    return raw
-
-
-# --------------------------------------------------------------------------- claims
-
-@dataclass(frozen=True)
-class Permission:
-    """Subjects allowed and denied; an empty ``allow`` with an empty ``deny`` allows all."""
-
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UserPermissions:
-    pub: Permission = Permission()
-    sub: Permission = Permission()
-
-
-@dataclass(frozen=True)
-class NatsLimits:
-    """Per-connection limits in bytes / counts; -1 is unlimited."""
-
-    payload: int = NO_LIMIT
-    subs: int = NO_LIMIT
-    data: int = NO_LIMIT
-
-
-@dataclass(frozen=True)
-class UserClaims:
-    """``subject`` is the user's public key; ``issuer_account`` the account it belongs to
-    (written into the JWT only when a signing key, not the account key, signs it)."""
-
-    subject: str
-    name: str
-    issuer_account: str
-    permissions: UserPermissions = UserPermissions()
-    limits: NatsLimits = NatsLimits()
-    bearer_token: bool = False
-    expires: int = 0  # unix seconds; 0: never
-
-
-@dataclass(frozen=True)
-class JetStreamLimits:
-    """Account-wide JetStream limits: storage 0 means JetStream is disabled."""
-
-    mem_storage: int = 0
-    disk_storage: int = 0
-    streams: int = 0
-    consumer: int = 0
-    max_ack_pending: int = 0
-    mem_max_stream_bytes: int = 0
-    disk_max_stream_bytes: int = 0
-    max_bytes_required: bool = False
-
-    @classmethod
-    def unlimited(cls) -> JetStreamLimits:
-        return cls(mem_storage=NO_LIMIT, disk_storage=NO_LIMIT, streams=NO_LIMIT, consumer=NO_LIMIT)
-
-    @property
-    def enabled(self) -> bool:
-        return self.mem_storage != 0 or self.disk_storage != 0
-
-
-@dataclass(frozen=True)
-class AccountLimits:
-    subs: int = NO_LIMIT
-    data: int = NO_LIMIT
-    payload: int = NO_LIMIT
-    imports: int = NO_LIMIT
-    exports: int = NO_LIMIT
-    wildcards: bool = True
-    conn: int = NO_LIMIT
-    leaf: int = NO_LIMIT
-    disallow_bearer: bool = False
-    jetstream: JetStreamLimits = JetStreamLimits()
-
-
-@dataclass(frozen=True)
-class AccountClaims:
-    """``revocations`` maps a user public key (or ``*``) to unix seconds: the server
-    refuses every JWT of that key issued at or before that second."""
-
-    subject: str
-    name: str
-    limits: AccountLimits = AccountLimits()
-    signing_keys: tuple[str, ...] = ()
-    revocations: Mapping[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Frozen all the way down: a read-only copy, so a shared dict cannot change it.
-        object.__setattr__(self, "revocations", types.MappingProxyType(dict(self.revocations)))
-
-    def with_revocation(self, public_key: str, at: int) -> AccountClaims:
-        """A later revocation of the same key wins; an earlier one changes nothing."""
-        if public_key != "*":
-            _require_kind(public_key, KeyKind.USER, "revoked key")
-        revocations = dict(self.revocations)
-        revocations[public_key] = max(at, revocations.get(public_key, at))
-        return dataclasses.replace(self, revocations=revocations)
-
-    def is_revoked(self, public_key: str, issued_at: int) -> bool:
-        """As the server decides: revoked if a revocation at or after ``issued_at`` exists."""
-        return any(key in self.revocations and self.revocations[key] >= issued_at for key in ("*", public_key))
-
-
-@dataclass(frozen=True)
-class OperatorClaims:
-    subject: str
-    name: str
-    signing_keys: tuple[str, ...] = ()
-    system_account: str = ""
-    account_server_url: str = ""
-    strict_signing_key_usage: bool = False
-
-
-Claims = TypeVar("Claims", UserClaims, AccountClaims, OperatorClaims)
-
-
-@dataclass(frozen=True)
-class Decoded(Generic[Claims]):
-    """A verified token: the typed claims and the registered JWT fields around them."""
-
-    claims: Claims
-    issuer: str
-    issued_at: int
-    jti: str
-    raw: Mapping[str, Any]
+        raise JwtError("a JWT segment is not base64url") from None
 
 
 # --------------------------------------------------------------------------- encoding
 
 def encode_operator(claims: OperatorClaims, operator_key: NKey, *, issued_at: int | None = None) -> str:
     """Operator JWTs are self-signed: the key must be the operator's own."""
-    _require_kind(claims.subject, KeyKind.OPERATOR, "operator subject")
+    require_kind(claims.subject, KeyKind.OPERATOR, "operator subject")
     if operator_key.public_key != claims.subject:
         raise JwtError("an operator JWT must be signed by the operator's own key")
     for key in claims.signing_keys:
-        _require_kind(key, KeyKind.OPERATOR, "operator signing key")
+        require_kind(key, KeyKind.OPERATOR, "operator signing key")
     if claims.system_account:
-        _require_kind(claims.system_account, KeyKind.ACCOUNT, "system account")
+        require_kind(claims.system_account, KeyKind.ACCOUNT, "system account")
     nats = _compact({
         "signing_keys": list(claims.signing_keys),
         "system_account": claims.system_account,
@@ -271,10 +109,10 @@ def encode_operator(claims: OperatorClaims, operator_key: NKey, *, issued_at: in
 
 def encode_account(claims: AccountClaims, signer: NKey, *, issued_at: int | None = None) -> str:
     """``signer`` is the operator key or one of its signing keys (the server checks which)."""
-    _require_kind(claims.subject, KeyKind.ACCOUNT, "account subject")
-    _require_signer(signer, KeyKind.OPERATOR, "account")
+    require_kind(claims.subject, KeyKind.ACCOUNT, "account subject")
+    require_signer(signer, KeyKind.OPERATOR, "account")
     for key in claims.signing_keys:
-        _require_kind(key, KeyKind.ACCOUNT, "account signing key")
+        require_kind(key, KeyKind.ACCOUNT, "account signing key")
     nats = _compact({
         "limits": _account_limits_json(claims.limits),
         "signing_keys": list(claims.signing_keys),
@@ -287,9 +125,9 @@ def encode_account(claims: AccountClaims, signer: NKey, *, issued_at: int | None
 
 def encode_user(claims: UserClaims, signer: NKey, *, issued_at: int | None = None) -> str:
     """``signer`` is the account key itself or one of the account's signing keys."""
-    _require_kind(claims.subject, KeyKind.USER, "user subject")
-    _require_kind(claims.issuer_account, KeyKind.ACCOUNT, "issuer account")
-    _require_signer(signer, KeyKind.ACCOUNT, "user")
+    require_kind(claims.subject, KeyKind.USER, "user subject")
+    require_kind(claims.issuer_account, KeyKind.ACCOUNT, "issuer account")
+    require_signer(signer, KeyKind.ACCOUNT, "user")
     permissions = claims.permissions
     nats = _compact({
         "pub": _permission_json(permissions.pub),
@@ -321,11 +159,6 @@ def _encode(subject: str, name: str, nats: dict[str, Any], signer: NKey, issued_
     return f"{signing_input}.{_b64(signer.sign(signing_input.encode()))}"
 
 
-def claims_hash(claims: Mapping[str, Any]) -> str:
-    """The ``jti``: base32 (unpadded) SHA-256 of the claims without their ``jti``."""
-    body = {key: value for key, value in claims.items() if key != "jti"}
-    return base64.b32encode(hashlib.sha256(_json(body)).digest()).decode().rstrip("=")
-
 
 def _account_limits_json(limits: AccountLimits) -> dict[str, Any]:
     # nats-io/jwt flattens NATS, account and JetStream limits into one object.
@@ -336,36 +169,6 @@ def _account_limits_json(limits: AccountLimits) -> dict[str, Any]:
 
 def _permission_json(permission: Permission) -> dict[str, list[str]]:
     return _compact({"allow": list(permission.allow), "deny": list(permission.deny)})
-
-
-def _compact(values: dict[str, Any]) -> dict[str, Any]:
-    """Go's ``omitempty``: zero values are left out."""
-    return {k: v for k, v in values.items() if v not in (0, "", False, None, [], {})}
-
-
-def _require_kind(public_key: str, kind: KeyKind, what: str) -> None:
-    if public_key_kind(public_key) is not kind:
-        raise JwtError(f"{what} must be a {kind.name.lower()} key, got {public_key[:1]}...")
-
-
-def _require_signer(signer: NKey, kind: KeyKind, claim: str) -> None:
-    if signer.kind is not kind:
-        raise JwtError(f"a {claim} JWT is signed by a {kind.name.lower()} key, not a {signer.kind.name.lower()} key")
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise JwtError("a JWT segment is not base64url") from None
 
 
 # --------------------------------------------------------------------------- decoding
@@ -406,7 +209,7 @@ def decode_operator(token: str) -> Decoded[OperatorClaims]:
 def decode_account(token: str, *, trusted_operator: OperatorClaims | None = None) -> Decoded[AccountClaims]:
     """With ``trusted_operator``, the issuer must be that operator or one of its signing keys."""
     raw, nats = _decoded(token, "account")
-    _require_kind(raw["iss"], KeyKind.OPERATOR, "account issuer")
+    require_kind(raw["iss"], KeyKind.OPERATOR, "account issuer")
     if trusted_operator is not None and raw["iss"] not in (trusted_operator.subject, *trusted_operator.signing_keys):
         raise JwtError("the account JWT is not signed by the trusted operator or its signing keys")
     limits = nats.get("limits", {})
@@ -421,7 +224,7 @@ def decode_account(token: str, *, trusted_operator: OperatorClaims | None = None
 def decode_user(token: str, *, trusted_account: AccountClaims | None = None) -> Decoded[UserClaims]:
     """With ``trusted_account``, the issuer must be that account or one of its signing keys."""
     raw, nats = _decoded(token, "user")
-    _require_kind(raw["iss"], KeyKind.ACCOUNT, "user issuer")
+    require_kind(raw["iss"], KeyKind.ACCOUNT, "user issuer")
     account = nats.get("issuer_account") or raw["iss"]
     if trusted_account is not None:
         if account != trusted_account.subject:
@@ -464,40 +267,6 @@ def _permission(value: Any) -> Permission:
 def _signing_key(value: Any) -> str:
     # A scoped signing key is an object {"kind": "user_scope", "key": ...}; a plain one a string.
     return value["key"] if isinstance(value, dict) else value
-
-
-# --------------------------------------------------------------------------- creds files
-
-_CREDS_BLOCK = re.compile(r"\s*(?:(?:-{3,}.*-{3,}\r?\n)([\w\-.=]+)(?:\r?\n-{3,}.*-{3,}(?:\r?\n|\Z)))")
-
-
-def format_creds(user_jwt: str, seed: str) -> str:
-    """The ``.creds`` text exactly as ``nsc`` / nats-io/jwt ``FormatUserConfig`` write it."""
-    if not seed.startswith("SU"):
-        raise JwtError("a creds file holds a user seed (SU...)")
-    return (
-        "-----BEGIN NATS USER JWT-----\n"
-        f"{user_jwt}\n"
-        "------END NATS USER JWT------\n"
-        "\n"
-        "************************* IMPORTANT *************************\n"
-        "NKEY Seed printed below can be used to sign and prove identity.\n"
-        "NKEYs are sensitive and should be treated as secrets.\n"
-        "\n"
-        "-----BEGIN USER NKEY SEED-----\n"
-        f"{seed}\n"
-        "------END USER NKEY SEED------\n"
-        "\n"
-        "*************************************************************\n"
-    )
-
-
-def parse_creds(text: str) -> tuple[str, str]:
-    """(user JWT, seed) from ``.creds`` text, with the regex the Go and Python clients use."""
-    blocks = _CREDS_BLOCK.findall(text)
-    if len(blocks) < 2:
-        raise JwtError("not a creds file: expected a JWT block and a seed block")
-    return blocks[0], blocks[1]
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mt5fleet.operator.core.nats_jwt import NO_LIMIT, NatsLimits, Permission, UserPermissions
+from mt5fleet.operator.core.nats_claims import NO_LIMIT, NatsLimits, Permission, UserPermissions
 from mt5fleet.proto import subjects
 
 JS_API = "$JS.API"

@@ -17,20 +17,21 @@ from mt5fleet.operator.core.models import (
     TradingClientSpec,
     TradingClientStatus,
 )
-from mt5fleet.operator.core.nats_jwt import NatsLimits
+from mt5fleet.operator.core.nats_claims import NatsLimits
 from mt5fleet.operator.core.permissions import UserAccess, catchup_consumer, user_access
 from mt5fleet.operator.core.tiers import Tier
 from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.config import ClientConfig, Preferences, RiskProfile, SizingMode
 from mt5fleet.proto.domain.correlations import Pair, select_pairs
-from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
+from mt5fleet.proto.domain.trading import AccountType
 
 SIZING_MODES = {
-    "riskPercent": account_pb2.SIZING_MODE_RISK_PERCENT,
-    "fixedLot": account_pb2.SIZING_MODE_FIXED_LOT,
-    "balanceMultiplier": account_pb2.SIZING_MODE_BALANCE_MULTIPLIER,
-    "equityMultiplier": account_pb2.SIZING_MODE_EQUITY_MULTIPLIER,
+    "riskPercent": SizingMode.RISK_PERCENT,
+    "fixedLot": SizingMode.FIXED_LOT,
+    "balanceMultiplier": SizingMode.BALANCE_MULTIPLIER,
+    "equityMultiplier": SizingMode.EQUITY_MULTIPLIER,
 }
-ACCOUNT_TYPES = {"demo": common_pb2.ACCOUNT_TYPE_DEMO, "live": common_pb2.ACCOUNT_TYPE_LIVE}
+ACCOUNT_TYPES = {"demo": AccountType.DEMO, "live": AccountType.LIVE}
 
 # An agent heartbeats every 5 s; three missed ones mean it is gone.
 AGENT_SILENCE_MS = 15_000
@@ -66,7 +67,7 @@ class Desired:
     user_id: str
     tier: Tier
     selection: Selection
-    config: config_pb2.ClientConfig     # without credentials and updated_at: the applier adds them
+    config: ClientConfig                # without credentials and updated_at: the appliers add them
     shard: int
     subjects: Mapping[str, str]
     credentials_active: bool            # False while paused: the JWT is revoked
@@ -133,18 +134,20 @@ def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAcces
                                                        subs=tier.max_subscriptions, data=tier.max_data_bytes))
 
 
-def client_config(client: TradingClient, tier: Tier, symbols: EffectiveSymbols, shard: int) -> config_pb2.ClientConfig:
+def client_config(client: TradingClient, tier: Tier, symbols: EffectiveSymbols, shard: int) -> ClientConfig:
+    """What the user's agent and its adjustment worker read from ``tc-config``."""
     spec, risk, prefs = client.spec, client.spec.risk, client.spec.preferences
-    return config_pb2.ClientConfig(
-        user_id=spec.user_id, tier_name=tier.name, tier=tier.enum,
+    return ClientConfig(
+        user_id=spec.user_id, tier_name=tier.name, tier=tier.subscription_tier,
         trading_symbols=symbols.trading, correlation_symbols=symbols.correlation,
-        monitoring_symbols=symbols.monitoring, symbol_map=spec.broker.symbol_map, limits=tier.limits_proto(),
-        risk=account_pb2.RiskProfile(
-            max_risk_per_trade=risk.max_risk_per_trade, max_daily_loss=risk.max_daily_loss,
+        monitoring_symbols=symbols.monitoring, symbol_map=tuple(sorted(spec.broker.symbol_map.items())),
+        limits=tier.limits,
+        risk=RiskProfile(
+            max_risk_per_trade_pct=risk.max_risk_per_trade, max_daily_loss=risk.max_daily_loss,
             max_drawdown=risk.max_drawdown, allow_news_trading=risk.allow_news_trading,
             allowed_symbols=risk.allowed_symbols, max_spread_points=risk.max_spread_points,
             max_lot=risk.max_lot, max_deviation_points=risk.max_deviation_points),
-        preferences=account_pb2.TradingPreferences(
+        preferences=Preferences(
             preferred_lot_size=prefs.preferred_lot_size, max_open_positions=risk.max_open_positions,
             auto_close_friday=prefs.auto_close_friday, conservative_mode=prefs.conservative_mode,
             sizing_mode=SIZING_MODES[prefs.sizing_mode], sizing_value=prefs.sizing_value),

@@ -12,8 +12,9 @@ from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from mt5fleet.proto.domain.config import TierLimits
 from mt5fleet.proto.domain.instruments import STANDARD_SYMBOLS
-from mt5fleet.proto.v1 import common_pb2, config_pb2
+from mt5fleet.proto.domain.trading import SubscriptionTier
 
 UNLIMITED = 0
 
@@ -34,16 +35,18 @@ class Tier:
     def allows_symbol(self, symbol: str) -> bool:
         return self.custom_pairs or symbol in STANDARD_SYMBOLS
 
-    def limits_proto(self) -> config_pb2.TierLimits:
-        return config_pb2.TierLimits(
+    @property
+    def limits(self) -> TierLimits:
+        """What the user's ClientConfig says about its tier."""
+        return TierLimits(
             max_trading_pairs=self.max_trading_pairs, max_monitoring_pairs=self.max_monitoring_pairs,
             correlation_analysis=self.correlation_analysis, custom_pairs=self.custom_pairs,
             max_payload_bytes=self.max_payload_bytes, max_subscriptions=self.max_subscriptions,
             max_data_bytes=self.max_data_bytes, max_price_batches_per_s=self.max_price_batches_per_s)
 
     @property
-    def enum(self) -> int:
-        return _TIER_ENUM.get(self.name, common_pb2.SUBSCRIPTION_TIER_CUSTOM)
+    def subscription_tier(self) -> SubscriptionTier:
+        return _SUBSCRIPTION_TIERS.get(self.name, SubscriptionTier.CUSTOM)
 
 
 DEFAULT_TIERS: Mapping[str, Tier] = MappingProxyType({
@@ -57,7 +60,7 @@ DEFAULT_TIERS: Mapping[str, Tier] = MappingProxyType({
                        max_data_bytes=-1, max_price_batches_per_s=10),
 })
 
-_TIER_ENUM = {name: common_pb2.SubscriptionTier.Value(f"SUBSCRIPTION_TIER_{name.upper()}") for name in DEFAULT_TIERS}
+_SUBSCRIPTION_TIERS = {name: SubscriptionTier[name.upper()] for name in DEFAULT_TIERS}
 
 
 class TierConfigError(ValueError):

@@ -6,22 +6,19 @@ server, so a ciphertext copied into another account's config (or ClientConfig) d
 open. The operator seals with the same ``seal()`` for ``ClientConfig.mt5_credentials``.
 
 Nothing here prints secret material: ``Secret`` and ``AgentKey`` mask their repr, and every
-error names where a key came from, never its bytes. ``python -m mt5fleet.proto.runtime.sealing``
-generates a key and seals a password for ``agent.toml``.
+error names where a key came from, never its bytes. ``mt5fleet agent keygen`` and
+``mt5fleet agent seal-password`` (``mt5fleet.client.app.keys``) generate a key and seal a
+password for ``agent.toml``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import getpass
 import hashlib
 import hmac
 import os
 import secrets
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +26,7 @@ from typing import NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mt5fleet.proto.domain.config import SealedCredentials
 from mt5fleet.proto.v1 import config_pb2
 
 ALGORITHM = "AES-256-GCM"
@@ -208,6 +206,15 @@ def from_proto(message: config_pb2.EncryptedCredentials) -> SealedPassword:
     )
 
 
+def from_credentials(credentials: SealedCredentials) -> SealedPassword:
+    """The sealed password of a checked ClientConfig (``mt5fleet.proto.domain.config``);
+    unseal it with ``credentials.login`` and ``credentials.server``."""
+    if not credentials.ciphertext:
+        raise CredentialError("the sealed credentials carry no ciphertext")
+    return SealedPassword(nonce=credentials.nonce, ciphertext=credentials.ciphertext, key_id=credentials.key_id,
+                          algorithm=credentials.algorithm or ALGORITHM)
+
+
 def to_text(sealed: SealedPassword) -> str:
     """``v1:<key_id>:<base64 nonce>:<base64 ciphertext>``, for a TOML string."""
     nonce = base64.b64encode(sealed.nonce).decode("ascii")
@@ -221,7 +228,7 @@ def from_text(text: str) -> SealedPassword:
     if len(parts) != 4 or parts[0] != TEXT_VERSION:
         raise CredentialError(
             f"not a sealed password (expected '{TEXT_VERSION}:<key_id>:<nonce>:<ciphertext>'; "
-            "seal one with: python -m mt5fleet.proto.runtime.sealing seal)"
+            "seal one with: mt5fleet agent seal-password)"
         )
     _, key_id, nonce_b64, ciphertext_b64 = parts
     try:
@@ -232,53 +239,3 @@ def from_text(text: str) -> SealedPassword:
     if len(nonce) != NONCE_BYTES or len(ciphertext) <= _TAG_BYTES:
         raise CredentialError("sealed password: nonce or ciphertext has the wrong length")
     return SealedPassword(nonce=nonce, ciphertext=ciphertext, key_id=key_id)
-
-
-# ------------------------------------------------------------------ command line
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mt5fleet.proto.runtime.sealing",
-                                     description="Agent key and sealed MT5 password for agent.toml.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate-key", help="a new base64 key, printed or written to a new file")
-    generate.add_argument("--out", help="write it to this file (never overwrites: that would orphan sealed passwords)")
-    seal_parser = commands.add_parser("seal", help="read the password (prompt or stdin), print mt5.password")
-    seal_parser.add_argument("--login", type=int, required=True)
-    seal_parser.add_argument("--server", required=True)
-    seal_parser.add_argument("--key-file", help=f"default: the environment variable {KEY_ENV_VAR}")
-    args = parser.parse_args(argv)
-    if args.command == "generate-key":
-        return _write_key(args.out)
-    try:
-        key = load_key(args.key_file)
-        sealed = seal(_read_password(), key, login=args.login, server=args.server)
-    except CredentialError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(to_text(sealed))
-    return 0
-
-
-def _write_key(out: str | None) -> int:
-    if out is None:
-        print(generate_key())
-        return 0
-    try:
-        # O_EXCL: an existing key is never replaced; 0o600: only this user reads it (POSIX).
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        print(f"error: {out} exists; not overwriting a key", file=sys.stderr)
-        return 2
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(generate_key() + "\n")
-    return 0
-
-
-def _read_password() -> Secret:
-    if sys.stdin.isatty():
-        return Secret(getpass.getpass("MT5 password: "))
-    return Secret(sys.stdin.readline().rstrip("\r\n"))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,15 +1,15 @@
-"""Reference tick feeds for the market-data worker: one interface, two implementations.
+"""Reference tick feeds for the market-data worker: the ``ReferenceTickFeed`` interface and
+its live implementation.
 
-* ``SimulatedFeed`` samples the seeded ``ReferenceFeed`` of the simulated broker on an
-  injected clock, so a demo or a test replays the same ticks for the same seed and clock.
-* ``OandaPricingStream`` reads OANDA's v20 pricing stream
-  (``GET /v3/accounts/{id}/pricing/stream``): newline-delimited JSON, ``PRICE`` messages
-  and a ``HEARTBEAT`` every 5 s. A bad line is counted, logged and skipped; a dropped or
-  silent stream (no heartbeat for 10 s) is reopened with exponential backoff. The worker
-  never sees the difference (house style: the simulated venue sits behind the same
-  interface as the live one).
+``OandaPricingStream`` reads OANDA's v20 pricing stream
+(``GET /v3/accounts/{id}/pricing/stream``): newline-delimited JSON, ``PRICE`` messages and a
+``HEARTBEAT`` every 5 s. A bad line is counted, logged and skipped; a dropped or silent
+stream (no heartbeat for 10 s) is reopened with exponential backoff.
 
-Both yield ``Tick`` values with canonical symbols (``EURUSD``; OANDA says ``EUR_USD``).
+The simulated feed sits behind the same interface but lives with the composition root
+(``mt5fleet.launcher.simulated_feed``), so production code never imports the simulator;
+the worker never sees the difference. Every feed yields ``Tick`` values with canonical
+symbols (``EURUSD``; OANDA says ``EUR_USD``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, Protocol
 
 import aiohttp
-
-from mt5fleet.client.sim.feed import ReferenceFeed
-from mt5fleet.proto.domain.clock import Clock, now_ms
 
 log = logging.getLogger("mt5fleet.worker.feeds")
 
@@ -55,48 +52,6 @@ class ReferenceTickFeed(Protocol):
     def ticks(self) -> AsyncIterator[Tick]: ...
 
     async def close(self) -> None: ...
-
-
-# ----------------------------------------------------------------------------- simulated
-
-
-class SimulatedFeed:
-    """Quotes of a seeded ``ReferenceFeed`` every ``interval_s`` of the injected clock.
-
-    Like a real stream it sends a symbol's quote only when it changed, and nothing while
-    the FX market is closed (the reference prices stand still at weekends anyway).
-    """
-
-    def __init__(self, feed: ReferenceFeed, symbols: Iterable[str] | None = None, *, clock: Clock,
-                 interval_s: float = 1.0) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval must be positive, not {interval_s}")
-        self._feed = feed
-        self._symbols = tuple(symbols) if symbols is not None else feed.symbols
-        for symbol in self._symbols:
-            feed.digits(symbol)  # KeyError now rather than on the first tick
-        self._clock = clock
-        self._interval_s = interval_s
-        self._closed = False
-
-    @property
-    def symbols(self) -> tuple[str, ...]:
-        return self._symbols
-
-    async def ticks(self) -> AsyncIterator[Tick]:
-        last: dict[str, tuple[float, float]] = {}
-        while not self._closed:
-            t_ms = now_ms(self._clock)
-            if self._feed.is_open(t_ms):
-                for symbol in self._symbols:
-                    quote = self._feed.quote(symbol, t_ms)
-                    if last.get(symbol) != quote and not self._closed:
-                        last[symbol] = quote
-                        yield Tick(symbol, quote[0], quote[1], t_ms)
-            await self._clock.sleep(self._interval_s)
-
-    async def close(self) -> None:
-        self._closed = True
 
 
 # ----------------------------------------------------------------------------- OANDA

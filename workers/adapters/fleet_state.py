@@ -1,6 +1,12 @@
 """What an adjustment worker knows about every user, rebuilt from JetStream on start and
 kept current: the latest broker quotes (TC_PRICES), symbol specs (TC_SYMBOLS), account
-(TC_ACCOUNT), positions opened per signal (TC_EXECUTIONS) and ClientConfig (KV tc-config).
+(TC_ACCOUNT), positions opened per signal (TC_EXECUTIONS) and each user's policy (KV
+tc-config).
+
+A ClientConfig is decoded, checked and turned into a ``UserPolicy`` once, when its KV entry
+changes, not per signal: a fan-out over thousands of users reads ready policies. A config
+that is refused (malformed, nonsense numbers, stored under another user's key) is counted
+and the user keeps the last good policy.
 
 Each stream is read by one ordered consumer that starts with the last message per subject
 and then follows live, so a restarted worker has every user's state within moments. Bad
@@ -27,13 +33,14 @@ from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2
 from mt5fleet.proto.validation import (
     ValidationError,
     check_account,
+    check_client_config,
     check_execution,
     check_price_batch,
     check_symbol_specs,
     decode,
 )
 from mt5fleet.workers.core.adjust import close_command_id
-from mt5fleet.workers.core.policy import PositionRef, UserState, policy_from_config
+from mt5fleet.workers.core.policy import PositionRef, UserPolicy, UserState, policy_from_config
 
 log = logging.getLogger("mt5fleet.worker.state")
 
@@ -47,7 +54,7 @@ class FleetState:
     def __init__(self, *, now_ms: Callable[[], int], on_invalid: Invalid = lambda kind, why: None) -> None:
         self.now_ms = now_ms
         self.on_invalid = on_invalid
-        self.configs: dict[str, config_pb2.ClientConfig] = {}
+        self.policies: dict[str, UserPolicy] = {}
         self.quotes: dict[str, dict[str, Quote]] = defaultdict(dict)
         self.specs: dict[str, dict[str, SymbolSpecInfo]] = {}
         self.accounts: dict[str, AccountSnapshot] = {}
@@ -59,12 +66,12 @@ class FleetState:
     def users(self, partition: int | None = None, partitions: int = subjects.ADJUST_PARTITIONS) -> list[str]:
         """Users with a config, of one partition or all. The operator writes the same
         partition into ClientConfig.worker_shard; both come from subjects.partition_of."""
-        return [uid for uid in self.configs
+        return [uid for uid in self.policies
                 if partition is None or subjects.partition_of(uid, partitions) == partition]
 
     def user_state(self, user_id: str) -> UserState:
         book = self.positions.get(user_id)
-        return UserState(policy=policy_from_config(self.configs[user_id]), quotes=self.quotes.get(user_id, {}),
+        return UserState(policy=self.policies[user_id], quotes=self.quotes.get(user_id, {}),
                          specs=self.specs.get(user_id, {}), account=self.accounts.get(user_id),
                          stopped_out=user_id in self.stopped_out,
                          positions_by_signal=book.by_signal() if book is not None else {},
@@ -93,7 +100,7 @@ class FleetState:
             if entry is None:
                 continue
             if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.configs.pop(entry.key, None)
+                self.policies.pop(entry.key, None)
                 continue
             self.on_config(entry.key, entry.value)
 
@@ -103,13 +110,14 @@ class FleetState:
 
     # ------------------------------------------------------------------ handlers (also used by tests)
     def on_config(self, user_id: str, raw: bytes) -> None:
+        """``user_id`` is the KV key: a config naming another user is refused."""
         try:
-            config = decode(config_pb2.ClientConfig, raw)
-            subjects.check_user_id(config.user_id)
-        except (ValidationError, subjects.InvalidName) as exc:
+            config = check_client_config(decode(config_pb2.ClientConfig, raw), self.now_ms(), key=user_id)
+            policy = policy_from_config(config)
+        except ValueError as exc:  # ValidationError, or a number UserPolicy refuses
             self.on_invalid("ClientConfig", str(exc))
             return
-        self.configs[user_id] = config
+        self.policies[user_id] = policy
 
     def on_prices(self, subject: str, raw: bytes) -> None:
         user_id, _ = subjects.parse_user_subject(subject)

@@ -2,55 +2,25 @@
 ``worker-leases`` with compare-and-set writes.
 
 Each replica announces itself (``member-<id>``, renewed every ttl/3) and holds leases
-``partition-<n>`` naming it and an expiry. ``plan()`` is pure: from what the bucket shows,
-it decides which partitions to claim (free or expired ones, up to a fair share) and which
-to give up (above the fair share, so a new replica gets work). Every write is a CAS on the
-revision read, so two replicas can never both believe they own a partition after the same
-read. A replica that dies stops renewing; its leases expire after ``ttl`` and are taken.
+``partition-<n>`` naming it and an expiry. What to claim, renew and give up is decided by
+the pure ``mt5fleet.workers.core.lease_plan.plan``. Every write is a CAS on the revision
+read, so two replicas can never both believe they own a partition after the same read. A
+replica that dies stops renewing; its leases expire after ``ttl`` and are taken.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from mt5fleet.proto import subjects
+from mt5fleet.workers.core.lease_plan import Lease, plan
 
 log = logging.getLogger("mt5fleet.worker.leases")
 
 MEMBER_PREFIX = "member-"
-
-
-@dataclass(frozen=True)
-class Lease:
-    owner: str
-    expires_ms: int
-    revision: int = 0
-
-    def live(self, now_ms: int) -> bool:
-        return self.expires_ms > now_ms
-
-
-@dataclass(frozen=True)
-class Plan:
-    claim: tuple[int, ...]
-    renew: tuple[int, ...]
-    release: tuple[int, ...]
-
-
-def plan(me: str, leases: Mapping[int, Lease | None], members: int, partitions: int, now_ms: int) -> Plan:
-    """Own at most ceil(partitions / members); take free or expired partitions first."""
-    share = math.ceil(partitions / max(members, 1))
-    mine = sorted(p for p, lease in leases.items() if lease and lease.owner == me and lease.live(now_ms))
-    free = sorted(p for p in range(partitions) if not (leases.get(p) and leases[p].live(now_ms)))
-    keep, release = mine[:share], mine[share:]
-    claim = free[: max(share - len(keep), 0)]
-    return Plan(claim=tuple(claim), renew=tuple(keep), release=tuple(release))
 
 
 class LeaseKeeper:

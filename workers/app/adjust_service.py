@@ -24,6 +24,7 @@ from mt5fleet.proto.domain.trading import Signal
 from mt5fleet.proto.runtime.tasks import cancel_and_wait, within
 from mt5fleet.proto.v1 import commands_pb2, signals_pb2
 from mt5fleet.proto.validation import ValidationError, check_signal, decode
+from mt5fleet.workers.adapters import wire
 from mt5fleet.workers.adapters.fleet_state import FleetState
 from mt5fleet.workers.adapters.leases import LeaseKeeper
 from mt5fleet.workers.adapters.metrics import AdjustMetrics
@@ -91,7 +92,7 @@ class AdjustWorker:
                 log.info("replica %s takes partition %d", self.replica_id, partition)
                 self.owned[partition] = asyncio.create_task(self._pull(partition), name=f"partition-{partition}")
             self.metrics.partitions.set(len(self.owned))
-            self.metrics.users.set(len(self.state.configs))
+            self.metrics.users.set(len(self.state.policies))
             await asyncio.sleep(self.lease_ttl_ms / 3000)
 
     async def _pull(self, partition: int) -> None:
@@ -182,7 +183,7 @@ class AdjustWorker:
                 self.metrics.skips.labels(result.reason.value).inc()
                 self.on_skip(signal.signal_id, user_id, result.reason.value)
                 continue
-            commands.extend(result.commands)
+            commands.extend(wire.command_message(command) for command in result.commands)
         return commands
 
     async def _publish(self, command: commands_pb2.TradingCommand) -> None:

@@ -17,11 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain import sessions
-from mt5fleet.proto.v1 import common_pb2, market_data_pb2
+from mt5fleet.proto.domain.market import Indicators, MarketData, Session
+from mt5fleet.proto.domain.trading import SubscriptionTier
+from mt5fleet.workers.adapters import wire
 from mt5fleet.workers.adapters.feeds import ReferenceTickFeed, Tick
 from mt5fleet.workers.core.bars import Bar, BarBuilder
 from mt5fleet.workers.core.correlation import RollingCorrelation
-from mt5fleet.workers.core.indicators import IndicatorSet, indicators_to_proto
+from mt5fleet.workers.core.indicators import IndicatorSet
 
 log = logging.getLogger("mt5fleet.worker.marketdata")
 
@@ -79,7 +81,8 @@ class MarketDataWorker:
         """All symbols' bars of one minute are in: one correlation update, one snapshot."""
         self.correlation.update(self._round, self._round_time)
         self._round = {}
-        snapshot = self.correlation.snapshot(self.now_ms())
+        now = self.now_ms()
+        snapshot = wire.correlation_snapshot_message(self.correlation.snapshot(now), now)
         await self.js.publish(subjects.CORRELATIONS_SUBJECT, snapshot.SerializeToString(),
                               headers={"Nats-Msg-Id": f"corr:{self._round_time}"})
         self.metrics.published.labels("correlations").inc()
@@ -89,22 +92,15 @@ class MarketDataWorker:
         indicators = self.indicators.get(symbol)
         if quote is None:
             return
+        now = self.now_ms()
         market = sessions.market_state(at_ms)
-        data = market_data_pb2.ClientMarketData(
-            symbol=symbol, bid=quote.bid, ask=quote.ask, timestamp=self.now_ms(),
-            user_tier=common_pb2.SUBSCRIPTION_TIER_FREE, session=session_message(market),
-            correlations=self.correlation.correlations_for(symbol, self.now_ms())[:20], bar_time=bar_time)
-        if indicators is not None:
-            data.indicators.CopyFrom(indicators.to_proto())
-        await self.js.publish(subjects.market_data_subject(symbol), data.SerializeToString())
+        data = MarketData(
+            symbol=symbol, bid=quote.bid, ask=quote.ask, time_ms=now, tier=SubscriptionTier.FREE,
+            indicators=indicators.values if indicators is not None else Indicators(),
+            session=Session(market.is_open, market.in_rollover, market.active_sessions,
+                            market.next_open_ms or None, market.next_close_ms or None),
+            correlations=tuple(self.correlation.correlations_for(symbol, now)[:20]), bar_time_ms=bar_time or None)
+        message = wire.market_data_message(data, with_indicators=indicators is not None)
+        await self.js.publish(subjects.market_data_subject(symbol), message.SerializeToString())
         self._last_sent_ms[symbol] = at_ms
         self.metrics.published.labels("market_data").inc()
-
-
-__all__ = ["MarketDataWorker", "MarketDataMetrics", "indicators_to_proto"]
-
-
-def session_message(state: sessions.MarketState) -> common_pb2.MarketSession:
-    return common_pb2.MarketSession(is_open=state.is_open, in_rollover=state.in_rollover,
-                                    active_sessions=list(state.active_sessions),
-                                    next_open=state.next_open_ms, next_close=state.next_close_ms)

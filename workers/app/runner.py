@@ -6,28 +6,28 @@ taking work, hands its partitions over (adjust), drains the NATS connection and 
 If its work ends by itself (a crash), it cleans up the same way and exits non-zero, so
 Kubernetes restarts it and says why.
 
-The simulated market-data feed follows the wall clock, so it is silent while the FX
-market is closed; ``$MT5FLEET_SIM_START_MS`` (unix ms) starts its clock at another
-instant instead (a demo or a test at the weekend).
+The market-data worker's reference feed (OANDA, or the simulated one for a demo or a test)
+and the clock its ticks are stamped with are injected: the launcher chooses and builds
+them, so nothing here knows the simulator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock, now_ms
+from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
+from mt5fleet.workers.adapters.feeds import ReferenceTickFeed
 
 log = logging.getLogger("mt5fleet.worker")
 
@@ -39,10 +39,8 @@ class WorkerOptions:
     http_host: str = "0.0.0.0"  # noqa: S104  (in-cluster: the probes and Prometheus come from outside the pod)
     http_port: int = 9465
     partitions: int = 8
-    feed: str = "simulated"
-    symbols: tuple[str, ...] = ()
-    oanda_account: str = ""
-    oanda_environment: str = "practice"
+    feed: ReferenceTickFeed | None = None                     # marketdata only
+    feed_clock: Clock = field(default_factory=SystemClock)   # the clock the feed's ticks are stamped with
 
 
 @dataclass
@@ -73,42 +71,13 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
     if options.kind == "marketdata":
         from mt5fleet.workers.app.marketdata_service import MarketDataWorker
 
-        feed, clock = _feed(options)
+        feed, clock = options.feed, options.feed_clock
+        if feed is None:
+            raise ValueError("the marketdata worker needs a reference feed")
         # Timestamps from the feed's clock: a simulated instant and the wall clock must not mix.
         worker = MarketDataWorker(nc, feed, now_ms=lambda: now_ms(clock))
         return Service(worker.metrics.registry, worker.run, feed.close)
     raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback or health")
-
-
-SIM_START_ENV = "MT5FLEET_SIM_START_MS"
-
-
-def _feed(options: WorkerOptions) -> tuple[Any, Clock]:
-    """The reference feed and the clock its ticks are stamped with."""
-    if options.feed == "oanda":
-        from mt5fleet.workers.adapters.feeds import OandaConfig, OandaPricingStream
-
-        token = os.environ.get("OANDA_TOKEN", "")
-        if not token or not options.oanda_account:
-            raise ValueError("the OANDA feed needs --oanda-account and the OANDA_TOKEN environment variable")
-        return OandaPricingStream(OandaConfig.for_environment(
-            options.oanda_environment, account_id=options.oanda_account, token=token,
-            symbols=options.symbols)), SystemClock()
-    from mt5fleet.client.sim.feed import ReferenceFeed
-    from mt5fleet.workers.adapters.feeds import SimulatedFeed
-
-    clock = _simulated_clock(os.environ.get(SIM_START_ENV, ""))
-    return SimulatedFeed(ReferenceFeed(seed=1), options.symbols or None, clock=clock), clock
-
-
-def _simulated_clock(start_ms: str) -> Clock:
-    if not start_ms:
-        return SystemClock()
-    try:
-        start = int(start_ms)
-    except ValueError:
-        raise ValueError(f"{SIM_START_ENV} must be unix milliseconds, not {start_ms!r}") from None
-    return AcceleratedClock(start / 1000, 1.0)  # real-time speed from that instant
 
 
 async def _forever() -> None:

@@ -1,5 +1,6 @@
 """The pure core of the adjustment worker: one universal signal plus one user's state in,
-that user's broker-adjusted TradingCommand(s) or a counted skip out (SPEC §5, §5b).
+that user's broker-adjusted Command(s) or a counted skip out (SPEC §5, §5b). The commands
+are domain values; ``mt5fleet.workers.adapters.wire`` turns them into TradingCommands.
 
 No I/O and no clock: ``now_ms`` is passed in, so the same inputs always give the same
 output, command ids included (a redelivered signal is deduplicated by JetStream).
@@ -18,13 +19,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from mt5fleet.proto.domain import ids
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal
-from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.workers.core.policy import Skip, SkipReason, UserState, first_skip
 from mt5fleet.workers.core.sizing import close_lots, lot_size
 
 # Skip and SkipReason live with the eligibility gates in ``policy``; callers import them here.
-__all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "close_command_id",
-           "to_proto"]
+__all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "close_command_id"]
 
 DEFAULT_COMMAND_TTL_MS = 60_000
 
@@ -33,7 +32,7 @@ DEFAULT_COMMAND_TTL_MS = 60_000
 class Adjusted:
     """The commands to publish (several when a CLOSE/MODIFY fans out over positions)."""
 
-    commands: tuple[TradingCommand, ...]
+    commands: tuple[Command, ...]
     notes: tuple[str, ...] = ()
 
 
@@ -243,7 +242,7 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
     command = _base_command(signal, user, now, expires, type=CommandType.OPEN_POSITION, lot_size=sizing.lots,
                             command_id=ids.command_id_for(signal.signal_id, user.user_id, "open"),
                             **_priced(levels))
-    return Adjusted((to_proto(command),), (sizing.detail,))
+    return Adjusted((command,), (sizing.detail,))
 
 
 def _positions(signal: Signal, user: UserState) -> list[tuple[str, int]]:
@@ -261,11 +260,11 @@ def _build_modify(signal: Signal, user: UserState, now: int, expires: int) -> Re
     levels = _guarded_levels(signal, user.quotes[signal.symbol], user.specs[signal.symbol])
     if isinstance(levels, Skip):
         return levels
-    commands = tuple(to_proto(_base_command(
+    commands = tuple(_base_command(
         signal, user, now, expires, type=CommandType.MODIFY_POSITION, position_ticket=ticket,
         target_command_id=opened_by, command_id=ids.command_id_for(signal.signal_id, user.user_id,
                                                                    f"modify:{ticket}"),
-        **_priced(levels))) for opened_by, ticket in _positions(signal, user))
+        **_priced(levels)) for opened_by, ticket in _positions(signal, user))
     return Adjusted(commands, (levels.reason,))
 
 
@@ -275,10 +274,10 @@ def _build_close(signal: Signal, user: UserState, now: int, expires: int) -> Res
         lots, why = close_lots(signal.close_fraction, user.position_volumes.get(ticket),
                                user.specs.get(signal.symbol), ticket)
         notes.append(why)
-        commands.append(to_proto(_base_command(
+        commands.append(_base_command(
             signal, user, now, expires, type=CommandType.CLOSE_POSITION, lot_size=lots, position_ticket=ticket,
             target_command_id=opened_by, adjustment_reason=why,
-            command_id=close_command_id(signal.signal_id, user.user_id, ticket))))
+            command_id=close_command_id(signal.signal_id, user.user_id, ticket)))
     return Adjusted(tuple(commands), tuple(notes))
 
 
@@ -294,7 +293,7 @@ def _build_close_all(signal: Signal, user: UserState, now: int, expires: int) ->
     command = _base_command(signal, user, now, expires, type=CommandType.CLOSE_ALL, symbol=symbol,
                             adjustment_reason=why,
                             command_id=ids.command_id_for(signal.signal_id, user.user_id, "close_all"))
-    return Adjusted((to_proto(command),), (why,))
+    return Adjusted((command,), (why,))
 
 
 _BUILDERS: dict[CommandType, Callable[[Signal, UserState, int, int], Result]] = {
@@ -303,19 +302,3 @@ _BUILDERS: dict[CommandType, Callable[[Signal, UserState, int, int], Result]] = 
     CommandType.MODIFY_POSITION: _build_modify,
     CommandType.CLOSE_ALL: _build_close_all,
 }
-
-
-def to_proto(command: Command) -> TradingCommand:
-    """The wire form of a command: None becomes the field's "none" value (0 or empty)."""
-    return TradingCommand(
-        command_id=command.command_id, user_id=command.user_id, type=int(command.type),
-        symbol=command.symbol or "", order_type=int(command.order_type), lot_size=command.lot_size,
-        entry_price=command.entry_price or 0.0, stop_loss=command.stop_loss or 0.0,
-        take_profit=command.take_profit or 0.0, reason=command.reason, confidence_score=command.confidence,
-        expires_at=command.expires_at_ms, original_entry=command.original_entry or 0.0,
-        price_adjustment=command.price_adjustment, adjustment_reason=command.adjustment_reason,
-        position_ticket=command.position_ticket or 0, target_command_id=command.target_command_id or "",
-        max_deviation_points=command.max_deviation_points, created_at=command.created_at_ms,
-        signal_id=command.signal_id or "", signal_created_at=command.signal_created_at_ms or 0,
-        reference_price=command.reference_price or 0.0, quote_bid=command.quote_bid or 0.0,
-        quote_ask=command.quote_ask or 0.0, quote_time=command.quote_time_ms or 0)

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mt5fleet.proto.domain.instruments import INSTRUMENTS
-from mt5fleet.proto.v1.market_data_pb2 import OHLCVBar
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +48,6 @@ class Bar:
     def close_time_ms(self) -> int:
         """The first instant after the bar (exclusive end)."""
         return self.open_time_ms + self.timeframe_s * 1000
-
-    def to_proto(self) -> OHLCVBar:
-        return OHLCVBar(symbol=self.symbol, timeframe=self.timeframe_s, open_time=self.open_time_ms,
-                        open=self.open, high=self.high, low=self.low, close=self.close,
-                        tick_volume=self.tick_volume, real_volume=0.0, spread=self.spread)
 
 
 class _OpenBar:

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from mt5fleet.proto.domain.correlations import Pair, pair_key, select_pairs
-from mt5fleet.proto.v1.market_data_pb2 import CorrelationSnapshot, SymbolCorrelation
+from mt5fleet.proto.domain.market import Correlation
 
 
 class _PairSums:
@@ -117,21 +117,21 @@ class RollingCorrelation:
                 out[(a, b)] = rho
         return out
 
-    def snapshot(self, now_ms: int) -> CorrelationSnapshot:
-        pairs = [self._message(a, b, rho, now_ms) for (a, b), rho in sorted(self.matrix().items())]
-        return CorrelationSnapshot(pairs=pairs, computed_at=now_ms)
+    def snapshot(self, now_ms: int) -> tuple[Correlation, ...]:
+        """Every pair of ``matrix()`` once, in pair order (for the CorrelationSnapshot)."""
+        return tuple(self._correlation(a, b, rho, now_ms) for (a, b), rho in sorted(self.matrix().items()))
 
-    def correlations_for(self, symbol: str, now_ms: int) -> list[SymbolCorrelation]:
+    def correlations_for(self, symbol: str, now_ms: int) -> list[Correlation]:
         """The pairs involving ``symbol`` (for ClientMarketData.correlations), strongest first."""
         rows = [(pair, rho) for pair, rho in self.matrix().items() if symbol in pair]
         rows.sort(key=lambda row: (-abs(row[1]), row[0]))
-        return [self._message(a, b, rho, now_ms) for (a, b), rho in rows]
+        return [self._correlation(a, b, rho, now_ms) for (a, b), rho in rows]
 
     def select_pairs(self, primary: Sequence[str], *, threshold: float = 0.7, limit: int | None = None) -> list[str]:
         return select_pairs(primary, self.matrix(), threshold=threshold, limit=limit)
 
-    def _message(self, a: str, b: str, rho: float, now_ms: int) -> SymbolCorrelation:
-        return SymbolCorrelation(symbol_a=a, symbol_b=b, coefficient=rho, window=self.window, computed_at=now_ms)
+    def _correlation(self, a: str, b: str, rho: float, now_ms: int) -> Correlation:
+        return Correlation(symbol_a=a, symbol_b=b, coefficient=rho, window=self.window, computed_at_ms=now_ms)
 
     def _valid(self, closes: Mapping[str, float]) -> dict[str, float]:
         valid = {s: c for s, c in closes.items() if math.isfinite(c) and c > 0}

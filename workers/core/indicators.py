@@ -27,7 +27,6 @@ import math
 from collections import deque
 
 from mt5fleet.proto.domain.market import Indicators
-from mt5fleet.proto.v1.market_data_pb2 import TechnicalIndicators
 
 
 def _check_window(n: int) -> None:
@@ -271,17 +270,6 @@ class IndicatorSet:
             macd_line=_or_zero(line), macd_signal=_or_zero(signal), rsi=_or_zero(self._rsi.update(close)),
             bollinger_upper=_or_zero(upper), bollinger_middle=_or_zero(sma_20), bollinger_lower=_or_zero(lower))
         return self._values
-
-    def to_proto(self) -> TechnicalIndicators:
-        return indicators_to_proto(self._values)
-
-
-def indicators_to_proto(values: Indicators) -> TechnicalIndicators:
-    return TechnicalIndicators(
-        sma_20=values.sma_20, sma_50=values.sma_50, ema_12=values.ema_12, ema_26=values.ema_26,
-        macd_line=values.macd_line, macd_signal=values.macd_signal, rsi=values.rsi,
-        bollinger_upper=values.bollinger_upper, bollinger_middle=values.bollinger_middle,
-        bollinger_lower=values.bollinger_lower)
 
 
 def _or_zero(value: float | None) -> float:

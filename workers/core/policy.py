@@ -2,14 +2,14 @@
 knows about that user at the instant a signal arrives, and the eligibility gates that
 decide whether the user gets a command for a signal at all (``adjust`` runs them).
 
-Pure values: ``policy_from_config`` reads a ClientConfig (the operator's KV entry) and
-nothing else. The config is not checked at the edge like agent reports are, so the
-policy checks its own numbers and raises ``ValueError`` on nonsense (a negative lot cap,
-an unknown sizing mode from a newer operator): the worker counts that user as an error
-for the signal instead of guessing how to size a trade.
+Pure values: ``policy_from_config`` reads the typed ClientConfig that
+``mt5fleet.proto.validation.check_client_config`` made from the operator's KV entry, once
+per change of that entry. The edge has already refused nonsense (a negative lot cap, an
+unknown sizing mode from a newer operator); ``UserPolicy`` still checks its own numbers,
+so a policy built any other way cannot hold them either.
 
-Wire conventions carried over: a 0 limit means "unset" and gets the default below (or
-"no cap" where the proto says so).
+The config keeps the wire's conventions: a 0 limit means "unset" and gets the default
+below (or "no cap" where the config says so).
 """
 
 from __future__ import annotations
@@ -22,30 +22,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.config import ClientConfig, SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import MarketState, market_state
 from mt5fleet.proto.domain.trading import CommandType, Signal, SubscriptionTier
-from mt5fleet.proto.v1.config_pb2 import ClientConfig
 
 DEFAULT_MAX_QUOTE_AGE_MS = 2_000       # SPEC §5: no command from a quote older than 2 s
 DEFAULT_MAX_DEVIATION_POINTS = 20      # 2 pips on 5-digit FX
 # RISK_PERCENT is the default sizing mode, so a config without a risk figure must still
 # size something; 1% stays under the agent's own default limit (2%), which it enforces.
 DEFAULT_RISK_PER_TRADE_PCT = 1.0
-
-
-class SizingMode(enum.IntEnum):
-    """How a command's lot size is derived; values equal the proto's SizingMode."""
-
-    RISK_PERCENT = 0          # equity x risk % / (SL distance x value per lot)
-    FIXED_LOT = 1             # preferred_lot_size
-    BALANCE_MULTIPLIER = 2    # sizing_value lots per 1,000 of balance
-    EQUITY_MULTIPLIER = 3     # sizing_value lots per 1,000 of equity
-
-    @property
-    def needs_account(self) -> bool:
-        """Every mode but FIXED_LOT reads the account's equity or balance."""
-        return self is not SizingMode.FIXED_LOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +77,11 @@ def _require(name: str, value: float, low: float, high: float) -> None:
 
 
 def policy_from_config(config: ClientConfig) -> UserPolicy:
-    """The policy a ClientConfig describes; ``ValueError`` when it describes nonsense."""
+    """The policy a checked ClientConfig describes, 0 limits replaced by the defaults above."""
     risk, prefs = config.risk, config.preferences
-    try:
-        sizing_mode = SizingMode(prefs.sizing_mode)
-    except ValueError:
-        raise ValueError(f"user {config.user_id}: unknown sizing mode {prefs.sizing_mode}") from None
     return UserPolicy(
         user_id=config.user_id,
-        tier=_tier(config.tier),
+        tier=config.tier,
         tier_name=config.tier_name,
         trading_symbols=frozenset(config.trading_symbols),
         allowed_symbols=frozenset(risk.allowed_symbols),
@@ -108,23 +90,14 @@ def policy_from_config(config: ClientConfig) -> UserPolicy:
         max_spread_points=float(risk.max_spread_points),
         max_quote_age_ms=config.max_quote_age_ms or DEFAULT_MAX_QUOTE_AGE_MS,
         max_signal_age_ms=config.max_signal_age_ms,
-        sizing_mode=sizing_mode,
+        sizing_mode=prefs.sizing_mode,
         sizing_value=prefs.sizing_value,
         preferred_lot_size=prefs.preferred_lot_size,
-        max_risk_per_trade_pct=risk.max_risk_per_trade or DEFAULT_RISK_PER_TRADE_PCT,
+        max_risk_per_trade_pct=risk.max_risk_per_trade_pct or DEFAULT_RISK_PER_TRADE_PCT,
         max_lot=risk.max_lot,
         conservative_mode=prefs.conservative_mode,
         max_deviation_points=risk.max_deviation_points or DEFAULT_MAX_DEVIATION_POINTS,
     )
-
-
-def _tier(value: int) -> SubscriptionTier:
-    # The tier is informational here (the operator already cut the symbol set to it), so
-    # an enum value from a newer operator is not worth refusing the user over.
-    try:
-        return SubscriptionTier(value)
-    except ValueError:
-        return SubscriptionTier.UNSPECIFIED
 
 
 PositionRef = tuple[str, int]   # (command id that opened it, MT5 position ticket)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.config import SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
-from mt5fleet.workers.core.policy import SizingMode, UserPolicy
+from mt5fleet.workers.core.policy import UserPolicy
 
 # MT5 SYMBOL_CALC_MODE_FUTURES, _EXCH_FUTURES, _EXCH_FUTURES_FORTS: the tick's value is
 # set by the exchange, not contract_size x tick_size, so the broker's tick_value is the truth.
