@@ -13,6 +13,9 @@ from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.config import ClientConfig, SizingMode
 from mt5fleet.proto.domain.instruments import STANDARD_SYMBOLS
 from mt5fleet.proto.domain.trading import AccountType, SubscriptionTier
+from mt5fleet.proto.validation import check_client_config
+from mt5fleet.proto.validation_config import client_config_message
+from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
 
 NOW = 1_795_014_000_000
 FREE, PRO, ENTERPRISE = DEFAULT_TIERS["free"], DEFAULT_TIERS["pro"], DEFAULT_TIERS["enterprise"]
@@ -243,3 +246,17 @@ def test_the_desired_access_grants_exactly_the_catchup_consumer_and_the_tier_lim
     assert set(s for s in desired.access.subscribe if s.startswith("md.")) == {"md.EURUSD", "md.GBPUSD", "md.AUDUSD"}
     assert (desired.access.limits.payload, desired.access.limits.subs) == (FREE.max_payload_bytes,
                                                                            FREE.max_subscriptions)
+
+
+def test_every_limit_the_crd_admits_is_one_the_config_readers_accept():
+    # A spec at every maximum the CRD allows must give a ClientConfig the workers and the
+    # agent read: otherwise the user would be dropped and the entry rewritten at every pass.
+    edge = client(risk={"maxRiskPerTrade": 100, "maxDailyLoss": DEFAULT_LIMITS.max_amount, "maxDrawdown": 1,
+                        "maxOpenPositions": 1000, "maxSpreadPoints": 100_000, "maxLot": DEFAULT_LIMITS.max_lot,
+                        "maxDeviationPoints": 10_000},
+                  preferences={"preferredLotSize": DEFAULT_LIMITS.max_lot, "sizingValue": 1000,
+                               "maxQuoteAgeMs": 600_000, "maxSignalAgeMs": 3_600_000})
+    config = desired_state(edge, ENTERPRISE).config
+    assert check_client_config(client_config_message(config), NOW, key="alice") == config
+    with pytest.raises(ValueError, match="spec.risk.maxLot"):
+        client(risk={"maxLot": DEFAULT_LIMITS.max_lot * 2})

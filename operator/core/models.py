@@ -18,6 +18,9 @@ from typing import Any, Literal, TypeVar
 
 from mt5fleet.proto import subjects
 
+# What the readers of ClientConfig accept: a spec the CRD admits must never be refused there.
+from mt5fleet.proto.validation_rules import DEFAULT_LIMITS as WIRE
+
 GROUP = "mt5fleet.io"
 VERSION = "v1alpha1"
 KIND = "TradingClient"
@@ -92,7 +95,7 @@ class RiskSpec:
     max_risk_per_trade: float = spec_field(1.0, description="percent of equity risked per trade",
                                            exclusiveMinimum=True, minimum=0, maximum=100)
     max_daily_loss: float = spec_field(0.0, description="loss per trading day that stops trading, "
-                                       "account currency (0: no limit)", minimum=0)
+                                       "account currency (0: no limit)", minimum=0, maximum=WIRE.max_amount)
     max_drawdown: float = spec_field(0.0, description="fraction of peak equity lost that stops trading, "
                                      "0-1 (0: no limit)", minimum=0, maximum=1)
     max_open_positions: int = spec_field(0, description="simultaneous positions (0: no limit)",
@@ -103,7 +106,8 @@ class RiskSpec:
     allow_news_trading: bool = spec_field(False, description="trade around high-impact news")
     max_spread_points: int = spec_field(0, description="widest spread to open at, points (0: no cap)",
                                         minimum=0, maximum=100_000)
-    max_lot: float = spec_field(0.0, description="largest position, lots (0: the broker's maximum)", minimum=0)
+    max_lot: float = spec_field(0.0, description="largest position, lots (0: the broker's maximum)", minimum=0,
+                                maximum=WIRE.max_lot)
     max_deviation_points: int = spec_field(20, description="slippage allowed on market orders, points",
                                            minimum=0, maximum=10_000)
 
@@ -111,7 +115,7 @@ class RiskSpec:
 @dataclass(frozen=True)
 class PreferencesSpec:
     preferred_lot_size: float = spec_field(0.01, description="lots, for the fixedLot sizing mode",
-                                           exclusiveMinimum=True, minimum=0, maximum=1000)
+                                           exclusiveMinimum=True, minimum=0, maximum=WIRE.max_lot)
     auto_close_friday: bool = spec_field(False, description="close all positions before the weekend")
     conservative_mode: bool = spec_field(False, description="halve the computed lot size")
     sizing_mode: SizingModeName = spec_field("riskPercent", description="how lot sizes are computed")
