@@ -16,12 +16,8 @@ from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
 from mt5fleet.launcher.demo.services import LOCALHOST, OperatorHandle, RunPaths, quietly
-from mt5fleet.launcher.demo.users import (
-    broker_preset,
-)
-from mt5fleet.launcher.demo.view import (
-    Endpoint,
-)
+from mt5fleet.launcher.demo.users import broker_preset
+from mt5fleet.launcher.demo.view import Endpoint
 from mt5fleet.operator.adapters.appliers import AGENT_KEY_KEY, CA_KEY, CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
 from mt5fleet.operator.core.models import EffectiveSymbols, TradingClient
