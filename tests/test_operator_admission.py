@@ -125,6 +125,16 @@ def test_rules_see_only_a_body_the_schema_accepts() -> None:
     assert [p.split(":")[0] for p in problems(spec)] == ["spec.userId"]
 
 
+def test_a_body_the_api_server_admitted_skips_the_rules_but_not_the_schema() -> None:
+    # kopf's bodies: the API server evaluated the CEL rules; the schema still guards a stale CRD.
+    repeated = minimal_spec(symbols={"trading": ["EURUSD", "GBPUSD", "EURUSD"]})
+    assert admission.parse_spec(repeated, rules=False).symbols.trading == ("EURUSD", "GBPUSD", "EURUSD")
+    with pytest.raises(SpecError, match="trading symbols must not repeat"):
+        admission.parse_spec(repeated)  # the same body in local mode, where no API server ran them
+    with pytest.raises(SpecError, match="spec.userId"):
+        admission.parse_spec(minimal_spec(userId="Alice"), rules=False)
+
+
 def test_a_rule_is_evaluated_with_kubernetes_fallbacks() -> None:
     schema = {"type": "object", "x-kubernetes-validations": [
         {"rule": "self.a > 1", "message": "a must exceed 1", "messageExpression": "self.nothing + 'x'",

@@ -57,7 +57,7 @@ async def on_change(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> 
     emit: Emit = getattr(memo, "emit", kopf_event)
     previous = parse_status(dict(status or {}))
     try:
-        client = parse_resource(body)
+        client = parse_resource(body, rules=False)  # the API server ran the CEL rules
     except SpecError as exc:  # the API server checked the schema; this is a bug or an old object
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace')}/{meta.get('name')}"
@@ -91,7 +91,7 @@ async def on_timer(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> N
     reconciler: Reconciler = memo.reconciler
     previous = parse_status(dict(status or {}))
     try:
-        client = parse_resource(body)
+        client = parse_resource(body, rules=False)  # the API server ran the CEL rules
     except SpecError:
         return  # on_change has said why
     shared, checked = await _shared_streams(reconciler)
