@@ -52,8 +52,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_worker(commands: argparse._SubParsersAction) -> None:
-    worker = commands.add_parser("worker", help="run a server-side worker (adjust, marketdata, feedback, health)")
-    worker.add_argument("kind", choices=["adjust", "marketdata", "feedback", "health"])
+    worker = commands.add_parser("worker",
+                                 help="run a server-side worker (adjust, marketdata, feedback, health, catchup)")
+    worker.add_argument("kind", choices=["adjust", "marketdata", "feedback", "health", "catchup"])
     _add_connection_options(worker)
     worker.add_argument("--http-port", type=int, default=9465, help="port of /metrics, /healthz, /readyz")
     worker.add_argument("--http-host", default="0.0.0.0", help="address of the HTTP endpoints")  # noqa: S104

@@ -38,10 +38,17 @@ class Channel(enum.StrEnum):
     EXECUTIONS = "executions"  # agent -> server, ExecutionReport
     HEARTBEAT = "heartbeat"    # agent -> server, Heartbeat
     COMMANDS = "commands"      # server -> agent, TradingCommand
+    CATCHUP = "catchup"        # agent -> catch-up service: CatchupRequest, replied to with CatchupBatch
 
     @property
     def from_agent(self) -> bool:
         return self is not Channel.COMMANDS
+
+    @property
+    def stored(self) -> bool:
+        """Captured by a JetStream stream. A catch-up request is request/reply: no stream
+        may capture it, or every request would be stored and answered with a PubAck."""
+        return self is not Channel.CATCHUP
 
 
 class InvalidName(ValueError):
@@ -67,6 +74,12 @@ def user_subject(user_id: str, channel: Channel) -> str:
 def user_wildcard(channel: Channel) -> str:
     """Every user's subject of one channel, e.g. ``tc.*.prices``."""
     return f"{USER_PREFIX}.*.{Channel(channel).value}"
+
+
+def inbox_prefix(user_id: str) -> str:
+    """The agent connects with ``inbox_prefix=_INBOX_<uid>``: replies to its requests land
+    under it, and a service answering a user's request replies nowhere else."""
+    return f"_INBOX_{check_user_id(user_id)}"
 
 
 def user_subjects_all(user_id: str) -> str:
@@ -242,6 +255,8 @@ ADJUST_PARTITIONS = 8
 ADJUST_CONSUMER_PREFIX = "adjust-p"
 EXECUTIONS_CONSUMER = "execution-feedback"
 HEARTBEAT_CONSUMER = "fleet-health"
+# The catch-up service's replicas share ``tc.*.catchup`` in this queue group: one answers each request.
+CATCHUP_QUEUE = "catchup"
 
 
 def partition_of(user_id: str, partitions: int = ADJUST_PARTITIONS) -> int:

@@ -8,7 +8,8 @@ is dropped and reported, the good ones around it are kept.
 
 Time is injected (``now_ms``) so checks are deterministic. Agent reports (account,
 symbol specs, heartbeat) live in ``validation_reports``, market data in
-``validation_market``, ClientConfig in ``validation_config``; their checks are re-exported
+``validation_market``, ClientConfig in ``validation_config``, catch-up requests and pages in
+``validation_catchup``; their checks are re-exported
 here, so callers import only this module.
 """
 
@@ -25,6 +26,7 @@ from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.proto.v1.execution_pb2 import ExecutionReport
 from mt5fleet.proto.v1.prices_pb2 import ClientPrice, ClientPriceStream
 from mt5fleet.proto.v1.signals_pb2 import UniversalSignal
+from mt5fleet.proto.validation_catchup import check_catchup_batch, check_catchup_request
 from mt5fleet.proto.validation_config import check_client_config
 from mt5fleet.proto.validation_market import check_correlation_snapshot, check_market_data
 from mt5fleet.proto.validation_reports import check_account, check_heartbeat, check_symbol_specs
@@ -39,10 +41,10 @@ from mt5fleet.proto.validation_rules import (
 )
 
 __all__ = [
-    "DEFAULT_LIMITS", "CheckedBatch", "Limits", "ValidationError", "Violation",
-    "check_account", "check_client_config", "check_command", "check_correlation_snapshot",
-    "check_execution", "check_heartbeat", "check_market_data", "check_price_batch", "check_signal",
-    "check_symbol_specs", "decode",
+    "DEFAULT_LIMITS", "CheckedBatch", "Limits", "ValidationError", "Violation", "check_account",
+    "check_catchup_batch", "check_catchup_request", "check_client_config", "check_command",
+    "check_correlation_snapshot", "check_execution", "check_heartbeat", "check_market_data",
+    "check_price_batch", "check_signal", "check_symbol_specs", "decode",
 ]
 
 M = TypeVar("M", bound=Message)

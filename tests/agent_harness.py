@@ -19,6 +19,7 @@ from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import AcceleratedClock
 from mt5fleet.proto.runtime import bootstrap, natsconn
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
+from mt5fleet.workers.app.catchup_service import CatchupService
 
 # Wednesday 18 November 2026, 10:00 in New York: the FX market is open and far from rollover.
 WEDNESDAY_MORNING = dt.datetime(2026, 11, 18, 15, 0, tzinfo=dt.UTC).timestamp()
@@ -51,8 +52,9 @@ def settings_for(tmp_path: Path, nats_url: str, user_id: str = "alice", **overri
 
 
 class AgentHarness:
-    """``async with AgentHarness(server, tmp_path) as h:`` a started agent and a test client
-    that sees every execution report the agent publishes."""
+    """``async with AgentHarness(server, tmp_path) as h:`` a started agent, the catch-up
+    service it reads missed commands from, and a test client that sees every execution
+    report the agent publishes."""
 
     def __init__(self, server: Any, tmp_path: Path, *, start: float = WEDNESDAY_MORNING, sim: Any = None,
                  clock: Any = None, **overrides: Any) -> None:
@@ -65,6 +67,7 @@ class AgentHarness:
         self.user_id = self.settings.user_id
         self.reports: list[execution_pb2.ExecutionReport] = []
         self.agent: Agent | None = None
+        self.catchup: CatchupService | None = None
 
     async def __aenter__(self) -> AgentHarness:
         self.nc = await natsconn.connect(natsconn.NatsSettings(
@@ -73,13 +76,22 @@ class AgentHarness:
         await bootstrap.bootstrap(self.js, subjects.build_layout())
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.EXECUTIONS),
                                 cb=self._on_report)
+        await self.start_catchup_service()
         await self.start_agent()
         return self
 
     async def __aexit__(self, *_: Any) -> None:
         if self.agent is not None:
             await self.agent.stop()
+        if self.catchup is not None:
+            await self.catchup.stop()
         await self.nc.close()
+
+    async def start_catchup_service(self) -> CatchupService:
+        """The platform's catch-up service, on the test client's connection."""
+        self.catchup = CatchupService(self.nc)
+        await self.catchup.start()
+        return self.catchup
 
     async def start_agent(self) -> Agent:
         self.agent = Agent(self.settings, self.sim, clock=self.clock)

@@ -94,3 +94,19 @@ async def test_a_command_published_while_the_agent_was_offline_executes_after_re
         assert (await h.report(missed.command_id)).status == FILLED
         assert (await h.report(expired.command_id)).status == execution_pb2.EXECUTION_STATUS_EXPIRED
         assert len(open_positions(h.sim)) == 1
+
+
+async def test_without_the_catch_up_service_the_agent_keeps_asking_and_says_so(fresh_nats_server, tmp_path, caplog):
+    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+        await h.agent.stop()
+        await h.catchup.stop()  # the platform's catch-up service is down
+        missed = h.command()
+        await h.send(missed)
+        await h.start_agent()
+        failures = h.agent.metrics.catchup_failures.labels("no_responders")
+        await wait_for(lambda: failures._value.get() >= 2, "failed catch-up attempts counted")
+        assert "catch-up attempt 1 failed (no_responders" in caplog.text
+        assert not h.reports
+        await h.start_catchup_service()  # back: the next attempt delivers what was missed
+        assert (await h.report(missed.command_id, timeout=20)).status == FILLED
+        assert h.agent.metrics.catchup_commands._value.get() >= 1

@@ -1,9 +1,9 @@
 """Per-user NATS credentials against a real nats-server in JWT operator mode (SPEC §7).
 
 A user can do what its agent does (publish its own channels, read its commands live and
-through catch-up, read its own tc-config key, read its tier's md.<symbol>) and nothing
-else. Each refusal is proven by the server's own "Permissions Violation" error for the
-exact subject, not by a message failing to arrive in time.
+through the catch-up service, read its own tc-config key, read its tier's md.<symbol>) and
+nothing else: no JetStream consumer API at all. Each refusal is proven by the server's own
+"Permissions Violation" error for the exact subject, not by a message failing to arrive in time.
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from waiting import eventually, wait_for
 
-from mt5fleet.client.adapters.catchup import catch_up, consumer_name
+from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.operator.adapters import nats_accounts as na
 from mt5fleet.operator.core import nats_jwt as nj
 from mt5fleet.operator.core import permissions as pm
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap, natsconn
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, OperatorMode
-from mt5fleet.proto.v1 import config_pb2, heartbeat_pb2
+from mt5fleet.proto.v1 import catchup_pb2, config_pb2, heartbeat_pb2
+from mt5fleet.workers.app.catchup_service import CatchupService
 
 TIER_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")
 TIER = nj.NatsLimits(payload=256 * 1024, subs=50, data=-1)
@@ -47,11 +48,7 @@ def test_the_exact_grants_of_one_user():
     access = pm.user_access("alice", ["USDJPY", "EURUSD", "EURUSD"], TIER)
     assert access.publish == (
         "tc.alice.prices", "tc.alice.account", "tc.alice.symbols", "tc.alice.executions", "tc.alice.heartbeat",
-        "$JS.API.CONSUMER.CREATE.TC_COMMANDS.catchup-alice.tc.alice.commands",
-        "$JS.API.CONSUMER.MSG.NEXT.TC_COMMANDS.catchup-alice",
-        "$JS.API.CONSUMER.INFO.TC_COMMANDS.catchup-alice",
-        "$JS.API.CONSUMER.DELETE.TC_COMMANDS.catchup-alice",
-        "$JS.ACK.TC_COMMANDS.catchup-alice.>",
+        "tc.alice.catchup",
         "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.alice",
     )
     assert access.subscribe == ("tc.alice.commands", "_INBOX_alice.>", "md.EURUSD", "md.USDJPY",
@@ -61,8 +58,8 @@ def test_the_exact_grants_of_one_user():
 
 
 def test_names_match_the_agent_code():
-    assert pm.catchup_consumer("alice") == consumer_name("alice")
-    assert pm.inbox_subjects("alice") == "_INBOX_alice.>"  # client/agent.py: inbox_prefix=f"_INBOX_{uid}"
+    assert pm.inbox_prefix("alice") == subjects.inbox_prefix("alice") == "_INBOX_alice"  # client/agent.py
+    assert pm.inbox_subjects("alice") == "_INBOX_alice.>"
     assert pm.config_stream() == "KV_tc-config"
 
 
@@ -71,12 +68,13 @@ def test_no_grant_is_a_wildcard_beyond_the_users_own_tokens():
     for grant in (*access.publish, *access.subscribe):
         assert "alice" in grant or grant.startswith("md."), grant
         assert "*" not in grant
-        assert not grant.endswith(">") or grant in ("_INBOX_alice.>", "$JS.ACK.TC_COMMANDS.catchup-alice.>")
+        assert not grant.endswith(">") or grant == "_INBOX_alice.>"
+        assert not grant.startswith("$JS.API.CONSUMER") and not grant.startswith("$JS.ACK"), grant
 
 
 def test_a_tier_too_small_for_the_agent_is_refused():
-    with pytest.raises(ValueError, match="needs 7"):
-        pm.user_access("alice", TIER_SYMBOLS, nj.NatsLimits(subs=6))
+    with pytest.raises(ValueError, match="needs 6"):
+        pm.user_access("alice", TIER_SYMBOLS, nj.NatsLimits(subs=5))
     with pytest.raises(subjects.InvalidName):
         pm.user_access("Alice", TIER_SYMBOLS)
     with pytest.raises(subjects.InvalidName):
@@ -232,12 +230,28 @@ async def alice(operator_nats_server, authority, tmp_path):
     await conn.nc.close()
 
 
+@pytest.fixture
+async def catchup(service):
+    """The platform's catch-up service (``mt5fleet worker catchup``) on the service user's connection."""
+    server = CatchupService(service.nc)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def consumers(service: Conn) -> dict[str, set[str]]:
+    """Every consumer of the streams a user could aim at: proof that nothing was created or deleted."""
+    js = service.js()
+    return {stream: {info.name for info in await js.consumers_info(stream)}
+            for stream in (subjects.COMMANDS_STREAM, subjects.SIGNALS_STREAM, KV_STREAM)}
+
+
 # =========================================================================== what a user can do
 
 async def test_the_user_publishes_its_own_channels_to_jetstream(alice, service):
     js = alice.js(timeout=5)
     for channel in subjects.Channel:
-        if channel.from_agent:
+        if channel.from_agent and channel.stored:
             subject = subjects.user_subject("alice", channel)
             ack = await js.publish(subject, channel.value.encode(), headers={"Nats-Msg-Id": f"own-{channel}"})
             stored = await service.js().get_msg(ack.stream, subject=subject, direct=True)
@@ -245,17 +259,17 @@ async def test_the_user_publishes_its_own_channels_to_jetstream(alice, service):
     assert alice.errors == []
 
 
-async def test_the_user_reads_its_commands_live_and_through_catch_up(alice, service):
+async def test_the_user_reads_its_commands_live_and_through_catch_up(alice, service, catchup):
     commands = subjects.user_subject("alice", subjects.Channel.COMMANDS)
     live = await alice.nc.subscribe(commands)  # the agent's live path: a plain subscription
     await alice.nc.flush()
     await service.js().publish(commands, b"command-1", headers={"Nats-Msg-Id": "alice-command-1"})
     assert (await live.next_msg(timeout=5)).data == b"command-1"
+    before = await consumers(service)
     caught: list[bytes] = []
-    read = await catch_up(alice.js(timeout=5), "alice", 0, caught.append)
+    read = await catch_up(alice.nc, "alice", 0, caught.append)  # a request on tc.alice.catchup
     assert read >= 1 and b"command-1" in caught
-    with pytest.raises(NotFoundError):  # catch_up deleted its consumer: nothing left per user
-        await service.js().consumer_info(subjects.COMMANDS_STREAM, consumer_name("alice"))
+    assert await consumers(service) == before  # the service reads by direct get: no consumer per user
     assert alice.errors == []
 
 
@@ -291,9 +305,34 @@ async def test_cannot_read_another_users_commands(alice, service):
     for subject in ("tc.bob.commands", "tc.*.commands", "tc.>", ">", "_INBOX_bob.>", "_INBOX.>"):
         await alice.nc.subscribe(subject)
         await alice.refused_subscription(subject)
-    with pytest.raises(REFUSED):
-        await catch_up(alice.js(REFUSED_AFTER_S), "bob", 0, lambda raw: None)
-    await alice.refused_publish(f"$JS.API.CONSUMER.DELETE.TC_COMMANDS.{consumer_name('bob')}")
+
+
+async def test_cannot_request_another_users_catch_up(alice, service, catchup):
+    await service.js().publish("tc.bob.commands", b"bob-command", headers={"Nats-Msg-Id": "bob-command-1"})
+    caught: list[bytes] = []
+    with pytest.raises(CatchupFailed, match="timeout"):  # the server drops the request: no answer
+        await catch_up(alice.nc, "bob", 0, caught.append, timeout_s=REFUSED_AFTER_S)
+    await alice.refused_publish("tc.bob.catchup")
+    for subject in ("tc.*.catchup", "tc.>"):
+        await alice.nc.publish(subject, b"")
+        await alice.refused_publish(subject)
+    assert caught == [] and catchup.metrics.requests.labels("served")._value.get() == 0
+
+
+async def test_a_catch_up_reply_goes_only_to_the_requesters_own_inbox(alice, service, catchup):
+    """NATS does not check a request's reply subject: the service does, and answers only
+    ``_INBOX_<uid>.``, so its page cannot be aimed at another subject (issue 10)."""
+    bob_commands = await service.nc.subscribe("tc.bob.commands")
+    await service.nc.flush()
+    request = catchup_pb2.CatchupRequest(since_ms=0).SerializeToString()
+    for reply in ("tc.bob.commands", "$JS.API.STREAM.PURGE.TC_EXECUTIONS", "_INBOX_bob.x", "_INBOX_alicex.y"):
+        await alice.nc.publish("tc.alice.catchup", request, reply=reply)
+    await alice.nc.flush()
+    refused = catchup.metrics.refused.labels("reply_subject")
+    await wait_for(lambda: refused._value.get() == 4, "the four requests refused")
+    with pytest.raises(nats.errors.TimeoutError):
+        await bob_commands.next_msg(timeout=REFUSED_AFTER_S)
+    assert alice.errors == []
 
 
 async def test_cannot_publish_another_users_prices(alice, service):
@@ -335,51 +374,40 @@ async def test_cannot_manage_streams(alice, service):
     assert (await service.js().stream_info(subjects.COMMANDS_STREAM)).config.name == subjects.COMMANDS_STREAM
 
 
-async def test_cannot_create_or_touch_any_consumer_but_its_catch_up(alice, service):
+async def test_cannot_create_or_touch_any_consumer(alice, service):
+    """Catch-up goes through the catch-up service: a user has no consumer API grant left,
+    not even for the consumer its agent used to create itself."""
+    before = await consumers(service)
     js = alice.js(REFUSED_AFTER_S)
     attempts = {
-        # another user's catch-up consumer
+        # the per-user catch-up consumer of the previous design, with its own filter
+        "$JS.API.CONSUMER.CREATE.TC_COMMANDS.catchup-alice.tc.alice.commands":
+            lambda: js.add_consumer(subjects.COMMANDS_STREAM, name="catchup-alice", filter_subject="tc.alice.commands"),
         "$JS.API.CONSUMER.CREATE.TC_COMMANDS.catchup-bob.tc.bob.commands":
             lambda: js.add_consumer(subjects.COMMANDS_STREAM, name="catchup-bob", filter_subject="tc.bob.commands"),
-        # its own consumer name with another filter
-        "$JS.API.CONSUMER.CREATE.TC_COMMANDS.catchup-alice.tc.bob.commands":
-            lambda: js.add_consumer(subjects.COMMANDS_STREAM, name="catchup-alice", filter_subject="tc.bob.commands"),
-        # an unnamed (ephemeral) consumer: the subject cannot pin its filter
+        # an unnamed (ephemeral) consumer and a durable one
         "$JS.API.CONSUMER.CREATE.TC_COMMANDS":
             lambda: js.add_consumer(subjects.COMMANDS_STREAM, filter_subject="tc.alice.commands"),
-        # its own name on another stream
+        "$JS.API.CONSUMER.DURABLE.CREATE.TC_COMMANDS.mine":
+            lambda: js.add_consumer(subjects.COMMANDS_STREAM, durable_name="mine", deliver_subject="_INBOX_alice.x"),
         "$JS.API.CONSUMER.CREATE.SIGNALS.catchup-alice.signals.EURUSD":
             lambda: js.add_consumer(subjects.SIGNALS_STREAM, name="catchup-alice", filter_subject="signals.EURUSD"),
         # the workers' durables
         "$JS.API.CONSUMER.INFO.SIGNALS.adjust-p0": lambda: js.consumer_info(subjects.SIGNALS_STREAM, "adjust-p0"),
         "$JS.API.CONSUMER.DELETE.SIGNALS.adjust-p0": lambda: js.delete_consumer(subjects.SIGNALS_STREAM, "adjust-p0"),
+        "$JS.API.CONSUMER.DELETE.TC_COMMANDS.catchup-alice":
+            lambda: js.delete_consumer(subjects.COMMANDS_STREAM, "catchup-alice"),
         "$JS.API.CONSUMER.LIST.TC_COMMANDS": lambda: js.consumers_info(subjects.COMMANDS_STREAM),
     }
     for subject, attempt in attempts.items():
         with pytest.raises(REFUSED):
             await attempt()
         await alice.refused_publish(subject)
-    await alice.nc.publish("$JS.API.CONSUMER.MSG.NEXT.SIGNALS.adjust-p0", b'{"batch": 1}')
-    await alice.refused_publish("$JS.API.CONSUMER.MSG.NEXT.SIGNALS.adjust-p0")
-    assert (await service.js().consumer_info(subjects.SIGNALS_STREAM, "adjust-p0")).name == "adjust-p0"
-
-
-async def test_the_catch_up_grant_cannot_be_bent_by_the_request_body(alice, service):
-    """The subject is allowed; the server checks the body against its name and filter."""
-    create = "$JS.API.CONSUMER.CREATE.TC_COMMANDS.catchup-alice.tc.alice.commands"
-    mismatch = "did not match filtered subject"
-    bodies = (
-        ({"filter_subject": "tc.bob.commands"}, (mismatch,)),
-        # 2.10+ knows filter_subjects and refuses it here; 2.9 ignores it, leaving no filter
-        ({"filter_subjects": ["tc.alice.commands", "tc.bob.commands"]}, ("multiple subject filters", mismatch)),
-        ({"durable_name": "adjust-p0", "filter_subject": "tc.alice.commands"}, ("does not match durable name",)),
-    )
-    for config, expected in bodies:
-        body = {"stream_name": subjects.COMMANDS_STREAM, "config": {"name": "catchup-alice", **config}}
-        reply = await alice.nc.request(create, json.dumps(body).encode(), timeout=5)
-        description = json.loads(reply.data)["error"]["description"].lower()
-        assert any(fragment in description for fragment in expected), (config, description)
-    assert alice.errors == []
+    for subject in ("$JS.API.CONSUMER.MSG.NEXT.SIGNALS.adjust-p0",
+                    "$JS.API.CONSUMER.MSG.NEXT.TC_COMMANDS.catchup-alice"):
+        await alice.nc.publish(subject, b'{"batch": 1}')
+        await alice.refused_publish(subject)
+    assert await consumers(service) == before  # refused, and nothing created or deleted
 
 
 async def test_cannot_watch_or_read_another_users_config(alice, service):
@@ -440,6 +468,7 @@ class CredentialedHarness(AgentHarness):
         self.nc = await nats.connect(self.server.url, user_credentials=RawCredentials(self.service_creds))
         self.js = self.nc.jetstream()
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.EXECUTIONS), cb=self._on_report)
+        await self.start_catchup_service()  # as the platform runs it: on the service user's creds
         return self
 
 
@@ -460,7 +489,7 @@ async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nat
         stored = await eventually(lambda: harness.js.get_msg(subjects.HEARTBEAT_STREAM, subject=heartbeat, direct=True),
                                   f"the agent's heartbeat on {heartbeat}", retry_on=(NotFoundError,))
         assert heartbeat_pb2.Heartbeat.FromString(stored.data).user_id == "dave"
-        assert len(harness.agent.market_data.subscribed) == len(TIER_SYMBOLS)
+        assert harness.agent.market_data.subscribed == frozenset()  # md follows the server's config, none yet
         assert [r.command_id for r in await harness.stored_reports()] == [missed.command_id, live.command_id]
         # The operator's config reaches the agent live through what its permissions grant.
         kv = await harness.js.key_value(subjects.CONFIG_BUCKET)
@@ -468,6 +497,7 @@ async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nat
         config.risk.max_risk_per_trade = 1.0
         await kv.put("dave", config.SerializeToString())
         await wait_for(lambda: harness.agent.effective.tier == "pro", "config applied under the user's creds")
+        await wait_for(lambda: harness.agent.market_data.subscribed == {"EURUSD", "GBPUSD"}, "the config's md followed")
 
 
 # =========================================================================== revocation

@@ -235,14 +235,11 @@ def test_an_invalid_spec_keeps_what_was_there_and_says_why():
     assert status.effective_symbols == previous.effective_symbols
 
 
-def test_the_desired_access_grants_exactly_the_catchup_consumer_and_the_tier_limits():
+def test_the_desired_access_grants_the_catchup_request_no_consumer_and_the_tier_limits():
     desired = desired_state(client(("EURUSD", "GBPUSD", "USDJPY"), monitoring=("AUDUSD",)), FREE)
-    catchup = desired.catchup
-    assert (catchup.stream, catchup.name, catchup.filter_subject) == ("TC_COMMANDS", "catchup-alice",
-                                                                      "tc.alice.commands")
-    create = f"$JS.API.CONSUMER.CREATE.{catchup.stream}.{catchup.name}.{catchup.filter_subject}"
-    assert create in desired.access.publish
-    assert [s for s in desired.access.publish if ".CONSUMER.CREATE." in s] == [create]
+    assert "tc.alice.catchup" in desired.access.publish
+    assert desired.subjects["catchup"] == "tc.alice.catchup"
+    assert not [s for s in desired.access.publish if ".CONSUMER." in s or s.startswith("$JS.ACK")]
     assert set(s for s in desired.access.subscribe if s.startswith("md.")) == {"md.EURUSD", "md.GBPUSD", "md.AUDUSD"}
     assert (desired.access.limits.payload, desired.access.limits.subs) == (FREE.max_payload_bytes,
                                                                            FREE.max_subscriptions)

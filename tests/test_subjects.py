@@ -37,11 +37,24 @@ def test_parsing_is_the_inverse_of_naming():
         s.parse_user_subject("tc.bob.prices.extra")
 
 
-def test_every_channel_has_exactly_one_stream():
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` one token, ``>`` the rest."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or token not in ("*", have[index]):
+            return False
+    return len(want) == len(have)
+
+
+def test_every_stored_channel_has_exactly_one_stream_and_the_catch_up_request_none():
     layout = s.build_layout()
     for channel in s.Channel:
-        owners = [st.name for st in layout.streams if s.user_wildcard(channel) in st.subjects]
-        assert len(owners) == 1, (channel, owners)
+        subject = s.user_subject("alice", channel)
+        owners = [st.name for st in layout.streams if any(_matches(p, subject) for p in st.subjects)]
+        assert len(owners) == (1 if channel.stored else 0), (channel, owners)
+    assert [c for c in s.Channel if not c.stored] == [s.Channel.CATCHUP]  # request/reply: never stored
 
 
 def test_default_limits_match_the_contract():

@@ -1,4 +1,4 @@
-"""`mt5fleet worker adjust|marketdata|feedback|health` as Kubernetes runs them: probes and
+"""`mt5fleet worker adjust|marketdata|feedback|health|catchup` as Kubernetes runs them: probes and
 real Prometheus metrics answer, each worker turns real input into its output, SIGTERM
 exits 0 within seconds (adjust hands its partitions over at once), and a worker whose
 work fails exits non-zero."""
@@ -20,6 +20,7 @@ from factories import execution, heartbeat
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import eventually
 
+from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
@@ -215,6 +216,26 @@ async def test_health_worker_process_exports_each_agents_heartbeat(fresh_nats_se
         worker.terminate()
     finally:
         worker.kill()
+        await client.close()
+
+
+async def test_catchup_worker_process_answers_an_agents_catch_up(fresh_nats_server):
+    client = await _bootstrapped(fresh_nats_server.url)
+    agent = await nats.connect(fresh_nats_server.url, inbox_prefix=subjects.inbox_prefix("bob"))
+    worker = WorkerProcess("catchup", fresh_nats_server.url)
+    try:
+        await worker.wait_for(lambda s: _value(s, "mt5fleet_catchup_commands_served_total") == 0, "the metrics")
+        worker.assert_probes()
+        await client.jetstream().publish(subjects.user_subject("bob", subjects.Channel.COMMANDS), b"bob-command")
+        caught: list[bytes] = []
+        read = await eventually(lambda: catch_up(agent, "bob", 0, caught.append), "a catch-up answered",
+                                retry_on=(CatchupFailed,))  # no responders until it subscribed
+        assert read == 1 and caught[-1] == b"bob-command"
+        await worker.wait_for(lambda s: _value(s, "mt5fleet_catchup_commands_served_total") == 1, "served")
+        worker.terminate()
+    finally:
+        worker.kill()
+        await agent.close()
         await client.close()
 
 

@@ -55,6 +55,12 @@ class AgentMetrics:
         self.invalid = Counter(
             "mt5fleet_agent_invalid_messages_total", "Inbound messages refused by validation, by kind",
             ["kind"], registry=r)
+        self.catchup_failures = Counter(
+            "mt5fleet_agent_catchup_failures_total", "Catch-up attempts that failed and will be retried, by reason "
+            "(no_responders, timeout, refused, invalid_page, connection)", ["reason"], registry=r)
+        self.catchup_commands = Counter(
+            "mt5fleet_agent_catchup_commands_total", "Stored commands read by catch-up after a (re)connect",
+            registry=r)
         self.mt5_errors = Counter(
             "mt5fleet_agent_mt5_errors_total", "MetaTrader5 API failures, by last_error code",
             ["code"], registry=r)
@@ -73,3 +79,6 @@ class AgentMetrics:
         self.positions_open = Gauge(
             "mt5fleet_agent_positions_open", "Open positions in the terminal", registry=r)
         self.equity = Gauge("mt5fleet_agent_equity", "Account equity in the deposit currency", registry=r)
+        self.md_refused = Counter(
+            "mt5fleet_agent_md_refused_total", "md.<symbol> subscriptions the server refused (permissions "
+            "violation); each is asked for once per connection", registry=r)

@@ -23,7 +23,7 @@ import uuid
 from importlib import metadata
 from typing import Any
 
-from mt5fleet.client.adapters.catchup import catch_up
+from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.client.adapters.execution import Executor
 from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.client.adapters.metrics import AgentMetrics
@@ -55,6 +55,8 @@ log = logging.getLogger("mt5fleet.agent")
 CATCHUP_MARGIN_MS = 30_000
 # On a first start (or after a long absence) look back this far: commands expire sooner.
 CATCHUP_WINDOW_MS = 3_600_000
+# Catch-up retries back off up to this wait, and never stop while the agent runs.
+CATCHUP_MAX_WAIT_S = 30.0
 _STARTED = time.monotonic()
 
 
@@ -100,6 +102,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._lost_at_ms = 0
+        self._catchup: asyncio.Task | None = None
 
     @property
     def effective(self) -> EffectiveConfig:
@@ -139,10 +142,11 @@ class Agent:
         self.outbox.close()
         self.ledger.close()
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}")
         task.add_done_callback(_log_crash)
         self._tasks.append(task)
+        return task
 
     def _connect_terminal(self) -> None:
         try:
@@ -179,7 +183,8 @@ class Agent:
 
     async def _connect_nats(self, catch_up_from: int) -> None:
         self.nc = await natsconn.connect(
-            self.settings.nats, inbox_prefix=f"_INBOX_{self.user_id}",
+            self.settings.nats, inbox_prefix=subjects.inbox_prefix(self.user_id),
+            error_cb=self.market_data.on_server_error,
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
         self.metrics.nats_connected.set(1)
         self.publisher.attach(self.nc)
@@ -187,9 +192,8 @@ class Agent:
         self.market_data.attach(self.nc)
         await self.nc.subscribe(subjects.user_subject(self.user_id, subjects.Channel.COMMANDS),
                                 cb=self._on_live_command)
-        self._spawn(self._catch_up(catch_up_from), "catchup")
-        self._spawn(self.config.watch(self._stop), "config")
-        await self.market_data.follow(self.config.effective.streamed_symbols)
+        self._start_catch_up(catch_up_from)
+        self._spawn(self.config.watch(self._stop), "config")  # md subscriptions follow once it is read
 
     async def _on_live_command(self, message: Any) -> None:
         self.pipeline.submit(message.data, "live")
@@ -197,6 +201,8 @@ class Agent:
     async def _on_disconnected(self) -> None:
         self._lost_at_ms = now_ms(self.clock)
         self.metrics.nats_connected.set(0)
+        self.config.connection_lost()
+        await self.market_data.suspend()
         log.warning("NATS connection lost; reports wait in the outbox")
 
     async def _on_reconnected(self) -> None:
@@ -205,23 +211,40 @@ class Agent:
         self.metrics.nats_connected.set(1)
         log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
         self.publisher.wake()
-        self._spawn(self._catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS), "catchup")
+        self._start_catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS)
         self._spawn(self.config.load(self._stop), "config")  # puts missed while away
 
     def _first_catchup_start(self) -> int:
         """Everything still possibly unexpired: known commands are skipped by the ledger."""
         return now_ms(self.clock) - CATCHUP_WINDOW_MS
 
-    async def _catch_up(self, since_ms: int) -> None:
+    def _start_catch_up(self, since_ms: int) -> None:
+        """One catch-up at a time. One still retrying started from an earlier instant and
+        reads to the present on its next attempt, so it covers this reconnect as well."""
+        if self._catchup is not None and not self._catchup.done():
+            return
         since_ms = max(since_ms, now_ms(self.clock) - CATCHUP_WINDOW_MS)
-        for attempt in range(5):
+        self._catchup = self._spawn(self._catch_up(since_ms), "catchup")
+
+    async def _catch_up(self, since_ms: int) -> None:
+        """Until it succeeds or the agent stops: a command stored while the agent was away
+        must not be lost because the catch-up service was briefly unreachable. Every failed
+        attempt is logged and counted (mt5fleet_agent_catchup_failures_total)."""
+        wait, attempt = 1.0, 0
+        while not self._stop.is_set():
+            attempt += 1
             try:
-                await catch_up(self.nc.jetstream(), self.user_id, since_ms,
-                               lambda raw: self.pipeline.submit(raw, "catchup"))
-                return
-            except Exception as exc:  # JetStream briefly unavailable right after a restart
-                log.warning("catch-up attempt %d failed: %s", attempt + 1, exc)
-                await asyncio.sleep(min(2 ** attempt, 10))
+                read = await catch_up(self.nc, self.user_id, since_ms, lambda raw: self.pipeline.submit(raw, "catchup"))
+            except CatchupFailed as exc:
+                self.metrics.catchup_failures.labels(exc.reason).inc()
+                log.warning("catch-up attempt %d failed (%s); next attempt in %.0f s", attempt, exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, CATCHUP_MAX_WAIT_S)
+                continue
+            self.metrics.catchup_commands.inc(read)
+            if attempt > 1:
+                log.info("catch-up done on attempt %d", attempt)
+            return
 
     # ------------------------------------------------------------------ heartbeat
     async def publish_heartbeat(self) -> None:

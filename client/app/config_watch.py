@@ -5,7 +5,11 @@ under this agent's user id as the key), turned into what the agent enforces
 
 A plain subscription on the key's subject gets each put live; a direct get reads the
 current value at start and after every reconnect (what was put meanwhile). Both are what
-the user's NATS permissions grant: no consumer per agent."""
+the user's NATS permissions grant: no consumer per agent.
+
+The md symbols (``market_data_symbols``) are known only once the config has been read over
+the current connection: after a reconnect the last one applied may predate a downgrade
+made meanwhile, which the connection's new credentials no longer allow."""
 
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ log = logging.getLogger("mt5fleet.agent.config")
 
 
 class ConfigWatch:
-    """Owns what the agent enforces now (``effective``) and says when the streamed symbols change."""
+    """Owns what the agent enforces now (``effective``) and says when the streamed symbols
+    change, or the md symbols become known on a connection (``symbols_changed``)."""
 
     def __init__(self, *, user_id: str, local_risk: LocalRiskLimits, local_symbols: SymbolSettings, clock: Clock,
                  metrics: AgentMetrics, on_credentials: Callable[[SealedCredentials], object]) -> None:
@@ -42,10 +47,23 @@ class ConfigWatch:
         self.effective = effective_config.from_local_settings(local_risk, local_symbols)
         self.symbols_changed = asyncio.Event()
         self._nc: Any = None
+        self._epoch = 0          # one per connection, and per nats-py reconnect
+        self._read_in = -1       # the epoch the config was last read in
+
+    @property
+    def market_data_symbols(self) -> tuple[str, ...] | None:
+        """The ``md.<symbol>`` the agent may read now; None until the config has been read
+        over the current connection."""
+        return self.effective.md_symbols if self._read_in == self._epoch else None
 
     def attach(self, nc: Any) -> None:
         """The connection to read the config over, new after a reconnect that needed one."""
         self._nc = nc
+        self._epoch += 1
+
+    def connection_lost(self) -> None:
+        """Until ``load`` has read the config again, what was applied may be out of date."""
+        self._epoch += 1
 
     async def watch(self, stop: asyncio.Event) -> None:
         await self._nc.subscribe(subjects.config_key_subject(self.user_id), cb=self._on_message)
@@ -53,18 +71,27 @@ class ConfigWatch:
 
     async def load(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            epoch = self._epoch
             try:
                 message = await self._nc.jetstream().get_msg(
                     subjects.config_stream_name(), subject=subjects.config_key_subject(self.user_id), direct=True)
             except NotFoundError:
-                return  # no config written yet: the subscription will bring the first one
+                self._read(epoch)  # no config written yet: the subscription will bring the first one
+                return
             except Exception as exc:  # the bucket not there yet, or the connection is away
                 log.debug("reading the config: %s", exc)
                 await asyncio.sleep(2)
                 continue
             if message.data and not _kv_deleted(message.headers):
                 self.apply_raw(message.data)
+            self._read(epoch)
             return
+
+    def _read(self, epoch: int) -> None:
+        """Read over this connection (unless it was lost meanwhile): the md symbols are known."""
+        if epoch == self._epoch and self._read_in != epoch:
+            self._read_in = epoch
+            self.symbols_changed.set()
 
     async def _on_message(self, message: Any) -> None:
         if message.data and not _kv_deleted(message.headers):
@@ -83,7 +110,8 @@ class ConfigWatch:
             self.on_credentials(config.credentials)
 
     def apply(self, new: EffectiveConfig) -> None:
-        changed_symbols = new.streamed_symbols != self.effective.streamed_symbols
+        changed_symbols = (new.streamed_symbols, new.md_symbols) != (self.effective.streamed_symbols,
+                                                                     self.effective.md_symbols)
         self.effective = new
         log.info("configuration applied: tier %s, trading %s", new.tier, ", ".join(new.trading_symbols))
         if changed_symbols:

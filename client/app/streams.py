@@ -103,13 +103,13 @@ class Streams:
             specs=[convert.symbol_spec(c, i) for c, i in infos.items()])
 
     async def publish_symbols(self) -> None:
+        await self.market_data.follow(self.config.market_data_symbols)  # first: needs no terminal
         specs = await self.mt5.run(self.refresh_symbol_map)
         body = symbols_pb2.SymbolSpecList(specs=specs.specs).SerializeToString(deterministic=True)
         if body != self._last_specs:
             self._last_specs = body
             self.publisher.enqueue("symbols", self._subject(subjects.Channel.SYMBOLS),
                                    f"{self.identity.session_id}:s:{specs.timestamp}", specs.SerializeToString())
-        await self.market_data.follow(self.config.effective.streamed_symbols)
 
     # ------------------------------------------------------------------ prices
     def read_quotes(self) -> list[prices_pb2.ClientPrice]:

@@ -29,6 +29,14 @@ class EffectiveConfig:
         """Every symbol whose quotes the agent streams, trading ones first, no repeats."""
         return tuple(dict.fromkeys(self.trading_symbols + self.correlation_symbols + self.monitoring_symbols))
 
+    @property
+    def md_symbols(self) -> tuple[str, ...]:
+        """The symbols whose ``md.<symbol>`` the agent reads: the ClientConfig's trading,
+        correlation and monitoring symbols, the very set the operator grants
+        (``operator.core.reconcile.desired_state``); none from the local file's fallbacks,
+        which no grant covers."""
+        return self.streamed_symbols if self.from_server else ()
+
 
 def from_local_settings(local: LocalRiskLimits, symbols: SymbolSettings) -> EffectiveConfig:
     trading = tuple(symbols.trading)

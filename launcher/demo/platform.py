@@ -216,7 +216,7 @@ class Demo:
         the signal feed for the duration or until stopped."""
         service, nc = await self._start_nats(stack)
         clients = await self._start_operator(stack, service)
-        self.phase("starting the market-data, feedback and health workers")
+        self.phase("starting the market-data, feedback, health and catch-up workers")
         self.endpoints["workers"] = await start_workers(stack, service, self.feed, self.clock)
         await self._start_agents(stack, clients)
         self.tick()

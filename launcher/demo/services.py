@@ -1,5 +1,5 @@
 """The demo's platform services: the embedded nats-server, NATS connections, the in-process pool of
-adjustment-worker replicas, the market-data, feedback and health workers, and the operator in
+adjustment-worker replicas, the market-data, feedback, health and catch-up workers, and the operator in
 local mode, each started on an AsyncExitStack that stops it again."""
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.workers.app.adjust_service import AdjustWorker
+from mt5fleet.workers.app.catchup_service import CatchupService
 from mt5fleet.workers.app.feedback_service import FeedbackWorker
 from mt5fleet.workers.app.health_exporter import FleetHealth
 from mt5fleet.workers.app.marketdata_service import MarketDataWorker
@@ -184,7 +185,8 @@ class WorkerPool:
 
 async def start_workers(stack: AsyncExitStack, settings: NatsSettings, feed: ReferenceFeed,
                         clock: Clock) -> list[Endpoint]:
-    """Market data (the simulated reference feed), execution feedback and fleet health."""
+    """Market data (the simulated reference feed), execution feedback, fleet health and the
+    catch-up service (agents read the commands they missed through it)."""
     def clock_ms() -> int:
         return now_ms(clock)
 
@@ -205,8 +207,14 @@ async def start_workers(stack: AsyncExitStack, settings: NatsSettings, feed: Ref
         subscription = await exporter.follow(nc.jetstream())
         return Service(exporter.registry(), _forever, subscription.unsubscribe)
 
+    async def catchup(nc: Any) -> Service:
+        service = CatchupService(nc)
+        await service.start()
+        return Service(service.metrics.registry, _forever, service.stop)
+
     return [await serve_service(stack, f"{name} worker", settings, build)
-            for name, build in (("marketdata", marketdata), ("feedback", feedback), ("health", health))]
+            for name, build in (("marketdata", marketdata), ("feedback", feedback), ("health", health),
+                                ("catchup", catchup))]
 
 
 @dataclass

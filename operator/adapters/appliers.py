@@ -3,10 +3,10 @@
 second time; a resource deleted behind the operator's back comes back on the next run.
 
 The per-user JetStream resources: the command-delivery design (SPEC §2.2) gives a user no
-consumer of its own at rest — live commands go over a plain subscription, and the agent
-creates its short-lived ``catchup-<uid>`` consumer itself after a reconnect. So for a
+consumer of its own at all — live commands go over a plain subscription, and after a
+reconnect the agent reads what it missed from the catch-up service (direct gets). So for a
 user the operator makes sure the shared streams that carry its subjects exist, and on
-delete purges its subjects from them and removes a catch-up consumer left behind.
+delete purges its subjects from them.
 Execution reports and account history are kept on delete: they are the audit trail
 (they age out with the streams' max age).
 """
@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from mt5fleet.operator.adapters.secret_store import SecretStore
 from mt5fleet.operator.core.changes import Applied, Change
@@ -125,10 +125,6 @@ class UserAppliers:
                     purged += 1
             except NotFoundError:
                 pass
-        try:
-            await self.js.delete_consumer(subjects.COMMANDS_STREAM, f"catchup-{user_id}")
-        except (NotFoundError, BadRequestError):
-            pass
         return Applied("streams", Change.DELETED if purged else Change.UNCHANGED, f"purged {purged} stream(s)")
 
     # ------------------------------------------------------------------ tc-config

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mt5fleet.operator.core.nats_exports import ActivationClaims, Export, Import, check_exports, check_imports
 from mt5fleet.operator.core.nats_keys import KeyKind, require_kind
 
 # NATS spells "unlimited" -1; 0 usually means "none" (for JetStream: disabled).
@@ -91,17 +92,25 @@ class AccountLimits:
 @dataclass(frozen=True)
 class AccountClaims:
     """``revocations`` maps a user public key (or ``*``) to unix seconds: the server
-    refuses every JWT of that key issued at or before that second."""
+    refuses every JWT of that key issued at or before that second. ``exports`` and
+    ``imports`` are the account's only ways to or from other accounts (``nats_exports``)."""
 
     subject: str
     name: str
     limits: AccountLimits = AccountLimits()
     signing_keys: tuple[str, ...] = ()
     revocations: Mapping[str, int] = field(default_factory=dict)
+    exports: tuple[Export, ...] = ()
+    imports: tuple[Import, ...] = ()
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a read-only copy, so a shared dict cannot change it.
         object.__setattr__(self, "revocations", types.MappingProxyType(dict(self.revocations)))
+        object.__setattr__(self, "exports", tuple(self.exports))
+        object.__setattr__(self, "imports", tuple(self.imports))
+        # What jwt's validation would reject, the server would ignore: refuse it here.
+        check_exports(self.exports)
+        check_imports(self.imports)
 
     def with_revocation(self, public_key: str, at: int) -> AccountClaims:
         """A later revocation of the same key wins; an earlier one changes nothing."""
@@ -126,7 +135,7 @@ class OperatorClaims:
     strict_signing_key_usage: bool = False
 
 
-Claims = TypeVar("Claims", UserClaims, AccountClaims, OperatorClaims)
+Claims = TypeVar("Claims", UserClaims, AccountClaims, OperatorClaims, ActivationClaims)
 
 
 @dataclass(frozen=True)

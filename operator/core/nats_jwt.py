@@ -1,9 +1,11 @@
 """NATS JWTs (the v2 claim format nats-server 2.9+ reads) and ``.creds`` files.
 
 No maintained Python library does this (PyPI's ``nats-jwt`` 0.2 calls itself untested and
-in development), so this module encodes the three claim kinds the operator needs:
-operator (self-signed), account (signed by the operator or an operator signing key) and
-user (signed by the account or, with ``issuer_account``, an account signing key). The
+in development), so this module encodes the four claim kinds the operator needs:
+operator (self-signed), account (signed by the operator or an operator signing key, with
+its exports and imports), user (signed by the account or, with ``issuer_account``, an
+account signing key) and activation (an exporting account's permission for one importing
+account to import one subject, signed like a user). The
 wire format follows nats-io/jwt v2: header ``{"typ":"JWT","alg":"ed25519-nkey"}``,
 unpadded base64url segments, an Ed25519 signature of ``header.payload`` by the issuer's
 NKey, and a ``jti`` that is the unpadded base32 of the SHA-256 of the claims without it
@@ -15,7 +17,8 @@ against the ``iss`` key and the issuer kind the claim allows. Seeds never appear
 
 This module is the token format (header, base64url segments, ``jti``; encoding and
 decoding); its parts live beside it, one concern each: ``nats_keys`` (NKeys),
-``nats_claims`` (the typed claims), ``nats_creds`` (``.creds`` files). Import from this
+``nats_claims`` (the typed claims), ``nats_exports`` (exports, imports, activations),
+``nats_creds`` (``.creds`` files). Import from this
 module: the names in ``__all__`` are the interface.
 """
 
@@ -44,6 +47,18 @@ from mt5fleet.operator.core.nats_claims import (
     UserPermissions,
 )
 from mt5fleet.operator.core.nats_creds import format_creds, parse_creds
+from mt5fleet.operator.core.nats_exports import (
+    ActivationClaims,
+    Export,
+    ExportType,
+    Import,
+    ResponseType,
+    export_from_json,
+    export_json,
+    import_from_json,
+    import_json,
+    subject_contained_in,
+)
 from mt5fleet.operator.core.nats_keys import (
     JwtError,
     KeyKind,
@@ -117,6 +132,8 @@ def encode_account(claims: AccountClaims, signer: NKey, *, issued_at: int | None
         "limits": _account_limits_json(claims.limits),
         "signing_keys": list(claims.signing_keys),
         "revocations": dict(sorted(claims.revocations.items())),
+        "exports": [export_json(export) for export in claims.exports],
+        "imports": [import_json(imported) for imported in claims.imports],
         "type": "account",
         "version": LIB_VERSION,
     })
@@ -139,6 +156,19 @@ def encode_user(claims: UserClaims, signer: NKey, *, issued_at: int | None = Non
         # Only a signing key needs to say which account it signs for.
         "issuer_account": claims.issuer_account if signer.public_key != claims.issuer_account else "",
         "type": "user",
+        "version": LIB_VERSION,
+    })
+    return _encode(claims.subject, claims.name, nats, signer, issued_at, expires=claims.expires)
+
+
+def encode_activation(claims: ActivationClaims, signer: NKey, *, issued_at: int | None = None) -> str:
+    """``signer`` is the exporting account's key or one of its signing keys."""
+    require_signer(signer, KeyKind.ACCOUNT, "activation")
+    nats = _compact({
+        "subject": claims.import_subject,
+        "kind": claims.kind.value,
+        "issuer_account": claims.issuer_account if signer.public_key != claims.issuer_account else "",
+        "type": "activation",
         "version": LIB_VERSION,
     })
     return _encode(claims.subject, claims.name, nats, signer, issued_at, expires=claims.expires)
@@ -217,7 +247,9 @@ def decode_account(token: str, *, trusted_operator: OperatorClaims | None = None
                                    jetstream=JetStreamLimits(**_present(JetStreamLimits, limits)))
     claims = AccountClaims(subject=raw["sub"], name=raw.get("name", ""), limits=account_limits,
                            signing_keys=tuple(_signing_key(k) for k in nats.get("signing_keys", ())),
-                           revocations=dict(nats.get("revocations", {})))
+                           revocations=dict(nats.get("revocations", {})),
+                           exports=tuple(export_from_json(e) for e in nats.get("exports") or ()),
+                           imports=tuple(import_from_json(i) for i in nats.get("imports") or ()))
     return _result(claims, raw)
 
 
@@ -237,6 +269,59 @@ def decode_user(token: str, *, trusted_account: AccountClaims | None = None) -> 
         limits=NatsLimits(payload=nats.get("payload", 0), subs=nats.get("subs", 0), data=nats.get("data", 0)),
         bearer_token=bool(nats.get("bearer_token", False)), expires=int(raw.get("exp", 0)))
     return _result(claims, raw)
+
+
+def decode_activation(token: str, *, trusted_exporter: AccountClaims | None = None) -> Decoded[ActivationClaims]:
+    """With ``trusted_exporter``, the token must be that account's: signed by its key, or
+    by one of its signing keys naming it as ``issuer_account`` (the server's check)."""
+    raw, nats = _decoded(token, "activation")
+    require_kind(raw["iss"], KeyKind.ACCOUNT, "activation issuer")
+    exporter = nats.get("issuer_account") or raw["iss"]
+    if trusted_exporter is not None:
+        if exporter != trusted_exporter.subject:
+            raise JwtError("the activation token is issued for another exporting account")
+        if raw["iss"] not in (trusted_exporter.subject, *trusted_exporter.signing_keys):
+            raise JwtError("the activation token is not signed by the exporter or one of its signing keys")
+    try:
+        claims = ActivationClaims(subject=raw["sub"], name=raw.get("name", ""), import_subject=nats["subject"],
+                                  kind=ExportType(nats["kind"]), issuer_account=exporter,
+                                  expires=int(raw.get("exp", 0)))
+    except (KeyError, ValueError) as exc:
+        raise JwtError(f"unreadable activation claims: {exc}") from None
+    return _result(claims, raw)
+
+
+def verify_import(imported: Import, *, importer: str, exporter: AccountClaims,
+                  now: int | None = None) -> Decoded[ActivationClaims] | None:
+    """Would the server honour this import of ``importer``'s? The checks of jwt's
+    ``Import.Validate`` and the server's ``checkActivation``: an export of the same type
+    covers the subject; if it requires a token, the token is the exporter's, for this
+    importer, of this type, covers the subject, has not expired and is not revoked.
+    Returns the decoded token (None for a public export); raises JwtError otherwise."""
+    subject = imported.activation_subject
+    if imported.account != exporter.subject:
+        raise JwtError(f"import {subject!r} names account {imported.account}, not the exporter")
+    export = next((e for e in exporter.exports if e.type is imported.type
+                   and subject_contained_in(subject, e.subject)), None)
+    if export is None:
+        raise JwtError(f"the exporter has no {imported.type} export covering {subject!r}")
+    if not export.token_req:
+        return None
+    if not imported.token:
+        raise JwtError(f"export {export.subject!r} requires an activation token")
+    decoded = decode_activation(imported.token, trusted_exporter=exporter)
+    activation = decoded.claims
+    if activation.subject != importer:
+        raise JwtError(f"the activation token for {subject!r} is for another account")
+    if activation.kind is not imported.type:
+        raise JwtError(f"the activation token is for a {activation.kind}, the import is a {imported.type}")
+    if not subject_contained_in(subject, activation.import_subject):
+        raise JwtError(f"the activation token covers {activation.import_subject!r}, not {subject!r}")
+    if activation.expires and activation.expires <= (int(time.time()) if now is None else now):
+        raise JwtError(f"the activation token for {subject!r} has expired")
+    if any(export.revocations.get(key, -1) >= decoded.issued_at for key in (importer, "*")):
+        raise JwtError(f"the exporter revoked {importer}'s activation of {export.subject!r}")
+    return decoded
 
 
 def _decoded(token: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -270,9 +355,10 @@ def _signing_key(value: Any) -> str:
 
 
 __all__ = [
-    "ALGORITHM", "HEADER", "NO_LIMIT", "AccountClaims", "AccountLimits", "Decoded", "JetStreamLimits",
-    "JwtError", "KeyKind", "NKey", "NatsLimits", "OperatorClaims", "Permission", "UserClaims", "UserPermissions",
-    "claims_hash", "decode_account", "decode_claims", "decode_operator", "decode_user", "encode_account",
-    "encode_operator", "encode_user", "format_creds", "parse_creds", "public_key_kind",
-    "verify_signature",
+    "ALGORITHM", "HEADER", "NO_LIMIT", "AccountClaims", "AccountLimits", "ActivationClaims", "Decoded",
+    "Export", "ExportType", "Import", "JetStreamLimits", "JwtError", "KeyKind", "NKey", "NatsLimits",
+    "OperatorClaims", "Permission", "ResponseType", "UserClaims", "UserPermissions", "claims_hash",
+    "decode_account", "decode_activation", "decode_claims", "decode_operator", "decode_user", "encode_account",
+    "encode_activation", "encode_operator", "encode_user", "format_creds", "parse_creds", "public_key_kind",
+    "verify_import", "verify_signature",
 ]

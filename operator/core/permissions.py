@@ -6,17 +6,16 @@ agent (``mt5fleet.client``) needs, and gets:
 
 * publish ``tc.<uid>.prices|account|symbols|executions|heartbeat``: JetStream publishes
   whose acks come back on the agent's inbox (``inbox_prefix="_INBOX_<uid>"``);
+* publish ``tc.<uid>.catchup``: its requests to the platform's catch-up service, which
+  takes the user from this subject and answers only on ``_INBOX_<uid>.``;
 * subscribe ``tc.<uid>.commands`` (the live plain subscription) and ``_INBOX_<uid>.>``
-  (request replies, JetStream acks, catch-up deliveries) only;
-* its own catch-up consumer ``catchup-<uid>`` on TC_COMMANDS: create (the API subject names
-  the consumer *and* its filter ``tc.<uid>.commands``, and the server checks the request
-  against both), next-message, info, delete, and acks of its deliveries;
+  (request replies, JetStream acks, catch-up pages) only;
 * ``md.<symbol>`` of its tier;
 * its own ``tc-config`` key: see :func:`config_grants` for why that is a plain subscription
   to ``$KV.tc-config.<uid>`` plus a direct get of that one subject, not ``kv.watch``.
 
-Nothing else: no ``$JS.API.INFO``, no stream info or stream management, no consumer of
-another name or filter, no other user's subjects, no ``_INBOX.>``.
+Nothing else: no ``$JS.API.INFO``, no stream info or stream management, no consumer API at
+all (create, next, info, delete), no other user's subjects, no ``_INBOX.>``.
 """
 
 from __future__ import annotations
@@ -29,12 +28,9 @@ from mt5fleet.proto import subjects
 
 JS_API = "$JS.API"
 UNLIMITED = NatsLimits()
-# client/catchup.py names the consumer; the operator does not import the agent package,
-# so the prefix is restated here and a test keeps the two equal.
-CATCHUP_CONSUMER_PREFIX = "catchup-"
 # The subscriptions an agent holds besides market data: live commands, nats-py's inbox
-# multiplexer, the catch-up pull subscription, the live config subscription.
-FIXED_SUBSCRIPTIONS = 4
+# multiplexer (request replies and catch-up pages), the live config subscription.
+FIXED_SUBSCRIPTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UN
         raise ValueError(f"user {user_id}: the tier allows {limits.subs} subscriptions, "
                          f"the agent needs {needed} ({len(md)} md symbols + {FIXED_SUBSCRIPTIONS})")
     config_pub, config_sub = config_grants(user_id)
-    publish = (*agent_publish_subjects(user_id), *catchup_grants(user_id), *config_pub)
+    publish = (*agent_publish_subjects(user_id), *config_pub)
     subscribe = (subjects.user_subject(user_id, subjects.Channel.COMMANDS), inbox_subjects(user_id), *md,
                  *config_sub)
     return UserAccess(
@@ -71,39 +67,17 @@ def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UN
 
 
 def agent_publish_subjects(user_id: str) -> tuple[str, ...]:
+    """Its own ``tc.<uid>.<channel>`` of every channel it sends on, the catch-up request included."""
     return tuple(subjects.user_subject(user_id, channel) for channel in subjects.Channel if channel.from_agent)
 
 
 def inbox_prefix(user_id: str) -> str:
     """The agent connects with ``inbox_prefix=_INBOX_<uid>`` so its replies are its own."""
-    return f"_INBOX_{subjects.check_user_id(user_id)}"
+    return subjects.inbox_prefix(user_id)
 
 
 def inbox_subjects(user_id: str) -> str:
     return f"{inbox_prefix(user_id)}.>"
-
-
-def catchup_consumer(user_id: str) -> str:
-    return f"{CATCHUP_CONSUMER_PREFIX}{subjects.check_user_id(user_id)}"
-
-
-def catchup_grants(user_id: str) -> tuple[str, ...]:
-    """Create (name + filter in the subject), next, info, delete, ack: this consumer only.
-
-    nats-py (>= 2.9 servers) creates a named, filtered consumer through
-    ``CONSUMER.CREATE.<stream>.<name>.<filter>``; the server refuses a request whose body
-    names another consumer or filter than the subject does, so the grant pins both.
-    """
-    stream, name = subjects.COMMANDS_STREAM, catchup_consumer(user_id)
-    commands = subjects.user_subject(user_id, subjects.Channel.COMMANDS)
-    return (
-        f"{JS_API}.CONSUMER.CREATE.{stream}.{name}.{commands}",
-        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
-        f"{JS_API}.CONSUMER.INFO.{stream}.{name}",
-        f"{JS_API}.CONSUMER.DELETE.{stream}.{name}",
-        # Acks are published to the reply subject of each delivery: $JS.ACK.<stream>.<consumer>.<...>
-        f"$JS.ACK.{stream}.{name}.>",
-    )
 
 
 def config_key_subject(user_id: str) -> str:
@@ -139,7 +113,6 @@ def config_grants(user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 __all__ = [
-    "CATCHUP_CONSUMER_PREFIX", "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects",
-    "catchup_consumer", "catchup_grants", "config_grants", "config_key_subject", "config_stream", "inbox_prefix",
-    "inbox_subjects", "user_access",
+    "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects", "config_grants", "config_key_subject",
+    "config_stream", "inbox_prefix", "inbox_subjects", "user_access",
 ]

@@ -18,7 +18,7 @@ from mt5fleet.operator.core.models import (
     TradingClientStatus,
 )
 from mt5fleet.operator.core.nats_claims import NatsLimits
-from mt5fleet.operator.core.permissions import UserAccess, catchup_consumer, user_access
+from mt5fleet.operator.core.permissions import UserAccess, user_access
 from mt5fleet.operator.core.tiers import Tier
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.config import ClientConfig, Preferences, RiskProfile, SizingMode
@@ -51,17 +51,6 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class CatchupConsumer:
-    """The one consumer a user has: created by its agent after a reconnect, short-lived,
-    filtered to its commands (SPEC §2.2: no live consumer per user). The operator grants
-    exactly this name and filter; the agent (client/catchup.py) creates it."""
-    stream: str
-    name: str
-    filter_subject: str
-    inactive_threshold_s: float = 30.0
-
-
-@dataclass(frozen=True)
 class Desired:
     """Everything the appliers make true for one user."""
     user_id: str
@@ -72,7 +61,6 @@ class Desired:
     subjects: Mapping[str, str]
     credentials_active: bool            # False while paused: the JWT is revoked
     access: UserAccess                  # NATS permissions (md.<symbol> of its effective symbols), limits
-    catchup: CatchupConsumer
 
 
 def select_symbols(spec: TradingClientSpec, tier: Tier, correlations: Mapping[Pair, float] | None,
@@ -120,12 +108,9 @@ def desired_state(client: TradingClient, tier: Tier, correlations: Mapping[Pair,
     symbols = selection.symbols
     md = tuple(dict.fromkeys(symbols.trading + symbols.correlation + symbols.monitoring))
     access = access_for(spec.user_id, md, tier)
-    catchup = CatchupConsumer(stream=subjects.COMMANDS_STREAM, name=catchup_consumer(spec.user_id),
-                              filter_subject=subjects.user_subject(spec.user_id, subjects.Channel.COMMANDS))
     return Desired(user_id=spec.user_id, tier=tier, selection=selection,
                    config=client_config(client, tier, symbols, shard), shard=shard,
-                   subjects=user_subjects(spec.user_id), credentials_active=not spec.paused, access=access,
-                   catchup=catchup)
+                   subjects=user_subjects(spec.user_id), credentials_active=not spec.paused, access=access)
 
 
 def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAccess:

@@ -31,3 +31,16 @@ class AdjustMetrics:
                                 registry=r)
         self.users = Gauge("mt5fleet_worker_users_known", "Users with a ClientConfig in this worker's state",
                            registry=r)
+
+
+class CatchupMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.requests = Counter("mt5fleet_catchup_requests_total", "Catch-up page requests, by result "
+                                "(served, refused, failed)", ["result"], registry=r)
+        self.commands = Counter("mt5fleet_catchup_commands_served_total", "Stored commands sent in catch-up pages",
+                                registry=r)
+        self.refused = Counter("mt5fleet_catchup_refused_total", "Catch-up requests refused, by reason",
+                               ["reason"], registry=r)
+        self.page_time = Histogram("mt5fleet_catchup_page_seconds", "Reading and answering one catch-up page",
+                                   buckets=LATENCY_BUCKETS, registry=r)

@@ -1,4 +1,4 @@
-"""``mt5fleet worker adjust|marketdata|feedback|health``: one asyncio main per worker kind.
+"""``mt5fleet worker adjust|marketdata|feedback|health|catchup``: one asyncio main per worker kind.
 
 Each connects to NATS, serves ``/metrics``, ``/healthz`` (liveness: the event loop answers)
 and ``/readyz`` (readiness: NATS connected) for Kubernetes probes, and on SIGTERM stops
@@ -57,6 +57,12 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
         worker = AdjustWorker(nc, partitions=options.partitions)
         await worker.start()
         return Service(worker.metrics.registry, _forever, worker.stop)
+    if options.kind == "catchup":
+        from mt5fleet.workers.app.catchup_service import CatchupService
+
+        catchup = CatchupService(nc)
+        await catchup.start()
+        return Service(catchup.metrics.registry, _forever, catchup.stop)
     if options.kind == "feedback":
         from mt5fleet.workers.app.feedback_service import FeedbackWorker
 
@@ -77,7 +83,7 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
         # Timestamps from the feed's clock: a simulated instant and the wall clock must not mix.
         worker = MarketDataWorker(nc, feed, now_ms=lambda: now_ms(clock))
         return Service(worker.metrics.registry, worker.run, feed.close)
-    raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback or health")
+    raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback, health or catchup")
 
 
 async def _forever() -> None:

@@ -1,0 +1,149 @@
+"""One NATS account per tenant (SPEC §7, issue 10): the platform account's exports and one
+tenant's account claims.
+
+Why accounts and not permissions: NATS does not check a publish's reply subject, so inside
+one shared account a tenant can aim the server's own answers at the JetStream API, the KV
+bucket or another tenant's subjects. Across accounts, a reply travels back only through the
+response import the server made for that request, into the requester's own account.
+
+The platform account owns every stream and bucket and exports, once for the whole fleet,
+wildcards that require an activation token (``token_req``). A tenant's account has no
+JetStream and imports only its own literal subjects; each import carries a token the
+platform signed for exactly that subject and that tenant account, so a tenant that edits
+its imports (it cannot: the operator signs its account) would still get nothing else.
+
+Pure: keys and the issue time come in; nothing is sent anywhere (that is the adapters').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mt5fleet.operator.core.nats_claims import NO_LIMIT, AccountClaims, AccountLimits, JetStreamLimits
+from mt5fleet.operator.core.nats_exports import (
+    NANOS_PER_SECOND,
+    ActivationClaims,
+    Export,
+    ExportType,
+    Import,
+    ResponseType,
+)
+from mt5fleet.operator.core.nats_jwt import encode_activation
+from mt5fleet.operator.core.nats_keys import JwtError, KeyKind, NKey, require_kind
+from mt5fleet.operator.core.tiers import Tier
+from mt5fleet.proto import subjects
+from mt5fleet.proto.subjects import Channel
+
+# Requests a tenant makes into the platform: its five publishes and its catch-up request.
+SERVICE_CHANNELS: tuple[Channel, ...] = tuple(channel for channel in Channel if channel.from_agent)
+# The server forgets an unanswered request's response mapping after this, so requests
+# nobody answers cannot pile up; the slowest answer a tenant waits for is a catch-up page
+# (the agent gives up after 3 s), a PubAck comes in milliseconds.
+RESPONSE_THRESHOLD_NS = 10 * NANOS_PER_SECOND
+# The agent's connection, plus its replacement while the old one is still being closed.
+TENANT_CONNECTIONS = 2
+
+
+def market_data_wildcard() -> str:
+    return f"{subjects.MARKET_DATA_PREFIX}.*"
+
+
+def config_wildcard() -> str:
+    """``$KV.tc-config.*``: every user's config key, as the KV bucket publishes it."""
+    return f"$KV.{subjects.CONFIG_BUCKET}.*"
+
+
+def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> tuple[Export, ...]:
+    """The platform's exports, one definition for the whole fleet: every one needs a token."""
+    services = tuple(
+        Export(name=f"{subjects.USER_PREFIX}-{channel.value}", subject=subjects.user_wildcard(channel),
+               type=ExportType.SERVICE, token_req=True, response_type=ResponseType.SINGLETON,
+               response_threshold_ns=response_threshold_ns)
+        for channel in SERVICE_CHANNELS)
+    streams = (
+        Export(name=f"{subjects.USER_PREFIX}-{Channel.COMMANDS.value}",
+               subject=subjects.user_wildcard(Channel.COMMANDS), type=ExportType.STREAM, token_req=True),
+        Export(name=subjects.MARKET_DATA_PREFIX, subject=market_data_wildcard(), type=ExportType.STREAM,
+               token_req=True),
+        Export(name=subjects.CONFIG_BUCKET, subject=config_wildcard(), type=ExportType.STREAM, token_req=True),
+    )
+    return services + streams
+
+
+def platform_account(claims: AccountClaims, *, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> AccountClaims:
+    """The platform account as it is, with the fleet's exports (JetStream stays as set)."""
+    return dataclasses.replace(claims, exports=platform_exports(response_threshold_ns=response_threshold_ns))
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """A tier's NATS limits, applied to the tenant's whole account (-1: unlimited)."""
+
+    conn: int
+    subs: int
+    payload: int
+    data: int
+
+    @classmethod
+    def of_tier(cls, tier: Tier, *, conn: int = TENANT_CONNECTIONS) -> TenantLimits:
+        return cls(conn=conn, subs=tier.max_subscriptions, payload=tier.max_payload_bytes,
+                   data=tier.max_data_bytes)
+
+    def account_limits(self) -> AccountLimits:
+        """No JetStream, no leaf nodes, no exports, no bearer tokens: a tenant only imports."""
+        return AccountLimits(conn=self.conn, subs=self.subs, payload=self.payload, data=self.data,
+                             imports=NO_LIMIT, exports=0, wildcards=False, leaf=0, disallow_bearer=True,
+                             jetstream=JetStreamLimits())
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The platform account's public key and the key that signs its activation tokens (the
+    account key or one of its signing keys)."""
+
+    account: str
+    signer: NKey = field(repr=False)
+
+    def __post_init__(self) -> None:
+        require_kind(self.account, KeyKind.ACCOUNT, "platform account")
+        if self.signer.kind is not KeyKind.ACCOUNT:
+            raise JwtError("activation tokens are signed by the platform account or one of its signing keys")
+
+
+def tenant_subjects(user_id: str, symbols: Iterable[str]) -> tuple[tuple[str, ExportType], ...]:
+    """What the tenant imports: its requests (services), then what it reads (streams)."""
+    requests = tuple((subjects.user_subject(user_id, channel), ExportType.SERVICE) for channel in SERVICE_CHANNELS)
+    reads = (subjects.user_subject(user_id, Channel.COMMANDS), subjects.config_key_subject(user_id),
+             *(subjects.market_data_subject(symbol) for symbol in sorted(set(symbols))))
+    return requests + tuple((subject, ExportType.STREAM) for subject in reads)
+
+
+def tenant_imports(user_id: str, symbols: Iterable[str], *, tenant: str, platform: Platform,
+                   issued_at: int) -> tuple[Import, ...]:
+    """Each import with its own token: for exactly that subject and this tenant account."""
+    require_kind(tenant, KeyKind.ACCOUNT, "tenant account")
+    imports = []
+    for subject, kind in tenant_subjects(user_id, symbols):
+        activation = ActivationClaims(subject=tenant, name=subject, import_subject=subject, kind=kind,
+                                      issuer_account=platform.account)
+        token = encode_activation(activation, platform.signer, issued_at=issued_at)
+        imports.append(Import(name=subject, subject=subject, account=platform.account, type=kind, token=token))
+    return tuple(imports)
+
+
+def tenant_account(user_id: str, symbols: Iterable[str], limits: TenantLimits, *, tenant: str,
+                   platform: Platform, issued_at: int, signing_keys: tuple[str, ...] = ()) -> AccountClaims:
+    """One tenant's account claims, named by its user id; sign with the operator's key."""
+    return AccountClaims(subject=tenant, name=subjects.check_user_id(user_id), limits=limits.account_limits(),
+                         signing_keys=signing_keys,
+                         imports=tenant_imports(user_id, symbols, tenant=tenant, platform=platform,
+                                                issued_at=issued_at))
+
+
+__all__ = [
+    "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS", "TENANT_CONNECTIONS", "Platform", "TenantLimits",
+    "config_wildcard", "market_data_wildcard", "platform_account", "platform_exports", "tenant_account",
+    "tenant_imports", "tenant_subjects",
+]

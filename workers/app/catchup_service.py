@@ -1,0 +1,147 @@
+"""The catch-up service: after a reconnect an agent asks here for the commands it missed.
+
+An agent requests ``tc.<uid>.catchup`` (CatchupRequest); one replica of the queue group
+answers with a page (CatchupBatch) of that user's stored ``tc.<uid>.commands`` and the
+cursor for the next page; the agent pages until ``done``. The user is taken from the
+subject only, which the user's NATS permissions pin to its own id, never from the
+payload. Reads are direct gets (``CommandStore``): no consumer per agent (SPEC §2.2, §7).
+
+A reply goes only to the requester's own inbox, ``_INBOX_<uid>.``: NATS does not check a
+request's reply subject against permissions, so without this a user could aim the
+service's answer at another user's subject or the JetStream API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.domain.catchup import CatchupPage, CatchupQuery
+from mt5fleet.proto.runtime.tasks import cancel_and_wait
+from mt5fleet.proto.v1.catchup_pb2 import CatchupRequest
+from mt5fleet.proto.validation import ValidationError, check_catchup_request, decode
+from mt5fleet.proto.validation_catchup import REQUEST_LIMITS, catchup_batch_message
+from mt5fleet.workers.adapters.command_store import CommandStore
+from mt5fleet.workers.adapters.metrics import CatchupMetrics
+from mt5fleet.workers.core.catchup import DEFAULT_PAGE_COMMANDS, PAGE_BYTES, PageBuilder, page_commands
+
+log = logging.getLogger("mt5fleet.worker.catchup")
+
+# Pages read at once per replica: enough for a fleet reconnecting together, few enough that
+# the replica's direct gets do not crowd out JetStream's other clients.
+MAX_CONCURRENT_PAGES = 32
+
+
+class Refused(Exception):
+    """A request answered with nothing at all; ``label`` is the metric's reason."""
+
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__(reason)
+        self.label = label
+
+
+class CatchupService:
+    def __init__(self, nc: Any, *, metrics: CatchupMetrics | None = None, store: CommandStore | None = None,
+                 default_page: int = DEFAULT_PAGE_COMMANDS, page_bytes: int = PAGE_BYTES) -> None:
+        self.nc = nc
+        self.store = store or CommandStore(nc.jetstream())
+        self.metrics = metrics or CatchupMetrics()
+        self.default_page = default_page
+        self.page_bytes = page_bytes
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_PAGES)
+        self._tasks: set[asyncio.Task] = set()
+        self._subscription: Any = None
+
+    async def start(self) -> None:
+        self._subscription = await self.nc.subscribe(subjects.user_wildcard(subjects.Channel.CATCHUP),
+                                                     queue=subjects.CATCHUP_QUEUE, cb=self._on_request)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):  # the connection may be closing already
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        await cancel_and_wait(self._tasks)
+
+    async def run(self) -> None:
+        """For the worker runner: start, then serve until cancelled."""
+        await self.start()
+        await asyncio.Event().wait()
+
+    async def _on_request(self, message: Any) -> None:
+        # The callback only admits: each page is read in its own task, so one slow read
+        # does not hold up every other agent's request.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._answer(message), name="catchup-page")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _answer(self, message: Any) -> None:
+        with self.metrics.page_time.time():
+            try:
+                user_id = requester(message.subject, message.reply)
+            except Refused as exc:
+                self._count_refusal(exc.label, f"{exc} (subject {message.subject!r}, reply {message.reply!r})")
+                return
+            try:
+                query = check_catchup_request(decode(CatchupRequest, message.data, REQUEST_LIMITS))
+            except ValidationError as exc:
+                self._count_refusal("invalid", f"from {user_id}: {exc}")
+                await self._reply(message, CatchupPage.refused(str(exc)))
+                return
+            await self._serve(message, user_id, query)
+
+    async def _serve(self, message: Any, user_id: str, query: CatchupQuery) -> None:
+        try:
+            page = await self.read_page(user_id, query)
+        except Exception as exc:  # JetStream briefly unavailable: the agent asks again
+            self.metrics.requests.labels("failed").inc()
+            log.warning("catch-up of %s failed: %r", user_id, exc)
+            await self._reply(message, CatchupPage.refused(f"stored commands unreadable: {exc!r}"))
+            return
+        await self._reply(message, page)
+        self.metrics.requests.labels("served").inc()
+        self.metrics.commands.inc(len(page.commands))
+
+    async def read_page(self, user_id: str, query: CatchupQuery) -> CatchupPage:
+        """One page of the user's commands from the query's cursor; one read past the page
+        says whether it is the last."""
+        subject = subjects.user_subject(user_id, subjects.Channel.COMMANDS)
+        builder = PageBuilder(page_commands(query.max_commands, self.default_page), self.page_bytes)
+        stored = (await self.store.next_from(subject, query.after_sequence + 1) if query.after_sequence
+                  else await self.store.first_since(subject, query.since_ms))
+        while stored is not None and builder.fits(stored.data):
+            builder.add(stored.sequence, stored.data)
+            stored = await self.store.next_from(subject, stored.sequence + 1)
+        return builder.page(done=stored is None)
+
+    def _count_refusal(self, label: str, reason: str) -> None:
+        self.metrics.requests.labels("refused").inc()
+        self.metrics.refused.labels(label).inc()
+        log.warning("refused a catch-up request: %s", reason)
+
+    async def _reply(self, message: Any, page: CatchupPage) -> None:
+        with contextlib.suppress(Exception):  # the requester gave up or left: nothing to tell it
+            await message.respond(catchup_batch_message(page).SerializeToString())
+
+
+def requester(subject: str, reply: str | None) -> str:
+    """The user a request is for (from the subject), if it may be answered at all."""
+    try:
+        user_id, channel = subjects.parse_user_subject(subject)
+    except subjects.InvalidName as exc:
+        raise Refused("subject", str(exc)) from None
+    if channel is not subjects.Channel.CATCHUP:
+        raise Refused("subject", f"{subject} is not a catch-up subject")
+    if not reply:
+        raise Refused("no_reply", "a request without a reply subject")
+    if not reply.startswith(subjects.inbox_prefix(user_id) + "."):
+        raise Refused("reply_subject", f"the reply subject is not {user_id}'s own inbox")
+    return user_id
