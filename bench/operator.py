@@ -1,11 +1,12 @@
 """Operator benchmark: local mode reconciling 1,000 TradingClients against an embedded
-nats-server in JWT mode (the operator's real set-up: per-user JWTs, revocations pushed
-to the server), next to a raw nats-py baseline measured in the same run:
+nats-server in JWT mode (the operator's real set-up: an account per tenant pushed to the
+server, a user JWT inside it), next to a raw nats-py baseline measured in the same run:
 
 * first pass: TradingClients reconciled per second, each one a config entry in
-  ``tc-config``, a signed user JWT and a bootstrap Secret (private files);
+  ``tc-config``, a tenant account signed and pushed, a signed user JWT and a bootstrap
+  Secret (private files);
 * resync at rest: the forced pass that repairs drift, with nothing to repair;
-* tier change: 100 users move tier (new config, new JWT, the old one revoked);
+* tier change: 100 users move tier (new config, the tenant's account re-signed and pushed);
 * baseline: raw ``kv.put`` of the same ClientConfig payloads, one after another as the
   operator writes them.
 

@@ -23,6 +23,9 @@ from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.core import effective as effective_config
 from mt5fleet.client.core.settings import LocalRiskLimits, SymbolSettings
 from mt5fleet.operator.adapters import nats_accounts as na
+from mt5fleet.operator.adapters.jwt_issuer import tenant_limits
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
 from mt5fleet.operator.core import nats_jwt as nj
 from mt5fleet.operator.core import permissions as pm
 from mt5fleet.operator.core.admission import parse_spec
@@ -111,30 +114,28 @@ def refused_metric(agent: Any) -> float:
 
 
 class Tenant:
-    """One user's credentials as the operator keeps them: one key, a new JWT per change,
-    the older JWTs revoked when the new permissions are narrower."""
+    """One user as the operator keeps it: its own tenant account, whose md imports follow
+    the tier (re-signed on a change), and one user JWT inside it. ``exact`` grants the user
+    its md subjects one by one instead of ``md.*`` (a user narrower than its config)."""
 
-    def __init__(self, chain: na.TrustChain, authority: na.AccountAuthority, user_id: str, path: Path) -> None:
-        self.chain, self.authority, self.user_id, self.path = chain, authority, user_id, path
-        self.key: Any = None
-        self.issued: na.IssuedUser | None = None
+    def __init__(self, tenants: TenantAccounts, user_id: str, path: Path, *, exact: bool = False) -> None:
+        self.tenants, self.user_id, self.path, self.exact = tenants, user_id, path, exact
 
-    def issue(self, md: tuple[str, ...]) -> na.IssuedUser:
+    async def issue(self, md: tuple[str, ...]) -> na.IssuedUser:
+        access = await self._account(md)
+        grants = access.permissions if self.exact else access.tenant_permissions
+        issued = await self.tenants.issue_user(self.user_id, grants)
+        na.write_creds(self.path, issued)
+        return issued
+
+    async def narrow(self, md: tuple[str, ...]) -> None:
+        """A downgrade: the account re-signed with fewer md imports; the user's JWT stays."""
+        await self._account(md)
+
+    async def _account(self, md: tuple[str, ...]) -> pm.UserAccess:
         access = pm.user_access(self.user_id, md, LIMITS)
-        after = self.issued.issued_at + 1 if self.issued else 0
-        self.issued = self.authority.issue_user(self.user_id, access.permissions, access.limits, key=self.key,
-                                                not_before_iat=after)
-        if self.key is None:
-            self.key = nj.NKey.from_seed(self.issued.seed)
-        na.write_creds(self.path, self.issued)
-        return self.issued
-
-    async def narrow(self, md: tuple[str, ...], system: Any) -> None:
-        """A downgrade: the new JWT written, every older one of the key revoked."""
-        issued = self.issue(md)
-        self.authority.revoke(issued.public_key, at=issued.issued_at - 1)
-        assert await na.push_account_jwt(system, self.authority.account_jwt(),
-                                         trusted_signers=self.chain.trusted_signers) == "jwt updated"
+        await self.tenants.ensure(self.user_id, access.md_symbols, tenant_limits(access))
+        return access
 
 
 async def put_config(js: Any, user_id: str, tier: str, trading: tuple[str, ...], correlation: tuple[str, ...] = (),
@@ -160,9 +161,10 @@ async def md_arrives(harness: AgentHarness, service: Any, symbol: str, marker: i
     await wait_for(delivered, f"md.{symbol} delivered to the agent", timeout=10, interval=0.1)
 
 
-@pytest.fixture(scope="module")
-def authority(nats_trust_chain) -> na.AccountAuthority:
-    return nats_trust_chain.authority()
+@pytest.fixture
+def tenants(nats_trust_chain, platform, tmp_path) -> TenantAccounts:
+    return TenantAccounts(nats_trust_chain.platform, nats_trust_chain.operator_signing, platform[1],
+                          DirectorySecretStore(tmp_path / "tenants"), trusted_signers=nats_trust_chain.trusted_signers)
 
 
 @pytest.fixture
@@ -198,15 +200,15 @@ async def agent_on(server: Any, tmp_path: Path, user_id: str, creds: Path, servi
 
 # =========================================================================== the downgrade
 
-async def test_a_downgrade_while_away_leaves_exactly_the_new_md_set(operator_nats_server, nats_trust_chain,
-                                                                   authority, platform, tmp_path):
+async def test_a_downgrade_while_away_leaves_exactly_the_new_md_set(operator_nats_server, tenants,
+                                                                   platform, tmp_path):
     """Pro (3 md symbols) -> free (1) while the agent is cut off: nats-py reconnects on the
     new JWT by itself. No stale md subscription is replayed or retried; md, commands and
     reports still flow."""
     service, system = platform
     user = "mdgrace"
-    tenant = Tenant(nats_trust_chain, authority, user, tmp_path / f"{user}.creds")
-    tenant.issue(PRO_MD)
+    tenant = Tenant(tenants, user, tmp_path / f"{user}.creds")
+    await tenant.issue(PRO_MD)
     await put_config(service.jetstream(), user, "pro", PRO_MD[:2], monitoring=PRO_MD[2:])
     proxy = Cuttable(operator_nats_server.host, operator_nats_server.port)
     url = await proxy.start()
@@ -221,7 +223,7 @@ async def test_a_downgrade_while_away_leaves_exactly_the_new_md_set(operator_nat
             proxy.cut()
             await wait_for(lambda: not agent.nc.is_connected, "agent cut off")
             await put_config(service.jetstream(), user, "free", FREE_MD)
-            await tenant.narrow(FREE_MD, system)
+            await tenant.narrow(FREE_MD)
             proxy.restore()
 
             await wait_for(lambda: agent.effective.tier == "free", "the free config read after reconnecting",
@@ -241,38 +243,37 @@ async def test_a_downgrade_while_away_leaves_exactly_the_new_md_set(operator_nat
         await proxy.close()
 
 
-async def test_a_downgrade_revokes_the_connection_and_the_new_one_follows_the_new_config(
-        operator_nats_server, nats_trust_chain, authority, platform, tmp_path):
-    """The operator's order: config first, then the narrower JWT with the old one revoked
-    (the server closes the connection); the agent's new connection holds the free set only."""
+async def test_a_downgrade_re_signs_the_account_and_the_connected_agent_follows_the_new_config(
+        operator_nats_server, tenants, platform, tmp_path):
+    """The operator's order: config first, then the tenant's account re-signed with fewer md
+    imports; the agent keeps its connection and holds the free set only."""
     service, system = platform
     user = "mdhenry"
-    tenant = Tenant(nats_trust_chain, authority, user, tmp_path / f"{user}.creds")
-    tenant.issue(PRO_MD)
+    tenant = Tenant(tenants, user, tmp_path / f"{user}.creds")
+    await tenant.issue(PRO_MD)
     await put_config(service.jetstream(), user, "pro", PRO_MD)
     async with agent_on(operator_nats_server, tmp_path, user, tenant.path, service) as harness:
         agent = harness.agent
         await wait_for(lambda: md_held(operator_nats_server, user) == {f"md.{s}" for s in PRO_MD}, "pro md held")
         before = len(violations(operator_nats_server))
         await put_config(service.jetstream(), user, "free", FREE_MD)
-        await tenant.narrow(FREE_MD, system)
+        await tenant.narrow(FREE_MD)
         await wait_for(lambda: agent.effective.tier == "free" and agent.nc.is_connected
                        and md_held(operator_nats_server, user) == {"md.EURUSD"},
                        lambda: f"free md held; server has {md_held(operator_nats_server, user)}", timeout=15)
         await md_arrives(harness, service, "EURUSD", 3)
         await asyncio.sleep(0.5)
         assert violations(operator_nats_server)[before:] == []
-        assert refused_metric(agent) == 0
+        assert refused_metric(agent) == 0 and agent.reconnects == 0
 
 
-async def test_a_wider_local_file_never_reaches_the_server(operator_nats_server, nats_trust_chain, authority,
-                                                           platform, tmp_path):
+async def test_a_wider_local_file_never_reaches_the_server(operator_nats_server, tenants, platform, tmp_path):
     """An agent (re)started after a downgrade with its local file still listing pro symbols:
     the md set is the server's ClientConfig, never the local fallback's."""
     service, _ = platform
     user = "mdiris"
-    tenant = Tenant(nats_trust_chain, authority, user, tmp_path / f"{user}.creds")
-    tenant.issue(FREE_MD)
+    tenant = Tenant(tenants, user, tmp_path / f"{user}.creds")
+    await tenant.issue(FREE_MD)
     await put_config(service.jetstream(), user, "free", FREE_MD)
     before = len(violations(operator_nats_server))
     async with agent_on(operator_nats_server, tmp_path, user, tenant.path, service,
@@ -286,14 +287,14 @@ async def test_a_wider_local_file_never_reaches_the_server(operator_nats_server,
 
 
 async def test_a_refused_md_subscription_is_counted_once_and_never_disconnects(
-        operator_nats_server, nats_trust_chain, authority, platform, tmp_path, caplog):
-    """A config that lists more than the connection's JWT grants (a correlation pair added:
-    the wider JWT is for the next connection; this one keeps the old grants): the refusal is
-    counted and logged once, not retried, and the agent stays connected; the rest flows."""
+        operator_nats_server, tenants, platform, tmp_path, caplog):
+    """A config that lists more than the user's grants (a user issued with exact md grants,
+    narrower than ``md.*``): the refusal is counted and logged once, not retried, and the
+    agent stays connected; the rest flows."""
     service, _ = platform
     user = "mdjack"
-    tenant = Tenant(nats_trust_chain, authority, user, tmp_path / f"{user}.creds")
-    tenant.issue(FREE_MD)
+    tenant = Tenant(tenants, user, tmp_path / f"{user}.creds", exact=True)
+    await tenant.issue(FREE_MD)
     await put_config(service.jetstream(), user, "pro", FREE_MD)
     async with agent_on(operator_nats_server, tmp_path, user, tenant.path, service) as harness:
         agent = harness.agent
@@ -330,6 +331,7 @@ def test_the_agent_subscribes_to_exactly_what_the_operator_grants(tier):
     desired = desired_state(_client(("EURUSD", "GBPUSD", "USDJPY"), ("AUDUSD", "XAUUSD", "NZDUSD", "USDCAD", "EURGBP")),
                             DEFAULT_TIERS[tier])
     granted = {s for s in desired.access.subscribe if s.startswith("md.")}
+    assert {subjects.market_data_subject(s) for s in desired.access.md_symbols} == granted  # the account's imports
     agent = effective_config.from_client_config(desired.config, LocalRiskLimits(),
                                                 SymbolSettings(trading=("NZDUSD",), monitoring=("USDCAD",)))
     assert {subjects.market_data_subject(s) for s in agent.md_symbols} == granted

@@ -4,6 +4,7 @@ terminal, so it prints progress lines and a summary): a full short run, and Ctrl
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from mt5fleet.launcher.demo import users as demo_users
 from mt5fleet.launcher.demo.feed import SignalFactory
 from mt5fleet.launcher.demo.view import DemoStats, Endpoint, UserRow, percentile, render, summary
 from mt5fleet.operator.core.admission import parse_resource
+from mt5fleet.operator.core.nats_jwt import NKey, decode_user, parse_creds
 from mt5fleet.proto.domain import sessions
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 from mt5fleet.proto.validation import check_signal
@@ -188,6 +190,18 @@ def test_the_demo_runs_the_platform_and_summarises_it(tmp_path):
     assert re.search(r"^latency signal->fill: p50 \d+ ms, p99 \d+ ms$", result.stdout, re.MULTILINE)
     assert (tmp_path / "run" / "demo.log").stat().st_size > 0
     assert (tmp_path / "run" / "clients" / "carol-pro-over-limit.yaml.status.yaml").exists()
+    _assert_one_account_per_tenant(tmp_path / "run" / "operator" / "secrets", set(per_user))
+
+
+def _assert_one_account_per_tenant(secrets: Path, users: set[str]) -> None:
+    """Each agent traded as a user of its own tenant account, none in the platform's."""
+    accounts = {}
+    for user in users:
+        jwt, _ = parse_creds((secrets / f"mt5fleet-agent-{user}" / "user.creds").read_text())
+        accounts[user] = decode_user(jwt).claims.issuer_account
+        state = json.loads((secrets / f"mt5fleet-nats-tenant-{user}" / "tenant.json").read_text())
+        assert NKey.from_seed(state["account"]).public_key == accounts[user]
+    assert len(set(accounts.values())) == len(users)
 
 
 def _children(pid: int) -> list[int]:

@@ -1,15 +1,21 @@
-"""Per-user NATS credentials against a real nats-server in JWT operator mode (SPEC §7).
+"""Per-user NATS credentials against a real nats-server in JWT operator mode (SPEC §7), as
+the operator issues them: each user inside its own tenant account (``tenant_accounts``),
+whose imports are all that reaches the platform account.
 
 A user can do what its agent does (publish its own channels, read its commands live and
 through the catch-up service, read its own tc-config key, read its tier's md.<symbol>) and
-nothing else: no JetStream consumer API at all. Each refusal is proven by the server's own
-"Permissions Violation" error for the exact subject, not by a message failing to arrive in time.
+nothing else: no JetStream consumer API at all. A direct refusal is proven by the server's
+own "Permissions Violation" error for the exact subject (the user's grants, defence in
+depth), and what the account boundary stops by the platform's state not changing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,13 @@ from waiting import eventually, wait_for
 
 from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.operator.adapters import nats_accounts as na
+from mt5fleet.operator.adapters.jwt_issuer import tenant_limits
+from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts, TenantState
+from mt5fleet.operator.app import runtime
 from mt5fleet.operator.core import nats_jwt as nj
 from mt5fleet.operator.core import permissions as pm
+from mt5fleet.operator.core import tenancy
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap, natsconn
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, OperatorMode
@@ -55,6 +66,27 @@ def test_the_exact_grants_of_one_user():
                                 "$KV.tc-config.alice")
     assert access.permissions.pub.deny == access.permissions.sub.deny == ()
     assert access.limits == nj.NatsLimits(payload=256 * 1024, subs=50, data=-1)
+
+
+def test_inside_its_tenant_account_a_user_reads_md_by_the_accounts_imports():
+    """The user's grants in its own account: the same, but ``md.*`` (the account imports
+    only its tier's symbols), so a symbol or tier change never needs a new user JWT."""
+    access = pm.user_access("alice", ["USDJPY", "EURUSD"], TIER)
+    assert access.md_symbols == ("EURUSD", "USDJPY")
+    assert access.tenant_permissions.pub == access.permissions.pub
+    assert access.tenant_permissions.sub.allow == ("tc.alice.commands", "_INBOX_alice.>", "md.*",
+                                                   "$KV.tc-config.alice")
+    assert pm.user_access("alice", ["GBPUSD"], TIER).tenant_permissions == access.tenant_permissions
+    assert "md.*" not in pm.user_access("alice", (), TIER).tenant_permissions.sub.allow
+
+
+def test_tenant_state_round_trips_and_keeps_its_seeds_out_of_repr():
+    state = TenantState.create()
+    state = TenantState(state.account, state.signing, ("EURUSD",), tenancy.TenantLimits(2, 50, 1024, -1),
+                        {"*": 5}, "jwt", 7)
+    assert TenantState.from_json(state.to_json()) == state
+    for seed in (state.account.seed, state.signing.seed):
+        assert seed not in repr(state) and seed in state.to_json()  # the secret store's, never a log's
 
 
 def test_names_match_the_agent_code():
@@ -204,16 +236,48 @@ async def connect(server: EmbeddedNats, user: na.IssuedUser, tmp_path: Path, *, 
     return conn
 
 
-async def as_agent(server: EmbeddedNats, authority: na.AccountAuthority, user_id: str, tmp_path: Path,
-                   symbols: tuple[str, ...] = TIER_SYMBOLS) -> Conn:
+@contextlib.asynccontextmanager
+async def tenant_accounts(server: EmbeddedNats, chain: na.TrustChain, tmp_path: Path) -> AsyncIterator[TenantAccounts]:
+    """The operator's tenant authority, pushing through a system-user connection."""
+    system = await connect(server, chain.system_user, tmp_path)
+    try:
+        yield TenantAccounts(chain.platform, chain.operator_signing, system.nc,
+                             DirectorySecretStore(tmp_path / "tenants"), trusted_signers=chain.trusted_signers)
+    finally:
+        await system.nc.close()
+
+
+async def issue(tenants: TenantAccounts, user_id: str, symbols: tuple[str, ...] = TIER_SYMBOLS) -> na.IssuedUser:
+    """As the operator issues an agent's user: its account first, then the user inside it."""
     access = pm.user_access(user_id, symbols, TIER)
-    user = authority.issue_user(user_id, access.permissions, access.limits)
+    await tenants.ensure(user_id, access.md_symbols, tenant_limits(access))
+    return await tenants.issue_user(user_id, access.tenant_permissions)
+
+
+async def as_agent(server: EmbeddedNats, chain: na.TrustChain, user_id: str, tmp_path: Path,
+                   symbols: tuple[str, ...] = TIER_SYMBOLS) -> Conn:
+    async with tenant_accounts(server, chain, tmp_path) as tenants:
+        user = await issue(tenants, user_id, symbols)
     return await connect(server, user, tmp_path, inbox=pm.inbox_prefix(user_id))
 
 
-@pytest.fixture(scope="module")
-def authority(nats_trust_chain) -> na.AccountAuthority:
-    return nats_trust_chain.authority()
+async def platform_state(service: Conn) -> dict[str, Any]:
+    """Every stream's per-subject counts and consumers, and the config bucket's revisions."""
+    js = service.js()
+    streams = {}
+    for info in await js.streams_info():
+        detail = await js.stream_info(info.config.name, subjects_filter=">")
+        streams[info.config.name] = (detail.state.subjects or {}, await consumers_of(js, info.config.name))
+    return streams
+
+
+def _without(state: dict[str, Any], subject: str) -> dict[str, Any]:
+    return {name: ({s: n for s, n in counts.items() if s != subject}, consumers)
+            for name, (counts, consumers) in state.items()}
+
+
+async def consumers_of(js: Any, stream: str) -> list[str]:
+    return sorted(info.name for info in await js.consumers_info(stream))
 
 
 @pytest.fixture
@@ -224,8 +288,8 @@ async def service(operator_nats_server, nats_trust_chain, tmp_path):
 
 
 @pytest.fixture
-async def alice(operator_nats_server, authority, tmp_path):
-    conn = await as_agent(operator_nats_server, authority, "alice", tmp_path)
+async def alice(operator_nats_server, nats_trust_chain, tmp_path):
+    conn = await as_agent(operator_nats_server, nats_trust_chain, "alice", tmp_path)
     yield conn
     await conn.nc.close()
 
@@ -319,20 +383,34 @@ async def test_cannot_request_another_users_catch_up(alice, service, catchup):
     assert caught == [] and catchup.metrics.requests.labels("served")._value.get() == 0
 
 
-async def test_a_catch_up_reply_goes_only_to_the_requesters_own_inbox(alice, service, catchup):
-    """NATS does not check a request's reply subject: the service does, and answers only
-    ``_INBOX_<uid>.``, so its page cannot be aimed at another subject (issue 10)."""
+async def test_a_catch_up_reply_returns_only_into_the_requesters_account(alice, service, catchup):
+    """NATS does not check a request's reply subject; through the service import the
+    server answers into alice's own account, wherever she aims it (issue 10): the service
+    answers, and nothing reaches bob's commands or the JetStream API in the platform."""
     bob_commands = await service.nc.subscribe("tc.bob.commands")
     await service.nc.flush()
+    before = await platform_state(service)
     request = catchup_pb2.CatchupRequest(since_ms=0).SerializeToString()
-    for reply in ("tc.bob.commands", "$JS.API.STREAM.PURGE.TC_EXECUTIONS", "_INBOX_bob.x", "_INBOX_alicex.y"):
+    aimed = ("tc.bob.commands", "$JS.API.STREAM.PURGE.TC_EXECUTIONS", "_INBOX_bob.x", "_INBOX_alicex.y")
+    for reply in aimed:
         await alice.nc.publish("tc.alice.catchup", request, reply=reply)
     await alice.nc.flush()
-    refused = catchup.metrics.refused.labels("reply_subject")
-    await wait_for(lambda: refused._value.get() == 4, "the four requests refused")
+    await wait_for(lambda: catchup.metrics.requests.labels("served")._value.get() == 4, "the four answered")
     with pytest.raises(nats.errors.TimeoutError):
         await bob_commands.next_msg(timeout=REFUSED_AFTER_S)
-    assert alice.errors == []
+    assert await platform_state(service) == before and alice.errors == []
+
+
+async def test_the_catch_up_service_refuses_a_foreign_reply_from_inside_the_platform(service, catchup):
+    """Defence in depth: a request made inside the platform account (no import to rewrite
+    its reply) is answered only on the user's own inbox."""
+    request = catchup_pb2.CatchupRequest(since_ms=0).SerializeToString()
+    before = await platform_state(service)
+    for reply in ("tc.bob.commands", "$JS.API.STREAM.PURGE.TC_EXECUTIONS", "_INBOX_bob.x"):
+        await service.nc.publish("tc.alice.catchup", request, reply=reply)
+    refused = catchup.metrics.refused.labels("reply_subject")
+    await wait_for(lambda: refused._value.get() == 3, "the three requests refused")
+    assert await platform_state(service) == before
 
 
 async def test_cannot_publish_another_users_prices(alice, service):
@@ -348,10 +426,17 @@ async def test_cannot_publish_another_users_prices(alice, service):
         await service.js().get_msg(subjects.PRICES_STREAM, subject="tc.bob.prices", direct=True)
 
 
-async def test_market_data_outside_the_tier_is_refused(operator_nats_server, authority, tmp_path):
-    carol = await as_agent(operator_nats_server, authority, "carol", tmp_path, symbols=("EURUSD",))
+async def test_market_data_outside_the_tier_never_arrives(operator_nats_server, nats_trust_chain, service, tmp_path):
+    """Carol's account imports md.EURUSD only: her ``md.*`` subscription (her grant) gets
+    nothing else; ``>`` and the correlations are refused by her grants."""
+    carol = await as_agent(operator_nats_server, nats_trust_chain, "carol", tmp_path, symbols=("EURUSD",))
     try:
-        for subject in ("md.XAUUSD", "md.*", "md.>", subjects.CORRELATIONS_SUBJECT):
+        md = await carol.nc.subscribe("md.*")
+        await carol.nc.flush()
+        for symbol in ("XAUUSD", "GBPUSD", "EURUSD"):
+            await service.nc.publish(subjects.market_data_subject(symbol), symbol.encode())
+        assert (await md.next_msg(timeout=5)).data == b"EURUSD"
+        for subject in (">", subjects.CORRELATIONS_SUBJECT):
             await carol.nc.subscribe(subject)
             await carol.refused_subscription(subject)
     finally:
@@ -441,18 +526,28 @@ async def test_nats_py_kv_watch_is_refused_even_for_the_own_key(alice, service):
     await alice.refused_publish(f"$JS.API.STREAM.INFO.{KV_STREAM}")
 
 
-async def test_known_gap_reply_subjects_are_not_covered_by_permissions(alice, service):
-    """NATS does not check a publisher's *reply* subject: a JetStream ack for an allowed
-    publish is delivered to whatever reply subject the user names, including another user's
-    (and stored there if a stream captures it). Permissions cannot close this; agents and
-    workers validate every payload (a PubAck is not a TradingCommand). If this test fails,
-    the server started to refuse it: drop the gap from docs/security notes."""
+async def test_reply_subjects_aimed_at_the_platform_change_nothing(alice, service):
+    """The issue-10 attacks, with the credentials the operator issues: a JetStream ack or a
+    config direct get answered to bob's commands, the JetStream API or another config key.
+    Each answer lands in alice's own account; the platform is unchanged."""
     bob_commands = await service.nc.subscribe("tc.bob.commands")
     await service.nc.flush()
-    await alice.nc.publish("tc.alice.heartbeat", b"beat", reply="tc.bob.commands")
-    message = await bob_commands.next_msg(timeout=5)
-    assert json.loads(message.data)["stream"] == subjects.HEARTBEAT_STREAM
-    assert alice.errors == []
+    kv = await service.js().key_value(subjects.CONFIG_BUCKET)
+    await kv.put("alice", b"alice-config")
+    before = await platform_state(service)
+    targets = ("tc.bob.commands", f"$JS.API.STREAM.PURGE.{subjects.EXECUTIONS_STREAM}",
+               f"$JS.API.CONSUMER.DELETE.{subjects.SIGNALS_STREAM}.{subjects.adjust_consumer(0)}",
+               "$KV.tc-config.bob", "$KV.tc-config.alice")
+    direct_get = f"$JS.API.DIRECT.GET.{KV_STREAM}.{pm.config_key_subject('alice')}"
+    for target in targets:
+        await alice.nc.publish("tc.alice.heartbeat", b"beat", reply=target)
+        await alice.nc.publish(direct_get, b"", reply=target)
+    await alice.nc.flush()
+    with pytest.raises(nats.errors.TimeoutError):
+        await bob_commands.next_msg(timeout=REFUSED_AFTER_S)
+    own = "tc.alice.heartbeat"  # her heartbeats land in her own subject: nothing else may change
+    assert _without(await platform_state(service), own) == _without(before, own)
+    assert (await kv.get("alice")).value == b"alice-config" and alice.errors == []
 
 
 # =========================================================================== the real agent
@@ -472,9 +567,9 @@ class CredentialedHarness(AgentHarness):
         return self
 
 
-async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nats_trust_chain, authority, tmp_path):
-    access = pm.user_access("dave", TIER_SYMBOLS, TIER)
-    creds = na.write_creds(tmp_path / "dave.creds", authority.issue_user("dave", access.permissions, access.limits))
+async def test_the_real_agent_works_on_its_credentials(operator_nats_server, nats_trust_chain, tmp_path):
+    async with tenant_accounts(operator_nats_server, nats_trust_chain, tmp_path) as tenants:
+        creds = na.write_creds(tmp_path / "dave.creds", await issue(tenants, "dave"))
     async with CredentialedHarness(operator_nats_server, tmp_path, agent_creds=creds,
                                    service_creds=nats_trust_chain.service_user.creds_text) as harness:
         missed = harness.command()
@@ -515,12 +610,41 @@ async def own_server(tmp_path):
 
 
 async def test_a_revoked_user_is_cut_off_and_stays_out(own_server, tmp_path):
+    """Revoking re-signs only erin's tenant account: the server closes her connection at
+    once and refuses her JWT, across a restart; frank's account is not touched."""
     server, chain = own_server
-    authority = chain.authority()
-    access = pm.user_access("erin", TIER_SYMBOLS, TIER)
-    erin = authority.issue_user("erin", access.permissions, access.limits)
-    events: dict[str, asyncio.Event] = {name: asyncio.Event() for name in ("disconnected", "reconnected", "closed")}
+    async with tenant_accounts(server, chain, tmp_path) as tenants:
+        erin, frank = await issue(tenants, "erin"), await issue(tenants, "frank")
+        live, events, reasons = await _live_connection(server, erin, tmp_path)
+        assert (await live.js(timeout=5).publish("tc.erin.prices", b"before")).stream == subjects.PRICES_STREAM
+        franks_account = await tenants.account_key("frank")
+        bystander = await connect(server, frank, tmp_path)
+
+        await tenants.revoke("erin", erin.public_key)
+        # The server closes the live connection at once ("-ERR 'User Authentication Revoked'"),
+        # and refuses every reconnect until the client gives up.
+        await asyncio.wait_for(events["closed"].wait(), 10)
+        assert reasons[0] == "disconnected: nats: user authentication revoked", reasons
+        assert not events["reconnected"].is_set() and live.nc.is_closed
+        with pytest.raises(nats.errors.Error, match="(?i)authorization violation"):
+            await connect(server, erin, tmp_path)
+        # Others are untouched, and new credentials (a new key) for the same user work.
+        assert bystander.nc.is_connected and await tenants.account_key("frank") == franks_account
+        await bystander.nc.close()
+        renewed = await connect(server, await issue(tenants, "erin"), tmp_path)
+        await renewed.nc.close()
+
+    server.restart()  # the revocation lives in the resolver's directory, not in memory
+    with pytest.raises(nats.errors.Error, match="(?i)authorization violation"):
+        await connect(server, erin, tmp_path)
+
+
+async def _live_connection(server: EmbeddedNats, user: na.IssuedUser,
+                           tmp_path: Path) -> tuple[Conn, dict[str, asyncio.Event], list[str]]:
+    """As the agent connects (reconnect on), but with a bounded number of attempts."""
+    events = {name: asyncio.Event() for name in ("disconnected", "reconnected", "closed")}
     reasons: list[str] = []
+    live: Conn
 
     def recorder(name: str) -> Any:
         async def record() -> None:
@@ -528,33 +652,30 @@ async def test_a_revoked_user_is_cut_off_and_stays_out(own_server, tmp_path):
             events[name].set()
         return record
 
-    # As the agent connects (reconnect on), but with a bounded number of attempts.
-    live = await connect(server, erin, tmp_path, inbox=pm.inbox_prefix("erin"), allow_reconnect=True,
+    live = await connect(server, user, tmp_path, inbox=pm.inbox_prefix(user.name), allow_reconnect=True,
                          max_reconnect_attempts=3, reconnect_time_wait=0.1,
                          **{f"{name}_cb": recorder(name) for name in events})
-    assert (await live.js(timeout=5).publish("tc.erin.prices", b"before")).stream == subjects.PRICES_STREAM
+    return live, events, reasons
+
+
+async def test_the_operator_gives_an_older_platform_account_the_fleets_exports(own_server, tmp_path):
+    """A platform account served without exports (a trust chain from before tenant
+    accounts) gets them when the operator starts; a second start pushes nothing."""
+    server, chain = own_server
+    bare = dataclasses.replace(chain.authority().claims, exports=())
     system = await connect(server, chain.system_user, tmp_path)
-    assert erin.public_key not in authority.claims.revocations
-
-    authority.revoke(erin.public_key)
-    message = await na.push_account_jwt(system.nc, authority.account_jwt(), trusted_signers=chain.trusted_signers)
-    assert message == "jwt updated"
-
-    # The server closes the live connection at once ("-ERR 'User Authentication Revoked'"),
-    # and refuses every reconnect until the client gives up.
-    await asyncio.wait_for(events["closed"].wait(), 10)
-    assert reasons[0] == "disconnected: nats: user authentication revoked", reasons
-    assert not events["reconnected"].is_set() and live.nc.is_closed
-    with pytest.raises(nats.errors.Error, match="(?i)authorization violation"):
-        await connect(server, erin, tmp_path)
-    # Others are untouched, and new credentials (a new key) for the same user work.
-    renewed = await connect(server, authority.issue_user("erin", access.permissions, access.limits), tmp_path)
-    await renewed.nc.close()
-    await system.nc.close()
-
-    server.restart()  # the revocation lives in the resolver's directory, not in memory
-    with pytest.raises(nats.errors.Error, match="(?i)authorization violation"):
-        await connect(server, erin, tmp_path)
+    secrets = DirectorySecretStore(tmp_path / "secrets")
+    try:
+        old = nj.encode_account(bare, chain.operator_signing,
+                                issued_at=nj.decode_account(chain.app_account_jwt).issued_at + 1)
+        await na.push_account_jwt(system.nc, old, trusted_signers=chain.trusted_signers)
+        await runtime._ensure_platform_account(chain, secrets, system.nc)
+        served = await na.fetch_account_jwt(system.nc, chain.app_account.public_key)
+        assert nj.decode_account(served).claims.exports == tenancy.platform_exports()
+        await runtime._ensure_platform_account(chain, secrets, system.nc)
+        assert await na.fetch_account_jwt(system.nc, chain.app_account.public_key) == served
+    finally:
+        await system.nc.close()
 
 
 async def test_claims_updates_that_cannot_work_raise(own_server, tmp_path):

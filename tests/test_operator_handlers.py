@@ -7,8 +7,9 @@ registrations, and the operator's /metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,11 @@ from nats.aio.client import RawCredentials
 from nats.js.errors import KeyNotFoundError
 from operator_harness import example_documents, jwt_nats, merge_patch, stored_body
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_for
 
 from mt5fleet.operator.adapters.appliers import CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.adapters.tenant_accounts import tenant_secret_name
 from mt5fleet.operator.app import handlers, runtime
 from mt5fleet.operator.core import models
 from mt5fleet.proto import subjects
@@ -100,6 +103,18 @@ async def refused(url: str, creds: bytes) -> bool:
     return False
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str, creds: bytes) -> AsyncIterator[tuple[Any, Any]]:
+    """An agent's connection on these credentials, subscribed to every md symbol it may read."""
+    agent = await nats.connect(url, user_credentials=RawCredentials(creds.decode()), allow_reconnect=False)
+    try:
+        md = await agent.subscribe("md.*")
+        await agent.flush()
+        yield agent, md
+    finally:
+        await agent.close()
+
+
 # ---------------------------------------------------------------------- create / update / resume
 async def test_create_writes_the_full_status_and_says_what_it_created(cluster):
     patch = await cluster.call(handlers.on_change, stored_body("bob"))
@@ -135,25 +150,33 @@ async def test_an_over_limit_spec_is_degraded_and_says_what_was_left_out(cluster
     assert len((await cluster.config("carol"))[0].trading_symbols) == 5
 
 
-async def test_a_tier_change_rewrites_the_config_and_the_credentials(cluster):
+async def test_a_tier_change_rewrites_the_config_and_re_signs_only_the_tenants_account(cluster):
     await cluster.call(handlers.on_change, stored_body("bob"))
+    await cluster.call(handlers.on_change, stored_body("alice"))
     _, before = await cluster.config("bob")
     creds = (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
+    alices_account = await cluster.secrets.get(tenant_secret_name("alice"))
     cluster.take_events()
-    update = merge_patch(cluster.objects["bob"], {"spec": {"tier": "free"}, "metadata": {"generation": 2}})
-    patch = await cluster.call(handlers.on_change, update)
-    after, revision = await cluster.config("bob")
-    assert after.tier_name == "free" and after.generation == 2 and revision > before
-    assert list(after.trading_symbols) == ["EURUSD", "EURGBP"]
-    assert patch["status"]["observedGeneration"] == 2
-    assert conditions(patch["status"])["TierCompliant"]["reason"] == "TradingPairsOverLimit"
-    assert cluster.take_events() == [
-        ("bob", "Normal", "Updated", "config updated (generation 2)"),
-        ("bob", "Normal", "Updated", "credentials updated"),
-    ]
-    # Fewer md symbols: a new JWT on the same key, and the old one no longer connects.
-    assert (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] != creds
-    assert await refused(cluster.url, creds)
+    async with connected(cluster.url, creds) as (agent, md):
+        update = merge_patch(cluster.objects["bob"], {"spec": {"tier": "free"}, "metadata": {"generation": 2}})
+        patch = await cluster.call(handlers.on_change, update)
+        after, revision = await cluster.config("bob")
+        assert after.tier_name == "free" and after.generation == 2 and revision > before
+        assert list(after.trading_symbols) == ["EURUSD", "EURGBP"]
+        assert patch["status"]["observedGeneration"] == 2
+        assert conditions(patch["status"])["TierCompliant"]["reason"] == "TradingPairsOverLimit"
+        assert cluster.take_events() == [
+            ("bob", "Normal", "Updated", "config updated (generation 2)"),
+            ("bob", "Normal", "Updated", "credentials updated (account re-signed)"),
+        ]
+        # Fewer md symbols: the account no longer imports EURJPY, at once, while the agent's
+        # connection and its JWT stay as they were; no other tenant's account was touched.
+        await cluster.service.publish("md.EURJPY", b"dropped")
+        await cluster.service.publish("md.EURUSD", b"kept")
+        assert [(await md.next_msg(timeout=5)).data] == [b"kept"]
+        assert agent.is_connected
+    assert (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] == creds
+    assert await cluster.secrets.get(tenant_secret_name("alice")) == alices_account
 
 
 async def test_a_resume_with_nothing_changed_writes_and_says_nothing(cluster):
@@ -184,21 +207,37 @@ async def test_the_timer_repairs_what_was_deleted_behind_the_operators_back(clus
 
 
 # ---------------------------------------------------------------------- delete (finalizer)
-async def test_delete_removes_config_secret_and_revokes_credentials_twice_safely(cluster):
+async def test_pause_cuts_the_agent_off_within_seconds_and_resume_issues_anew(cluster):
     await cluster.call(handlers.on_change, stored_body("bob"))
     creds = (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
-    assert not await refused(cluster.url, creds)
+    async with connected(cluster.url, creds) as (agent, _):
+        paused = merge_patch(cluster.objects["bob"], {"spec": {"paused": True}, "metadata": {"generation": 2}})
+        await cluster.call(handlers.on_change, paused)
+        await wait_for(lambda: agent.is_closed, "the server closed the paused agent's connection", timeout=5)
+    assert await refused(cluster.url, creds)
+    resumed = merge_patch(cluster.objects["bob"], {"spec": {"paused": False}, "metadata": {"generation": 3}})
+    await cluster.call(handlers.on_change, resumed)
+    fresh = (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
+    assert fresh != creds and not await refused(cluster.url, fresh)
+
+
+async def test_delete_removes_config_secret_and_closes_the_account_twice_safely(cluster):
+    await cluster.call(handlers.on_change, stored_body("bob"))
+    creds = (await cluster.secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
     await cluster.service.jetstream().publish("tc.bob.commands", b"a command for bob")
     cluster.take_events()
-    await cluster.call(handlers.on_delete, cluster.objects["bob"])
+    async with connected(cluster.url, creds) as (agent, _):
+        await cluster.call(handlers.on_delete, cluster.objects["bob"])
+        await wait_for(lambda: agent.is_closed, "the server closed the deleted agent's connection", timeout=5)
     kv = await cluster.service.jetstream().key_value(subjects.CONFIG_BUCKET)
     with pytest.raises(KeyNotFoundError):
         await kv.get("bob")
     assert await cluster.secrets.get(bootstrap_secret_name("bob")) is None
+    assert await cluster.secrets.get(tenant_secret_name("bob")) is None
     assert await refused(cluster.url, creds)
     assert cluster.take_events() == [
         ("bob", "Normal", "Deleted", "config deleted"),
-        ("bob", "Normal", "Deleted", "credentials deleted (revoked)"),
+        ("bob", "Normal", "Deleted", "credentials deleted (account closed)"),
         ("bob", "Normal", "Deleted", "streams deleted (purged 1 stream(s))"),
         ("bob", "Normal", "Deleted", "secret mt5fleet-agent-bob deleted"),
     ]

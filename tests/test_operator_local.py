@@ -20,6 +20,7 @@ from waiting import wait_for
 from mt5fleet.operator.adapters.appliers import AGENT_KEY_KEY, CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
+from mt5fleet.operator.adapters.tenant_accounts import tenant_secret_name
 from mt5fleet.operator.app import runtime
 from mt5fleet.operator.app.local import STATUS_SUFFIX, LocalOperator
 from mt5fleet.operator.core.nats_jwt import decode_user, parse_creds
@@ -114,6 +115,7 @@ async def test_a_tier_change_reaches_the_running_agent_live(platform, tmp_path):
     try:
         await harness.start_agent()
         await wait_for(lambda: harness.agent.effective.tier == "pro", "the operator's config applied")
+        connection, creds = harness.agent.nc, creds_file.read_bytes()
         assert harness.agent.effective.trading_symbols == ("EURUSD", "EURGBP", "EURJPY", "USDCHF")
         body = yaml.safe_load((folder / "bob-pro.yaml").read_text())
         body["spec"]["tier"] = "free"
@@ -124,10 +126,13 @@ async def test_a_tier_change_reaches_the_running_agent_live(platform, tmp_path):
         status = status_of(folder, "bob-pro.yaml")
         assert status["observedGeneration"] == 2
         assert conditions(status)["TierCompliant"] == ("False", "TradingPairsOverLimit")
-        # New permissions (fewer md symbols): a new JWT for the same key; the old one is
-        # revoked, and the agent reconnects on the new one from its Secret.
-        await wait_for(lambda: harness.agent.reconnects >= 1 and harness.agent.nc.is_connected,
-                       "agent back on its new credentials", timeout=20)
+        # Fewer md symbols re-sign bob's account, not his user: the agent stays connected on
+        # the same connection and the same credentials file.
+        _set_monitoring(folder / "bob-pro.yaml", ["GBPUSD", "NZDUSD"])
+        assert await local.scan() == 1
+        await wait_for(lambda: "NZDUSD" in harness.agent.effective.md_symbols, "the monitoring change applied live")
+        assert harness.agent.reconnects == 0 and harness.agent.nc is connection and connection.is_connected
+        assert creds_file.read_bytes() == creds
         async def observed_connected() -> bool:  # the timer's pass: heartbeats into AgentConnected
             await local.observe()
             return conditions(status_of(folder, "bob-pro.yaml"))["AgentConnected"][0] == "True"
@@ -180,27 +185,31 @@ async def test_a_malformed_file_is_refused_with_its_reasons_and_costs_nothing_el
     assert local.reconciler.metrics.reconciles.labels("invalid")._value.get() == 2
 
 
-async def test_an_upgrade_keeps_the_old_jwt_valid_and_a_downgrade_revokes_it(platform, tmp_path):
-    server, _, local, secrets, folder = platform
+async def test_tier_changes_re_sign_only_the_tenants_account_and_keep_its_connection(platform):
+    """Up to enterprise and down to free: the user's JWT never changes and its connection
+    stays; the account's md imports follow at once (a downgrade bites without a reconnect);
+    carol's account is never re-signed."""
+    server, service, local, secrets, folder = platform
     await local.scan()
-    name = bootstrap_secret_name("bob")
-    pro_creds = (await secrets.get(name))[CREDS_KEY]
-    _set_tier(folder / "bob-pro.yaml", "enterprise")
-    await local.scan()
-    enterprise_creds = (await secrets.get(name))[CREDS_KEY]
-    assert enterprise_creds != pro_creds
-    # An agent still holding the pro file (copied to its VPS) keeps its connection.
-    still = await nats.connect(server.url, user_credentials=RawCredentials(pro_creds.decode()), allow_reconnect=False)
-    await still.close()
-    _set_tier(folder / "bob-pro.yaml", "free")
-    await local.scan()
-    for refused in (pro_creds, enterprise_creds):  # both allow more than free does
-        with pytest.raises(Exception, match="(?i)authorization|revoked"):
-            await nats.connect(server.url, user_credentials=RawCredentials(refused.decode()), allow_reconnect=False,
-                               max_reconnect_attempts=0, connect_timeout=2)
-    free_creds = (await secrets.get(name))[CREDS_KEY]
-    ok = await nats.connect(server.url, user_credentials=RawCredentials(free_creds.decode()), allow_reconnect=False)
-    await ok.close()
+    creds = (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
+    carols = await secrets.get(tenant_secret_name("carol"))
+    agent = await nats.connect(server.url, user_credentials=RawCredentials(creds.decode()), allow_reconnect=False)
+    try:
+        md = await agent.subscribe("md.*")
+        await agent.flush()
+        for tier, arrives in (("enterprise", b"EURJPY"), ("free", b"EURUSD")):
+            _set_tier(folder / "bob-pro.yaml", tier)
+            assert await local.scan() == 1
+            await service.publish("md.EURJPY", b"EURJPY")  # bob's on pro and enterprise, not on free
+            await service.publish("md.EURUSD", b"EURUSD")
+            assert (await md.next_msg(timeout=5)).data == arrives
+            if tier == "enterprise":
+                assert (await md.next_msg(timeout=5)).data == b"EURUSD"
+        assert agent.is_connected
+    finally:
+        await agent.close()
+    assert (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] == creds
+    assert await secrets.get(tenant_secret_name("carol")) == carols
 
 
 async def test_the_operator_never_undoes_bootstrap_limits(platform):
@@ -211,6 +220,12 @@ async def test_the_operator_never_undoes_bootstrap_limits(platform):
     await js.update_stream(info.config)
     await local.scan(force=True)
     assert (await js.stream_info(subjects.PRICES_STREAM)).config.max_age == 120.0
+
+
+def _set_monitoring(file: Path, symbols: list[str]) -> None:
+    body = yaml.safe_load(file.read_text())
+    body["spec"]["symbols"]["monitoring"] = symbols
+    file.write_text(yaml.safe_dump(body))
 
 
 def _set_tier(file: Path, tier: str) -> None:

@@ -39,7 +39,7 @@ def test_the_platform_exports_every_tenant_subject_once_and_only_with_a_token(pl
     by_subject = {export.subject: export for export in platform.exports}
     assert set(by_subject) == {
         "tc.*.prices", "tc.*.account", "tc.*.symbols", "tc.*.executions", "tc.*.heartbeat", "tc.*.catchup",
-        "tc.*.commands", "md.*", "$KV.tc-config.*"}
+        "tc.*.commands", "md.*", "$KV.tc-config.*", "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.*"}
     assert all(export.token_req for export in platform.exports)
     for channel in tenancy.SERVICE_CHANNELS:
         export = by_subject[subjects.user_wildcard(channel)]
@@ -55,6 +55,7 @@ def test_a_tenant_account_imports_exactly_its_own_literal_subjects(keys):
     assert {(i.subject, i.type) for i in account.imports} == {
         *((f"tc.alice.{c}", nj.ExportType.SERVICE) for c in ("prices", "account", "symbols", "executions",
                                                               "heartbeat", "catchup")),
+        ("$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.alice", nj.ExportType.SERVICE),
         ("tc.alice.commands", nj.ExportType.STREAM), ("$KV.tc-config.alice", nj.ExportType.STREAM),
         ("md.EURUSD", nj.ExportType.STREAM), ("md.GBPUSD", nj.ExportType.STREAM)}
     assert not any("*" in i.subject or ">" in i.subject for i in account.imports)

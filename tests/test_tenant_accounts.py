@@ -5,7 +5,8 @@ tenant accounts alice and bob are built by ``operator.core.tenancy`` and pushed 
 ``$SYS.REQ.CLAIMS.UPDATE``. Their users have *no* permissions at all (allow everything):
 what confines them is the account boundary alone. Each security test asserts the refusal
 and that nothing in the platform changed (streams, their per-subject counts, consumers, KV
-revisions). The operator does not issue tenant accounts yet (see docs/architecture.md).
+revisions). The operator issues them the same way (``operator/adapters/tenant_accounts.py``;
+its own tests: test_nats_credentials, test_operator_handlers, test_operator_local).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import RawCredentials
+from nats.errors import NoRespondersError
 from nats.js.errors import NoStreamResponseError, NotFoundError
 from waiting import eventually
 
@@ -32,7 +34,7 @@ from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
 
 SYMBOLS = {"alice": ("EURUSD", "GBPUSD"), "bob": ("USDJPY",)}
-TENANT_SERVICES = tuple(subjects.user_subject("alice", channel) for channel in tenancy.SERVICE_CHANNELS)
+TENANT_SERVICES = tenancy.tenant_requests("alice")
 STORED = tuple(channel for channel in subjects.Channel if channel.from_agent and channel.stored)
 # Where an attacker would aim the server's answer (a PubAck, a catch-up page) to its request.
 REPLY_TARGETS = (
@@ -216,6 +218,20 @@ async def test_market_data_and_config_only_of_the_tenants_own(alice, service):
         await seen.next_msg(timeout=QUIET_S)
 
 
+async def test_a_tenant_direct_gets_its_own_config_key_and_no_other(alice, service):
+    """The agent's config read on (re)connect, unchanged: ``js.get_msg`` of its key through
+    the one JetStream service import; another key is not even routed to the platform."""
+    kv = await service.jetstream().key_value(subjects.CONFIG_BUCKET)
+    await kv.put("alice", json.dumps({"user_id": "alice", "v": 2}).encode())
+    before = await platform_state(service)
+    js = alice.jetstream(timeout=2)
+    own = await js.get_msg(subjects.config_stream_name(), subject="$KV.tc-config.alice", direct=True)
+    assert json.loads(own.data) == {"user_id": "alice", "v": 2}
+    with pytest.raises(NoRespondersError):  # bob's key is not imported: nobody answers
+        await js.get_msg(subjects.config_stream_name(), subject="$KV.tc-config.bob", direct=True)
+    assert await platform_state(service) == before
+
+
 # =========================================================================== what a tenant cannot do
 
 async def test_a_tenant_cannot_publish_another_tenants_prices(alice, service):
@@ -254,7 +270,7 @@ async def test_answers_aimed_elsewhere_land_in_the_tenants_own_account(fleet, al
         return len(answers)
 
     await eventually(collect, f"{len(combinations)} answers in alice's account", until=lambda n: n >= len(combinations))
-    assert len(combinations) == 72 and sorted(answers) == sorted(t for _, t in combinations)
+    assert len(combinations) == 84 and sorted(answers) == sorted(t for _, t in combinations)
     assert _without_alices_own(await platform_state(service)) == before
 
 

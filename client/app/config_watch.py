@@ -5,7 +5,8 @@ under this agent's user id as the key), turned into what the agent enforces
 
 A plain subscription on the key's subject gets each put live; a direct get reads the
 current value at start and after every reconnect (what was put meanwhile). Both are what
-the user's NATS permissions grant: no consumer per agent.
+the tenant's account imports from the platform's (the key's subject, and the direct get of
+that one key as a service import) and the user's NATS permissions grant: no consumer per agent.
 
 The md symbols (``market_data_symbols``) are known only once the config has been read over
 the current connection: after a reconnect the last one applied may predate a downgrade

@@ -63,16 +63,19 @@ class IssuedCredentials:
 
 
 class CredentialIssuer(Protocol):
-    """Issues and revokes per-user NATS credentials (JWT auth: see nats_accounts.py);
-    ``access`` is the user's desired permissions and limits (reconcile.Desired.access)."""
+    """Issues and revokes per-user NATS credentials inside the tenant's own account (JWT
+    auth: see jwt_issuer.py); ``access`` is the user's desired grants, md symbols and
+    limits (reconcile.Desired.access)."""
 
-    def digest(self, access: UserAccess) -> str: ...
+    async def digest(self, access: UserAccess) -> str: ...
 
-    def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials: ...
+    async def ensure_account(self, access: UserAccess) -> bool: ...
 
-    def narrows(self, previous: bytes, access: UserAccess) -> bool: ...
+    async def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials: ...
 
-    async def revoke(self, public_key: str, issued_before: int | None = None) -> None: ...
+    async def revoke(self, user_id: str, public_key: str) -> None: ...
+
+    async def close(self, user_id: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -153,34 +156,40 @@ class UserAppliers:
         return self._config_kv
 
     # ------------------------------------------------------------------ credentials + bootstrap Secret
-    async def ensure_credentials(self, user_id: str, access: UserAccess | None) -> Applied:
-        """Issue the user's JWT when it has none or its permissions changed; revoke it
-        when the user is paused or deleted (``access`` None)."""
+    async def ensure_credentials(self, user_id: str, access: UserAccess | None, *, close: bool = False) -> Applied:
+        """The tenant's account (md imports, tier limits: re-signed only when they change)
+        and its agent's user JWT (issued when it has none, or its grants or account
+        changed). ``access`` None (paused, deleted): the user is revoked, and with
+        ``close`` (deleted) the tenant's account is closed too."""
         name = bootstrap_secret_name(user_id)
         stored = await self.secrets.get(name) or {}
         old_key = stored.get(PUBLIC_KEY_KEY, b"").decode()
         if access is None:
-            if not old_key:
-                return Applied("credentials", Change.UNCHANGED)
-            await self.issuer.revoke(old_key)
-            kept = {k: v for k, v in stored.items() if k not in (CREDS_KEY, PUBLIC_KEY_KEY, DIGEST_KEY)}
-            await self.secrets.put(name, kept)
-            return Applied("credentials", Change.DELETED, "revoked")
-        digest = self.issuer.digest(access)
+            return await self._revoke(user_id, name, stored, old_key, close)
+        # The account first: a downgrade bites at once (the server drops the imports), and
+        # the agent stays connected through any change of symbols or tier.
+        resigned = await self.issuer.ensure_account(access)
+        digest = await self.issuer.digest(access)
         if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
-            return Applied("credentials", Change.UNCHANGED)
-        # Same key, new JWT: the agent's next (re)connect reads the new .creds from its
-        # Secret. The old JWT is revoked only when the new permissions are narrower (a
-        # downgrade must take effect); after an upgrade it stays valid, so an agent whose
-        # creds were copied to a VPS keeps trading until it gets the new file.
-        previous = stored.get(CREDS_KEY)
-        narrowed = bool(old_key and previous) and self.issuer.narrows(previous, access)
-        issued = self.issuer.issue(access, previous)
+            return Applied("credentials", Change.UPDATED if resigned else Change.UNCHANGED,
+                           "account re-signed" if resigned else "")
+        # Same key, new JWT (or a new key in a new account): the agent's next (re)connect
+        # reads the new .creds from its Secret; the old JWT grants no more than the
+        # account now imports, so it need not be revoked.
+        issued = await self.issuer.issue(access, stored.get(CREDS_KEY))
         await self.secrets.put(name, {**stored, CREDS_KEY: issued.creds, PUBLIC_KEY_KEY: issued.public_key.encode(),
                                       DIGEST_KEY: digest.encode()})
-        if narrowed:  # the old JWT allows what the user may no longer do
-            await self.issuer.revoke(old_key, issued_before=issued.issued_at)
         return Applied("credentials", Change.UPDATED if old_key else Change.CREATED)
+
+    async def _revoke(self, user_id: str, name: str, stored: dict[str, bytes], old_key: str, close: bool) -> Applied:
+        if old_key:
+            await self.issuer.revoke(user_id, old_key)
+            kept = {k: v for k, v in stored.items() if k not in (CREDS_KEY, PUBLIC_KEY_KEY, DIGEST_KEY)}
+            await self.secrets.put(name, kept)
+        closed = close and await self.issuer.close(user_id)
+        if not (old_key or closed):
+            return Applied("credentials", Change.UNCHANGED)
+        return Applied("credentials", Change.DELETED, "account closed" if closed else "revoked")
 
     async def ensure_bootstrap_secret(self, user_id: str, present: bool) -> Applied:
         """The agent's bootstrap: NATS URLs, CA, user id and its MT5-password key; the

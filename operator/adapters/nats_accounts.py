@@ -1,9 +1,10 @@
 """The fleet's NATS trust chain and the authority that issues and revokes user credentials.
 
 Decentralised JWT auth (the NATS way): the server trusts one operator; the operator (via
-a signing key) signs the system account and the application account ``MT5FLEET``; the
-app account's signing key signs one user JWT per TradingClient, plus a full-access
-``service`` user for the operator, workers and bootstrap. The server never sees a
+a signing key) signs the system account, the platform account ``MT5FLEET`` (JetStream,
+every stream and bucket, and the fleet's exports from its first JWT on: ``tenancy``) and
+one account per tenant (``tenant_accounts``); the platform account's signing key signs a
+full-access ``service`` user for the operator, workers and bootstrap. The server never sees a
 password or a user list: it checks a user's JWT against the account JWT it holds, and the
 account JWT carries the revocations. So revoking a user is "sign a new account JWT and
 push it through the system account" (``$SYS.REQ.CLAIMS.UPDATE``).
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mt5fleet.operator.core.nats_exports import export_from_json, export_json
 from mt5fleet.operator.core.nats_jwt import (
     AccountClaims,
     AccountLimits,
@@ -44,6 +46,7 @@ from mt5fleet.operator.core.nats_jwt import (
     encode_user,
     format_creds,
 )
+from mt5fleet.operator.core.tenancy import Platform, platform_account
 from mt5fleet.proto.runtime.embedded_nats import OperatorMode
 
 log = logging.getLogger("mt5fleet.operator.nats")
@@ -145,6 +148,10 @@ class AccountAuthority:
         return encode_account(self._claims, self._operator_signer, issued_at=self._last_issued_at)
 
     @property
+    def last_issued_at(self) -> int:
+        return self._last_issued_at
+
+    @property
     def operator_public_key(self) -> str:
         return self._operator_signer.public_key
 
@@ -166,7 +173,8 @@ class AccountAuthority:
 
 def _account_state(claims: AccountClaims) -> dict[str, Any]:
     return {"subject": claims.subject, "name": claims.name, "signing_keys": list(claims.signing_keys),
-            "revocations": dict(claims.revocations), "limits": dataclasses.asdict(claims.limits)}
+            "revocations": dict(claims.revocations), "limits": dataclasses.asdict(claims.limits),
+            "exports": [export_json(export) for export in claims.exports]}
 
 
 def _account_from_state(state: Mapping[str, Any]) -> AccountClaims:
@@ -174,7 +182,8 @@ def _account_from_state(state: Mapping[str, Any]) -> AccountClaims:
     jetstream = JetStreamLimits(**limits.pop("jetstream"))
     return AccountClaims(subject=state["subject"], name=state["name"],
                          limits=AccountLimits(**limits, jetstream=jetstream),
-                         signing_keys=tuple(state["signing_keys"]), revocations=state["revocations"])
+                         signing_keys=tuple(state["signing_keys"]), revocations=state["revocations"],
+                         exports=tuple(export_from_json(export) for export in state.get("exports", ())))
 
 
 # --------------------------------------------------------------------------- pushing
@@ -259,10 +268,15 @@ class TrustChain:
         """The keys whose account JWTs the server accepts (strict: signing keys only)."""
         return (self.operator_signing.public_key,)
 
+    @property
+    def platform(self) -> Platform:
+        """The platform account and the key that signs tenants' activation tokens."""
+        return Platform(self.app_account.public_key, self.app_signing)
+
     def authority(self, clock: Clock = now_s) -> AccountAuthority:
         """Issues every later app account JWT strictly after the preloaded one: a server
         (re)starting keeps its resolver's JWT over the preload only if that one is newer."""
-        return AccountAuthority(self.app_account_claims, account_signer=self.app_signing,
+        return AccountAuthority(platform_account(self.app_account_claims), account_signer=self.app_signing,
                                 operator_signer=self.operator_signing, clock=clock,
                                 last_issued_at=decode_account(self.app_account_jwt).issued_at)
 
@@ -323,9 +337,11 @@ def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: 
     system_claims = AccountClaims(subject=system.public_key, name=SYSTEM_ACCOUNT,
                                   signing_keys=(system_signing.public_key,))
     system_jwt = encode_account(system_claims, operator_signing, issued_at=clock())
-    app_claims = AccountClaims(
+    # The platform account exports the fleet's subjects from its first JWT on: tenants'
+    # accounts import them (with activation tokens) and never get anything else.
+    app_claims = platform_account(AccountClaims(
         subject=app.public_key, name=app_account_name, signing_keys=(app_signing.public_key,),
-        limits=AccountLimits(jetstream=jetstream or JetStreamLimits.unlimited()))
+        limits=AccountLimits(jetstream=jetstream or JetStreamLimits.unlimited())))
     system_user = AccountAuthority(system_claims, account_signer=system_signing, operator_signer=operator_signing,
                                    clock=clock).issue_user(SYSTEM_USER, UserPermissions())
     service_user = AccountAuthority(app_claims, account_signer=app_signing, operator_signer=operator_signing,

@@ -1,11 +1,12 @@
 """Assembling the operator: NATS connections, the trust chain, the secret store, the
 reconciler; then either local mode (a folder) or kopf (a cluster).
 
-What the operator holds of the NATS trust chain: the operator signing key (to re-sign
-the app account with revocations), the app account's signing key (to issue user JWTs)
-and a system-account user (to push account JWTs). They come from one JSON file, a
-Secret in a cluster (``mt5fleet nats trust-chain`` creates it). The account's
-revocations are persisted beside it, in the secret store.
+What the operator holds of the NATS trust chain: the operator signing key (to sign the
+platform account and every tenant's account), the platform account's signing key (to sign
+tenants' activation tokens) and a system-account user (to push account JWTs). They come
+from one JSON file, a Secret in a cluster (``mt5fleet nats trust-chain`` creates it). The
+platform account's state and each tenant's account keys are persisted beside it, in the
+secret store (``tenant_accounts``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ from aiohttp import web
 from mt5fleet.operator.adapters.appliers import Connection, Scaler, UserAppliers
 from mt5fleet.operator.adapters.jwt_issuer import JwtIssuer
 from mt5fleet.operator.adapters.metrics import OperatorMetrics
-from mt5fleet.operator.adapters.nats_accounts import AccountAuthority, TrustChain, write_creds
+from mt5fleet.operator.adapters.nats_accounts import (
+    AccountAuthority,
+    TrustChain,
+    fetch_account_jwt,
+    push_account_jwt,
+    write_creds,
+)
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore, SecretStore
+from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
 from mt5fleet.operator.app.local import LocalOperator
 from mt5fleet.operator.app.service import Reconciler, wall_ms
+from mt5fleet.operator.core.nats_jwt import decode_account
 from mt5fleet.operator.core.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import natsconn
@@ -102,12 +111,10 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     nc = await natsconn.connect(options.nats)
     creds_dir = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
     system_nc = await natsconn.connect(_as_system_user(options.nats, chain, creds_dir))
-    authority = await _authority(chain, secrets)
-
-    async def persist(state: str) -> None:
-        await secrets.put(ACCOUNT_STATE_SECRET, {ACCOUNT_STATE_KEY: state.encode()})
-
-    issuer = JwtIssuer(authority, system_nc, persist, trusted_signers=chain.trusted_signers)
+    await _ensure_platform_account(chain, secrets, system_nc)
+    tenants = TenantAccounts(chain.platform, chain.operator_signing, system_nc, secrets,
+                             trusted_signers=chain.trusted_signers)
+    issuer = JwtIssuer(tenants)
     ca = options.agent_ca_file.read_bytes() if options.agent_ca_file else None
     connection = Connection(nats_urls=options.agent_nats_urls or options.nats.servers, ca_pem=ca)
     appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection, layout=options.layout)
@@ -124,10 +131,31 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
 
 async def _authority(chain: TrustChain, secrets: SecretStore) -> AccountAuthority:
     stored = await secrets.get(ACCOUNT_STATE_SECRET)
-    if stored and ACCOUNT_STATE_KEY in stored:  # revocations made by an earlier run
+    if stored and ACCOUNT_STATE_KEY in stored:  # what an earlier run signed
         return AccountAuthority.from_state_json(stored[ACCOUNT_STATE_KEY].decode(), account_signer=chain.app_signing,
                                                 operator_signer=chain.operator_signing)
     return chain.authority()
+
+
+async def _ensure_platform_account(chain: TrustChain, secrets: SecretStore, system_nc: Any) -> None:
+    """The platform account as the servers serve it carries the fleet's exports (a trust
+    chain made before tenant accounts, or a resolver that lost it, gets them now)."""
+    authority = await _authority(chain, secrets)
+    wanted = dataclasses.replace(authority.claims, exports=chain.authority().claims.exports)
+    try:
+        served = decode_account(await fetch_account_jwt(system_nc, authority.account_public_key)).claims
+    except Exception:  # not served at all: push it
+        served = None
+    if served == wanted:
+        return
+    authority = AccountAuthority(wanted, account_signer=chain.app_signing, operator_signer=chain.operator_signing,
+                                 last_issued_at=max(authority.last_issued_at, _issued_at(chain.app_account_jwt)))
+    await push_account_jwt(system_nc, authority.account_jwt(), trusted_signers=chain.trusted_signers)
+    await secrets.put(ACCOUNT_STATE_SECRET, {ACCOUNT_STATE_KEY: authority.state_json().encode()})
+
+
+def _issued_at(token: str) -> int:
+    return decode_account(token).issued_at
 
 
 def _as_system_user(settings: NatsSettings, chain: TrustChain, folder: Path) -> NatsSettings:

@@ -162,7 +162,7 @@ class Reconciler:
         Secret; anything already gone counts as done."""
         applied = [
             await self.appliers.ensure_config(user_id, None, self.now_ms()),
-            await self.appliers.ensure_credentials(user_id, None),
+            await self.appliers.ensure_credentials(user_id, None, close=True),
             await self.appliers.ensure_user_streams(user_id, present=False),
             await self.appliers.ensure_bootstrap_secret(user_id, present=False),
         ]

@@ -7,7 +7,7 @@ agent (``mt5fleet.client``) needs, and gets:
 * publish ``tc.<uid>.prices|account|symbols|executions|heartbeat``: JetStream publishes
   whose acks come back on the agent's inbox (``inbox_prefix="_INBOX_<uid>"``);
 * publish ``tc.<uid>.catchup``: its requests to the platform's catch-up service, which
-  takes the user from this subject and answers only on ``_INBOX_<uid>.``;
+  takes the user from this subject (only this tenant's account imports it);
 * subscribe ``tc.<uid>.commands`` (the live plain subscription) and ``_INBOX_<uid>.>``
   (request replies, JetStream acks, catch-up pages) only;
 * ``md.<symbol>`` of its tier;
@@ -38,6 +38,17 @@ class UserAccess:
     user_id: str
     permissions: UserPermissions
     limits: NatsLimits
+    md_symbols: tuple[str, ...] = ()
+
+    @property
+    def tenant_permissions(self) -> UserPermissions:
+        """The grants of the user inside its own tenant account: the same, but ``md.*`` for
+        its md symbols. There the account's imports alone decide which symbols arrive (only
+        its tier's), so a symbol or tier change re-signs the account and never the user's
+        JWT, and a running agent is not disconnected by it."""
+        md = f"{subjects.MARKET_DATA_PREFIX}."
+        subscribe = tuple(dict.fromkeys(f"{md}*" if grant.startswith(md) else grant for grant in self.subscribe))
+        return UserPermissions(pub=self.permissions.pub, sub=Permission(allow=subscribe))
 
     @property
     def publish(self) -> tuple[str, ...]:
@@ -50,7 +61,7 @@ class UserAccess:
 
 def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UNLIMITED) -> UserAccess:
     """``limits``: the tier's per-connection limits, carried into the JWT as they are."""
-    user_id = subjects.check_user_id(user_id)
+    user_id, md_symbols = subjects.check_user_id(user_id), tuple(md_symbols)
     md = sorted({subjects.market_data_subject(symbol) for symbol in md_symbols})
     needed = FIXED_SUBSCRIPTIONS + len(md)
     if limits.subs != NO_LIMIT and limits.subs < needed:
@@ -63,7 +74,7 @@ def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UN
     return UserAccess(
         user_id=user_id,
         permissions=UserPermissions(pub=Permission(allow=publish), sub=Permission(allow=subscribe)),
-        limits=limits)
+        limits=limits, md_symbols=tuple(sorted(set(md_symbols))))
 
 
 def agent_publish_subjects(user_id: str) -> tuple[str, ...]:

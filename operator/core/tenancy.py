@@ -55,6 +55,18 @@ def config_wildcard() -> str:
     return f"$KV.{subjects.CONFIG_BUCKET}.*"
 
 
+def config_direct_get_subject(user_id: str) -> str:
+    """The one JetStream call a tenant makes: a direct get of its own config key (the agent
+    reads its config by it on every (re)connect). A tenant account has no JetStream, so this
+    is a service import into the platform's; the server answers it with that key's last
+    message only, and its answer, like a PubAck, returns through the response import."""
+    return f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.{subjects.config_key_subject(user_id)}"
+
+
+def config_direct_get_wildcard() -> str:
+    return f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.{config_wildcard()}"
+
+
 def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> tuple[Export, ...]:
     """The platform's exports, one definition for the whole fleet: every one needs a token."""
     services = tuple(
@@ -62,6 +74,9 @@ def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> t
                type=ExportType.SERVICE, token_req=True, response_type=ResponseType.SINGLETON,
                response_threshold_ns=response_threshold_ns)
         for channel in SERVICE_CHANNELS)
+    direct_get = Export(name=f"{subjects.CONFIG_BUCKET}-get", subject=config_direct_get_wildcard(),
+                        type=ExportType.SERVICE, token_req=True, response_type=ResponseType.SINGLETON,
+                        response_threshold_ns=response_threshold_ns)
     streams = (
         Export(name=f"{subjects.USER_PREFIX}-{Channel.COMMANDS.value}",
                subject=subjects.user_wildcard(Channel.COMMANDS), type=ExportType.STREAM, token_req=True),
@@ -69,7 +84,7 @@ def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> t
                token_req=True),
         Export(name=subjects.CONFIG_BUCKET, subject=config_wildcard(), type=ExportType.STREAM, token_req=True),
     )
-    return services + streams
+    return (*services, direct_get, *streams)
 
 
 def platform_account(claims: AccountClaims, *, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> AccountClaims:
@@ -112,9 +127,15 @@ class Platform:
             raise JwtError("activation tokens are signed by the platform account or one of its signing keys")
 
 
+def tenant_requests(user_id: str) -> tuple[str, ...]:
+    """Every subject a tenant sends requests on: each must join the reply-subject attacks."""
+    return (*(subjects.user_subject(user_id, channel) for channel in SERVICE_CHANNELS),
+            config_direct_get_subject(user_id))
+
+
 def tenant_subjects(user_id: str, symbols: Iterable[str]) -> tuple[tuple[str, ExportType], ...]:
     """What the tenant imports: its requests (services), then what it reads (streams)."""
-    requests = tuple((subjects.user_subject(user_id, channel), ExportType.SERVICE) for channel in SERVICE_CHANNELS)
+    requests = tuple((subject, ExportType.SERVICE) for subject in tenant_requests(user_id))
     reads = (subjects.user_subject(user_id, Channel.COMMANDS), subjects.config_key_subject(user_id),
              *(subjects.market_data_subject(symbol) for symbol in sorted(set(symbols))))
     return requests + tuple((subject, ExportType.STREAM) for subject in reads)
@@ -144,6 +165,6 @@ def tenant_account(user_id: str, symbols: Iterable[str], limits: TenantLimits, *
 
 __all__ = [
     "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS", "TENANT_CONNECTIONS", "Platform", "TenantLimits",
-    "config_wildcard", "market_data_wildcard", "platform_account", "platform_exports", "tenant_account",
-    "tenant_imports", "tenant_subjects",
+    "config_direct_get_subject", "config_direct_get_wildcard", "config_wildcard", "market_data_wildcard",
+    "platform_account", "platform_exports", "tenant_account", "tenant_imports", "tenant_requests", "tenant_subjects",
 ]

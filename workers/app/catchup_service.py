@@ -3,12 +3,15 @@
 An agent requests ``tc.<uid>.catchup`` (CatchupRequest); one replica of the queue group
 answers with a page (CatchupBatch) of that user's stored ``tc.<uid>.commands`` and the
 cursor for the next page; the agent pages until ``done``. The user is taken from the
-subject only, which the user's NATS permissions pin to its own id, never from the
-payload. Reads are direct gets (``CommandStore``): no consumer per agent (SPEC §2.2, §7).
+subject only, never from the payload: a tenant's account imports only its own literal
+``tc.<uid>.catchup`` (SPEC §7), so the subject says which tenant asked. Reads are direct
+gets (``CommandStore``): no consumer per agent (SPEC §2.2, §7).
 
-A reply goes only to the requester's own inbox, ``_INBOX_<uid>.``: NATS does not check a
-request's reply subject against permissions, so without this a user could aim the
-service's answer at another user's subject or the JetStream API.
+A reply goes only where it returns to the requester: through the service import the
+server rewrites a tenant's reply subject to a response subject ``_R_.…`` in the platform
+account, which leads back into that tenant's account only, whatever the tenant named. A
+platform process asking directly (tests, tools) is answered on ``_INBOX_<uid>.``. Any other
+reply subject is refused: NATS does not check reply subjects against permissions.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ log = logging.getLogger("mt5fleet.worker.catchup")
 # Pages read at once per replica: enough for a fleet reconnecting together, few enough that
 # the replica's direct gets do not crowd out JetStream's other clients.
 MAX_CONCURRENT_PAGES = 32
+# nats-server's prefix for the reply subjects it makes for requests through a service import.
+RESPONSE_IMPORT_PREFIX = "_R_."
 
 
 class Refused(Exception):
@@ -142,6 +147,6 @@ def requester(subject: str, reply: str | None) -> str:
         raise Refused("subject", f"{subject} is not a catch-up subject")
     if not reply:
         raise Refused("no_reply", "a request without a reply subject")
-    if not reply.startswith(subjects.inbox_prefix(user_id) + "."):
-        raise Refused("reply_subject", f"the reply subject is not {user_id}'s own inbox")
+    if not reply.startswith((RESPONSE_IMPORT_PREFIX, subjects.inbox_prefix(user_id) + ".")):
+        raise Refused("reply_subject", f"the reply subject is neither a response import nor {user_id}'s own inbox")
     return user_id
