@@ -18,7 +18,8 @@ SYMBOLS = ("GBPUSD", "EURUSD", "EURUSD")
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, nj.NKey]:
-    return {name: nj.NKey.create(nj.KeyKind.ACCOUNT) for name in ("platform", "platform_signing", "alice", "bob")}
+    return {name: nj.NKey.create(nj.KeyKind.ACCOUNT)
+            for name in ("platform", "platform_signing", "alice", "bob", "producer", "producer_signing")}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def test_the_platform_exports_every_tenant_subject_once_and_only_with_a_token(pl
     by_subject = {export.subject: export for export in platform.exports}
     assert set(by_subject) == {
         "tc.*.prices", "tc.*.account", "tc.*.symbols", "tc.*.executions", "tc.*.heartbeat", "tc.*.catchup",
-        "tc.*.commands", "md.*", "$KV.tc-config.*", "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.*"}
+        "tc.*.commands", "md.*", "$KV.tc-config.*", "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.*", "signals.*"}
     assert all(export.token_req for export in platform.exports)
-    for channel in tenancy.SERVICE_CHANNELS:
-        export = by_subject[subjects.user_wildcard(channel)]
+    for subject in (*(subjects.user_wildcard(channel) for channel in tenancy.SERVICE_CHANNELS), "signals.*"):
+        export = by_subject[subject]
         assert export.type is nj.ExportType.SERVICE and export.response_type is nj.ResponseType.SINGLETON
         assert export.response_threshold_ns == tenancy.RESPONSE_THRESHOLD_NS
     assert {by_subject[s].type for s in ("tc.*.commands", "md.*", "$KV.tc-config.*")} == {nj.ExportType.STREAM}
@@ -107,3 +108,33 @@ def test_names_that_are_not_single_tokens_are_refused(keys, user_id, symbols):
 def test_the_platform_signer_must_be_an_account_key(keys):
     with pytest.raises(nj.JwtError):
         tenancy.Platform(keys["platform"].public_key, nj.NKey.create(nj.KeyKind.OPERATOR))
+
+
+# --------------------------------------------------------------------------- the signal producer
+
+def _producer(keys) -> nj.AccountClaims:
+    signer = tenancy.Platform(keys["platform"].public_key, keys["platform_signing"])
+    return tenancy.producer_account(producer=keys["producer"].public_key, platform=signer, issued_at=IAT,
+                                    signing_keys=(keys["producer_signing"].public_key,))
+
+
+def test_the_producer_account_imports_signals_only_with_a_token_for_it(keys, platform):
+    producer = _producer(keys)
+    assert producer.name == tenancy.PRODUCER_ACCOUNT and producer.exports == ()
+    assert [(i.subject, i.type, i.account) for i in producer.imports] == [
+        ("signals.*", nj.ExportType.SERVICE, keys["platform"].public_key)]
+    decoded = nj.verify_import(producer.imports[0], importer=producer.subject, exporter=platform)
+    assert decoded.claims.subject == producer.subject and decoded.issuer == keys["platform_signing"].public_key
+    with pytest.raises(nj.JwtError, match="another account"):  # its token is its own
+        nj.verify_import(producer.imports[0], importer=keys["alice"].public_key, exporter=platform)
+    limits = producer.limits
+    assert not limits.jetstream.enabled and limits.payload == tenancy.PRODUCER_PAYLOAD
+    assert (limits.leaf, limits.exports, limits.wildcards, limits.disallow_bearer) == (0, 0, False, True)
+    operator = nj.NKey.create(nj.KeyKind.OPERATOR)
+    assert nj.decode_account(nj.encode_account(producer, operator, issued_at=IAT)).claims == producer
+
+
+def test_a_producer_user_publishes_signals_and_reads_its_inbox_only():
+    grants = tenancy.producer_permissions()
+    assert grants.pub.allow == ("signals.>",) and grants.sub.allow == ("_INBOX_signals.>",)
+    assert tenancy.producer_inbox_prefix("acme-engine") == "_INBOX_acme-engine"

@@ -9,7 +9,7 @@ It starts the real components and wires them as a cluster would, only closer tog
 * the market-data, execution-feedback and fleet-health workers;
 * one client agent per user with a simulated MT5 terminal of the user's broker, connecting
   with the credentials the operator issued into its bootstrap Secret;
-* a signal engine publishing UniversalSignals.
+* a signal engine publishing UniversalSignals from the signal producer's own account.
 
 Everything runs on one simulated market clock (a weekday morning in New York, real-time
 speed), because the FX market is closed at weekends. Logs go to the run folder; the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -66,6 +67,7 @@ from mt5fleet.launcher.demo.view import (
 )
 from mt5fleet.operator.adapters.nats_accounts import create_trust_chain, write_creds
 from mt5fleet.operator.core.models import TradingClient
+from mt5fleet.operator.core.tenancy import producer_inbox_prefix
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import AcceleratedClock, now_ms
 from mt5fleet.proto.runtime import bootstrap
@@ -191,6 +193,7 @@ class Demo:
         self.pool: WorkerPool | None = None
         self.servers: tuple[str, ...] = ()
         self.trust_file = paths.private / "trust.json"
+        self.signals_creds = paths.private / "signals.creds"
         self._started = time.monotonic()
         self._running_since = 0.0
 
@@ -214,18 +217,18 @@ class Demo:
     async def run(self, stack: AsyncExitStack) -> None:
         """Start everything (each part registers its own clean-up in ``stack``), then run
         the signal feed for the duration or until stopped."""
-        service, nc = await self._start_nats(stack)
+        service, _ = await self._start_nats(stack)
         clients = await self._start_operator(stack, service)
         self.phase("starting the market-data, feedback, health and catch-up workers")
         self.endpoints["workers"] = await start_workers(stack, service, self.feed, self.clock)
         await self._start_agents(stack, clients)
         self.tick()
         (self.paths.root / "endpoints.txt").write_text(endpoints_text(self.stats.endpoints))
-        await self._run_signals(stack, nc)
+        await self._run_signals(stack, service)
 
     async def _start_nats(self, stack: AsyncExitStack) -> tuple[NatsSettings, Any]:
-        """The server, the service user's settings, and the demo's own connection (the
-        signal feed's, and the view's subscriptions) with the fleet's streams bootstrapped."""
+        """The server, the service user's settings, and the demo's own connection (the view's
+        subscriptions) with the fleet's streams bootstrapped."""
         self.phase("starting nats-server (JetStream, JWT operator mode, TLS)")
         chain = create_trust_chain()
         server = start_nats(stack, self.paths, chain)
@@ -233,6 +236,8 @@ class Demo:
         self.endpoints["server"] = [Endpoint("nats-server (monitoring JSON)", f"{server.monitor_url}/varz")]
         self.trust_file = write_secret_file(self.paths.private / "trust.json", chain.to_json())
         creds = write_creds(self.paths.private / "service.creds", chain.service_user)
+        # The signal feed is a signal engine like any other: its own account, signals.* only.
+        write_creds(self.signals_creds, chain.producer_user)
         service = NatsSettings(servers=self.servers, creds_file=str(creds),
                                tls_ca=str(self.paths.private / "tls" / "ca.pem"))
         nc = await connect(stack, service, "mt5fleet-demo")
@@ -261,7 +266,10 @@ class Demo:
         await wait_until(lambda: workers_see_everyone(self.pool, [u.user_id for u in self.users]),
                          "the workers to see every agent's quotes, specs and account", 30)
 
-    async def _run_signals(self, stack: AsyncExitStack, nc: Any) -> None:
+    async def _run_signals(self, stack: AsyncExitStack, service: NatsSettings) -> None:
+        """The feed publishes with the signal producer's credentials, as an engine would."""
+        producer = dataclasses.replace(service, creds_file=str(self.signals_creds))
+        nc = await connect(stack, producer, "mt5fleet-demo-signals", inbox_prefix=producer_inbox_prefix())
         self.phase("running")
         self._running_since = time.monotonic()
         factory = SignalFactory(self.feed, run_id=os.urandom(3).hex())

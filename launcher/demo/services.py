@@ -106,8 +106,9 @@ def write_secret_file(path: Path, text: str) -> Path:
     return path
 
 
-async def connect(stack: AsyncExitStack, settings: NatsSettings, name: str) -> Any:
-    nc = await natsconn.connect(dataclasses.replace(settings, name=name))
+async def connect(stack: AsyncExitStack, settings: NatsSettings, name: str, **options: Any) -> Any:
+    """``options``: nats-py's (``inbox_prefix``, callbacks)."""
+    nc = await natsconn.connect(dataclasses.replace(settings, name=name), **options)
     stack.push_async_callback(quietly, f"NATS connection {name}", nc.drain, 5)
     return nc
 

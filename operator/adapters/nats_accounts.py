@@ -3,8 +3,10 @@
 Decentralised JWT auth (the NATS way): the server trusts one operator; the operator (via
 a signing key) signs the system account, the platform account ``MT5FLEET`` (JetStream,
 every stream and bucket, and the fleet's exports from its first JWT on: ``tenancy``) and
-one account per tenant (``tenant_accounts``); the platform account's signing key signs a
-full-access ``service`` user for the operator, workers and bootstrap. The server never sees a
+one account per tenant (``tenant_accounts``) and the signal producer's account
+(``signal_producer``, imports ``signals.*`` only); the platform account's signing key signs a
+full-access ``service`` user for the operator, workers and bootstrap, the producer's its
+``signals`` user. The server never sees a
 password or a user list: it checks a user's JWT against the account JWT it holds, and the
 account JWT carries the revocations. So revoking a user is "sign a new account JWT and
 push it through the system account" (``$SYS.REQ.CLAIMS.UPDATE``).
@@ -46,7 +48,13 @@ from mt5fleet.operator.core.nats_jwt import (
     encode_user,
     format_creds,
 )
-from mt5fleet.operator.core.tenancy import Platform, platform_account
+from mt5fleet.operator.core.tenancy import (
+    PRODUCER_USER,
+    Platform,
+    platform_account,
+    producer_account,
+    producer_permissions,
+)
 from mt5fleet.proto.runtime.embedded_nats import OperatorMode
 
 log = logging.getLogger("mt5fleet.operator.nats")
@@ -262,6 +270,12 @@ class TrustChain:
     app_account_claims: AccountClaims = field(repr=False)
     system_user: IssuedUser = field(repr=False)
     service_user: IssuedUser = field(repr=False)
+    # The signal producer's account (None in a chain made before it: the operator adds it
+    # at start-up, ``signal_producer``), its first JWT and its ``signals`` user.
+    producer_account: NKey | None = None
+    producer_signing: NKey | None = None
+    producer_account_jwt: str = field(default="", repr=False)
+    producer_user: IssuedUser | None = field(default=None, repr=False)
 
     @property
     def trusted_signers(self) -> tuple[str, ...]:
@@ -285,18 +299,22 @@ class TrustChain:
         return OperatorMode(
             operator_jwt=self.operator_jwt, system_account=self.system_account.public_key,
             preload={self.system_account.public_key: self.system_account_jwt,
-                     self.app_account.public_key: self.app_account_jwt},
+                     self.app_account.public_key: self.app_account_jwt,
+                     **({self.producer_account.public_key: self.producer_account_jwt}
+                        if self.producer_account else {})},
             resolver_dir=resolver_dir)
 
     # ---------------------------------------------------------------- persistence (a secret)
     def to_json(self) -> str:
         """Seeds and JWTs: store as a Secret / 0600 file, never log."""
-        keys = {name: getattr(self, name).seed for name in _CHAIN_KEYS}
+        keys = {name: getattr(self, name).seed for name in _CHAIN_KEYS if getattr(self, name) is not None}
         users = {name: {"jwt": getattr(self, name).jwt, "seed": getattr(self, name).seed}
-                 for name in ("system_user", "service_user")}
+                 for name in ("system_user", "service_user", "producer_user") if getattr(self, name) is not None}
+        producer = {"producer_account_jwt": self.producer_account_jwt} if self.producer_account_jwt else {}
         return json.dumps({"version": STATE_VERSION, "keys": keys, "operator_jwt": self.operator_jwt,
                            "system_account_jwt": self.system_account_jwt, "app_account_jwt": self.app_account_jwt,
-                           "app_account": _account_state(self.app_account_claims), "users": users}, sort_keys=True)
+                           "app_account": _account_state(self.app_account_claims), "users": users, **producer},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TrustChain:
@@ -306,11 +324,12 @@ class TrustChain:
         keys = {name: NKey.from_seed(seed) for name, seed in state["keys"].items()}
         users = {name: _reissued(user["jwt"], user["seed"]) for name, user in state["users"].items()}
         return cls(**keys, operator_jwt=state["operator_jwt"], system_account_jwt=state["system_account_jwt"],
-                   app_account_jwt=state["app_account_jwt"],
+                   app_account_jwt=state["app_account_jwt"], producer_account_jwt=state.get("producer_account_jwt", ""),
                    app_account_claims=_account_from_state(state["app_account"]), **users)
 
 
-_CHAIN_KEYS = ("operator", "operator_signing", "system_account", "system_signing", "app_account", "app_signing")
+_CHAIN_KEYS = ("operator", "operator_signing", "system_account", "system_signing", "app_account", "app_signing",
+               "producer_account", "producer_signing")
 
 
 def _reissued(token: str, seed: str) -> IssuedUser:
@@ -323,10 +342,12 @@ def _reissued(token: str, seed: str) -> IssuedUser:
 
 def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: str = APP_ACCOUNT,
                        jetstream: JetStreamLimits | None = None, clock: Clock = now_s) -> TrustChain:
-    """New keys all the way down: operator, system account (+ its user) and app account
-    (JetStream on, + its full-access service user), each with a signing key."""
+    """New keys all the way down: operator, system account (+ its user), app account
+    (JetStream on, + its full-access service user) and the signal producer's account (+ its
+    ``signals`` user), each with a signing key."""
     operator, operator_signing = NKey.create(KeyKind.OPERATOR), NKey.create(KeyKind.OPERATOR)
-    system, system_signing, app, app_signing = (NKey.create(KeyKind.ACCOUNT) for _ in range(4))
+    system, system_signing, app, app_signing, producer, producer_signing = (
+        NKey.create(KeyKind.ACCOUNT) for _ in range(6))
     # Strict: the server accepts accounts signed by an operator signing key and users signed
     # by an account signing key only, so identity keys sign nothing but their own JWT and
     # can be kept offline.
@@ -347,10 +368,17 @@ def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: 
     service_user = AccountAuthority(app_claims, account_signer=app_signing, operator_signer=operator_signing,
                                     clock=clock).issue_user(SERVICE_USER, UserPermissions())
     app_jwt = encode_account(app_claims, operator_signing, issued_at=clock())
+    producer_claims = producer_account(producer=producer.public_key, platform=Platform(app.public_key, app_signing),
+                                       issued_at=clock(), signing_keys=(producer_signing.public_key,))
+    producer_user = AccountAuthority(producer_claims, account_signer=producer_signing, operator_signer=operator_signing,
+                                     clock=clock).issue_user(PRODUCER_USER, producer_permissions())
     return TrustChain(operator=operator, operator_signing=operator_signing, system_account=system,
                       system_signing=system_signing, app_account=app, app_signing=app_signing,
                       operator_jwt=operator_jwt, system_account_jwt=system_jwt, app_account_jwt=app_jwt,
-                      app_account_claims=app_claims, system_user=system_user, service_user=service_user)
+                      app_account_claims=app_claims, system_user=system_user, service_user=service_user,
+                      producer_account=producer, producer_signing=producer_signing,
+                      producer_account_jwt=encode_account(producer_claims, operator_signing, issued_at=clock()),
+                      producer_user=producer_user)
 
 
 def write_creds(path: str | os.PathLike[str], user: IssuedUser) -> Path:

@@ -38,11 +38,13 @@ def add_operator(commands: argparse._SubParsersAction) -> None:
 
 def add_trust_chain(nats_commands: argparse._SubParsersAction) -> None:
     parser = nats_commands.add_parser(
-        "trust-chain", help="create NATS JWT keys: operator, system and app accounts, service and system users")
+        "trust-chain", help="create NATS JWT keys: operator, system, app and signal producer accounts, "
+        "service, system and signals users")
     parser.add_argument("--out", type=Path, required=True, help="trust chain JSON to create (secret; 0600)")
     parser.add_argument("--server-config", type=Path, help="also write the nats-server config lines for it")
-    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (workers, operator, bootstrap) and "
-                        "system.creds (account JWT pushes) there, 0600")
+    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (workers, operator, bootstrap), "
+                        "system.creds (account JWT pushes) and signals.creds (the signal engine: publishes "
+                        "signals.> from its own account, inbox _INBOX_signals) there, 0600")
     parser.set_defaults(handler=run_trust_chain)
 
 
@@ -88,7 +90,8 @@ def run_trust_chain(args: argparse.Namespace) -> int:
         from mt5fleet.operator.adapters.nats_accounts import write_creds
 
         args.creds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name, user in (("service", chain.service_user), ("system", chain.system_user)):
+        for name, user in (("service", chain.service_user), ("system", chain.system_user),
+                           ("signals", chain.producer_user)):
             print(f"{name} user credentials written to {write_creds(args.creds_dir / f'{name}.creds', user)}")
     return 0
 

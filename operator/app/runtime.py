@@ -6,7 +6,8 @@ platform account and every tenant's account), the platform account's signing key
 tenants' activation tokens) and a system-account user (to push account JWTs). They come
 from one JSON file, a Secret in a cluster (``mt5fleet nats trust-chain`` creates it). The
 platform account's state and each tenant's account keys are persisted beside it, in the
-secret store (``tenant_accounts``).
+secret store (``tenant_accounts``), and so is the signal producer's account when the trust
+chain predates it (``signal_producer``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mt5fleet.operator.adapters.nats_accounts import (
     write_creds,
 )
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore, SecretStore
+from mt5fleet.operator.adapters.signal_producer import ensure_producer_account
 from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
 from mt5fleet.operator.app.local import LocalOperator
 from mt5fleet.operator.app.service import Reconciler, wall_ms
@@ -112,6 +114,7 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     creds_dir = Path(tempfile.mkdtemp(prefix="mt5fleet-creds-"))
     system_nc = await natsconn.connect(_as_system_user(options.nats, chain, creds_dir))
     await _ensure_platform_account(chain, secrets, system_nc)
+    await ensure_producer_account(chain, secrets, system_nc)  # after the platform's signals export
     tenants = TenantAccounts(chain.platform, chain.operator_signing, system_nc, secrets,
                              trusted_signers=chain.trusted_signers)
     issuer = JwtIssuer(tenants)

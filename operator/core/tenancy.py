@@ -12,6 +12,11 @@ JetStream and imports only its own literal subjects; each import carries a token
 platform signed for exactly that subject and that tenant account, so a tenant that edits
 its imports (it cannot: the operator signs its account) would still get nothing else.
 
+The signal producer (a signal engine) is an account of its own the same way: it imports
+only ``signals.*``, a token-required service the platform exports, so its JetStream
+publishes land in the platform's SIGNALS stream with a PubAck, and nothing else of the
+platform's is in its reach.
+
 Pure: keys and the issue time come in; nothing is sent anywhere (that is the adapters').
 """
 
@@ -21,7 +26,14 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mt5fleet.operator.core.nats_claims import NO_LIMIT, AccountClaims, AccountLimits, JetStreamLimits
+from mt5fleet.operator.core.nats_claims import (
+    NO_LIMIT,
+    AccountClaims,
+    AccountLimits,
+    JetStreamLimits,
+    Permission,
+    UserPermissions,
+)
 from mt5fleet.operator.core.nats_exports import (
     NANOS_PER_SECOND,
     ActivationClaims,
@@ -44,6 +56,11 @@ SERVICE_CHANNELS: tuple[Channel, ...] = tuple(channel for channel in Channel if 
 RESPONSE_THRESHOLD_NS = 10 * NANOS_PER_SECOND
 # The agent's connection, plus its replacement while the old one is still being closed.
 TENANT_CONNECTIONS = 2
+# The signal producer's account and its first user (``mt5fleet nats trust-chain --creds-dir``
+# writes it as signals.creds); a signal is a few hundred bytes.
+PRODUCER_ACCOUNT = "SIGNAL-PRODUCER"
+PRODUCER_USER = "signals"
+PRODUCER_PAYLOAD = 64 * 1024
 
 
 def market_data_wildcard() -> str:
@@ -63,6 +80,11 @@ def config_direct_get_subject(user_id: str) -> str:
     return f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.{subjects.config_key_subject(user_id)}"
 
 
+def signal_wildcard() -> str:
+    """``signals.*``: what a producer publishes on, the SIGNALS stream's subjects."""
+    return f"{subjects.SIGNALS_PREFIX}.*"
+
+
 def config_direct_get_wildcard() -> str:
     return f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.{config_wildcard()}"
 
@@ -77,6 +99,9 @@ def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> t
     direct_get = Export(name=f"{subjects.CONFIG_BUCKET}-get", subject=config_direct_get_wildcard(),
                         type=ExportType.SERVICE, token_req=True, response_type=ResponseType.SINGLETON,
                         response_threshold_ns=response_threshold_ns)
+    # The producer's publishes, answered by the SIGNALS stream's PubAck.
+    signals = Export(name=subjects.SIGNALS_PREFIX, subject=signal_wildcard(), type=ExportType.SERVICE,
+                     token_req=True, response_type=ResponseType.SINGLETON, response_threshold_ns=response_threshold_ns)
     streams = (
         Export(name=f"{subjects.USER_PREFIX}-{Channel.COMMANDS.value}",
                subject=subjects.user_wildcard(Channel.COMMANDS), type=ExportType.STREAM, token_req=True),
@@ -84,7 +109,7 @@ def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> t
                token_req=True),
         Export(name=subjects.CONFIG_BUCKET, subject=config_wildcard(), type=ExportType.STREAM, token_req=True),
     )
-    return (*services, direct_get, *streams)
+    return (*services, direct_get, signals, *streams)
 
 
 def platform_account(claims: AccountClaims, *, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> AccountClaims:
@@ -127,6 +152,14 @@ class Platform:
             raise JwtError("activation tokens are signed by the platform account or one of its signing keys")
 
 
+def _imported(subject: str, kind: ExportType, *, importer: str, platform: Platform, issued_at: int) -> Import:
+    """One import with its own token: for exactly that subject and that importing account."""
+    activation = ActivationClaims(subject=importer, name=subject, import_subject=subject, kind=kind,
+                                  issuer_account=platform.account)
+    token = encode_activation(activation, platform.signer, issued_at=issued_at)
+    return Import(name=subject, subject=subject, account=platform.account, type=kind, token=token)
+
+
 def tenant_requests(user_id: str) -> tuple[str, ...]:
     """Every subject a tenant sends requests on: each must join the reply-subject attacks."""
     return (*(subjects.user_subject(user_id, channel) for channel in SERVICE_CHANNELS),
@@ -145,13 +178,8 @@ def tenant_imports(user_id: str, symbols: Iterable[str], *, tenant: str, platfor
                    issued_at: int) -> tuple[Import, ...]:
     """Each import with its own token: for exactly that subject and this tenant account."""
     require_kind(tenant, KeyKind.ACCOUNT, "tenant account")
-    imports = []
-    for subject, kind in tenant_subjects(user_id, symbols):
-        activation = ActivationClaims(subject=tenant, name=subject, import_subject=subject, kind=kind,
-                                      issuer_account=platform.account)
-        token = encode_activation(activation, platform.signer, issued_at=issued_at)
-        imports.append(Import(name=subject, subject=subject, account=platform.account, type=kind, token=token))
-    return tuple(imports)
+    return tuple(_imported(subject, kind, importer=tenant, platform=platform, issued_at=issued_at)
+                 for subject, kind in tenant_subjects(user_id, symbols))
 
 
 def tenant_account(user_id: str, symbols: Iterable[str], limits: TenantLimits, *, tenant: str,
@@ -163,8 +191,45 @@ def tenant_account(user_id: str, symbols: Iterable[str], limits: TenantLimits, *
                                                 issued_at=issued_at))
 
 
+# --------------------------------------------------------------------------- the signal producer
+
+def producer_limits(*, conn: int = NO_LIMIT, payload: int = PRODUCER_PAYLOAD) -> AccountLimits:
+    """No JetStream, no leaf nodes, no exports, no bearer tokens: a producer only imports."""
+    return AccountLimits(conn=conn, subs=NO_LIMIT, payload=payload, data=NO_LIMIT, imports=NO_LIMIT, exports=0,
+                         wildcards=False, leaf=0, disallow_bearer=True, jetstream=JetStreamLimits())
+
+
+def producer_imports(*, producer: str, platform: Platform, issued_at: int) -> tuple[Import, ...]:
+    """``signals.*`` as a service import, with a token for exactly that and this account. Its
+    PubAcks come back through the server's response import: nothing else is imported."""
+    require_kind(producer, KeyKind.ACCOUNT, "producer account")
+    return (_imported(signal_wildcard(), ExportType.SERVICE, importer=producer, platform=platform,
+                      issued_at=issued_at),)
+
+
+def producer_account(*, producer: str, platform: Platform, issued_at: int, signing_keys: tuple[str, ...] = (),
+                     limits: AccountLimits | None = None, name: str = PRODUCER_ACCOUNT) -> AccountClaims:
+    """The signal producer's account claims; sign with the operator's key."""
+    return AccountClaims(subject=producer, name=name, limits=limits or producer_limits(), signing_keys=signing_keys,
+                         imports=producer_imports(producer=producer, platform=platform, issued_at=issued_at))
+
+
+def producer_inbox_prefix(name: str = PRODUCER_USER) -> str:
+    """A producer connects with ``inbox_prefix=_INBOX_<name>``: its PubAcks arrive there."""
+    return subjects.inbox_prefix(name)
+
+
+def producer_permissions(name: str = PRODUCER_USER) -> UserPermissions:
+    """Defence in depth inside the producer's account: publish ``signals.>`` only, subscribe
+    to its own inbox only (the account boundary is the guarantee)."""
+    return UserPermissions(pub=Permission(allow=(f"{subjects.SIGNALS_PREFIX}.>",)),
+                           sub=Permission(allow=(f"{producer_inbox_prefix(name)}.>",)))
+
+
 __all__ = [
-    "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS", "TENANT_CONNECTIONS", "Platform", "TenantLimits",
-    "config_direct_get_subject", "config_direct_get_wildcard", "config_wildcard", "market_data_wildcard",
-    "platform_account", "platform_exports", "tenant_account", "tenant_imports", "tenant_requests", "tenant_subjects",
+    "PRODUCER_ACCOUNT", "PRODUCER_PAYLOAD", "PRODUCER_USER", "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS",
+    "TENANT_CONNECTIONS", "Platform", "TenantLimits", "config_direct_get_subject", "config_direct_get_wildcard",
+    "config_wildcard", "market_data_wildcard", "platform_account", "platform_exports", "producer_account",
+    "producer_imports", "producer_inbox_prefix", "producer_limits", "producer_permissions", "signal_wildcard",
+    "tenant_account", "tenant_imports", "tenant_requests", "tenant_subjects",
 ]
