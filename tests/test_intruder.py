@@ -660,12 +660,6 @@ async def test_a_deleted_tenants_stolen_signing_key_reaches_nothing(fleet, servi
     await assert_unchanged(before, service, system, fleet)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GAP: TenantAccounts.close() re-signs the account with no imports and revokes '*' as of the close, but "
-    "keeps the account's signing key (and its connection limit) in the closed JWT; revocations cover JWTs "
-    "issued at or before their time, so a user JWT minted after the close with the account's signing seed "
-    "still connects (it reaches nothing: see the test above). Closing should drop the signing keys and set "
-    "conn 0 (or the operator should revoke the account itself)."))
 async def test_a_deleted_tenants_account_admits_no_connection(fleet, system):
     minted = await deleted_tenant(fleet, system)
     assert (await _try_everything(fleet, minted))[0] == "refused"

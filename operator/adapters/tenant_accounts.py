@@ -83,6 +83,9 @@ class TenantState:
                    limits, dict(state["revocations"]), state["jwt"], int(state["last_issued_at"]))
 
 
+CLOSED_LIMITS = tenancy.TenantLimits(conn=0, subs=0, payload=0, data=0)
+
+
 class TenantAccounts:
     """Creates, re-signs, pushes and closes tenant accounts; issues and revokes their users."""
 
@@ -133,7 +136,10 @@ class TenantAccounts:
         state = await self._load(user_id)
         if state is None:
             return False
-        closed = dataclasses.replace(state, symbols=(), revocations={EVERY_USER: self.clock()})
+        # No imports, no connections, no signing key: a user minted later with a stolen
+        # signing seed is refused too (a '*' revocation covers only JWTs issued until now).
+        closed = dataclasses.replace(state, symbols=(), revocations={EVERY_USER: self.clock()},
+                                     limits=CLOSED_LIMITS)
         await self._push(user_id, closed, imports=False)
         await self.secrets.delete(tenant_secret_name(user_id))
         log.info("closed the NATS account of tenant %s", user_id)
@@ -145,7 +151,9 @@ class TenantAccounts:
         claims = tenancy.tenant_account(user_id, state.symbols, limits, tenant=state.account.public_key,
                                         platform=self.platform, issued_at=issued_at,
                                         signing_keys=(state.signing.public_key,))
-        return dataclasses.replace(claims, revocations=state.revocations, imports=claims.imports if imports else ())
+        if not imports:  # closed: nothing imported, nobody signs for it any more
+            return dataclasses.replace(claims, revocations=state.revocations, imports=(), signing_keys=())
+        return dataclasses.replace(claims, revocations=state.revocations)
 
     async def _push(self, user_id: str, state: TenantState, *, imports: bool = True) -> None:
         # Strictly later than the last JWT: resolvers keep the newest by issue time.
