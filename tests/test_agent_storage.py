@@ -28,7 +28,7 @@ from mt5fleet.client.adapters.outbox import Outbox, OutboxError, OutboxFull
 from mt5fleet.client.adapters.pricebuffer import DEFAULT_CAPACITY, PriceBuffer
 from mt5fleet.client.app import keys
 from mt5fleet.proto.domain.clock import ManualClock, now_ms
-from mt5fleet.proto.domain.ids import command_id_for, magic_for
+from mt5fleet.proto.domain.ids import command_id_for, command_id_of_report, magic_for, report_message_id
 from mt5fleet.proto.domain.market import Quote
 from mt5fleet.proto.runtime import sealing as credentials
 from mt5fleet.proto.runtime.sealing import AgentKey, CredentialError, SealedPassword, Secret, load_key, seal, unseal
@@ -473,3 +473,21 @@ def test_command_line_generates_a_key_file_and_seals_from_stdin(tmp_path: Path, 
     out = capsys.readouterr().out.strip()
     assert PASSWORD not in out
     assert unseal(credentials.from_text(out), load_key(key_path), login=LOGIN, server=SERVER).reveal() == PASSWORD
+
+
+def test_report_ids_are_stable_for_an_agent_and_unguessable_for_others(tmp_path):
+    # The agent's Nats-Msg-Id of a report: the same on every retry and after a restart (the
+    # key lives in its ledger), different for any other key, and the command id read back.
+    from mt5fleet.proto.domain.ids import command_id_for
+
+    command_id = command_id_for("sig-1", "bob", "open")
+    with CommandLedger(tmp_path / "ledger.sqlite3") as ledger:
+        key = ledger.secret_key("report-ids")
+    with CommandLedger(tmp_path / "ledger.sqlite3") as reopened:
+        assert reopened.secret_key("report-ids") == key and len(key) == 32
+    with CommandLedger(tmp_path / "other.sqlite3") as other:
+        assert other.secret_key("report-ids") != key
+    report_id = report_message_id(command_id, key)
+    assert report_id == report_message_id(command_id, key) != report_message_id(command_id, b"guess")
+    assert command_id_of_report(report_id) == (command_id, "report")
+    assert command_id_of_report(report_message_id(command_id, key, "duplicate")) == (command_id, "duplicate")

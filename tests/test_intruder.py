@@ -54,6 +54,7 @@ from intruder_kit import (
 )
 from waiting import eventually, wait_for
 
+from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.operator.adapters import nats_accounts as na
 from mt5fleet.operator.adapters.jwt_issuer import JwtIssuer
 from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
@@ -511,13 +512,13 @@ async def test_jetstream_control_headers_are_refused(channel, fleet, attacker, s
     await assert_unchanged(before, service, system, fleet)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GAP: JetStream dedupes by Nats-Msg-Id per stream, not per subject or account. The shared TC_EXECUTIONS "
-    "stream (duplicate window 1 day) takes every tenant's reports; the agent's Msg-Id is the command id, and "
-    "command ids are public (ids.command_id_for(signal_id, user_id, action) is an unkeyed SHA-256, and each "
-    "tenant's own commands carry the signal_id). So alice pre-publishes bob's next command id on her own "
-    "tc.alice.executions and bob's execution report is acknowledged as a duplicate and never stored."))
-async def test_a_tenant_cannot_get_another_tenants_report_dropped_as_a_duplicate(fleet, attacker, service, system):
+async def test_a_tenant_cannot_get_another_tenants_report_dropped_as_a_duplicate(fleet, attacker, service, system,
+                                                                                 tmp_path):
+    """JetStream dedupes by Nats-Msg-Id per stream and every tenant's reports share
+    TC_EXECUTIONS; command ids are public (alice's own commands carry the signal id, the
+    derivation is open). So an agent's report id is keyed with a secret of its own ledger
+    (``ids.report_message_id``): alice can pre-send bob's command id in every form she can
+    compute, and bob's report is still stored."""
     signal_id = "sig-intruder-1"
     command = commands_pb2.TradingCommand(command_id=ids.command_id_for(signal_id, ATTACKER, "open"),
                                           user_id=ATTACKER, symbol="EURUSD", signal_id=signal_id)
@@ -526,14 +527,19 @@ async def test_a_tenant_cannot_get_another_tenants_report_dropped_as_a_duplicate
     await service.nc.jetstream().publish(subjects.user_subject(ATTACKER, subjects.Channel.COMMANDS),
                                          command.SerializeToString(), headers={"Nats-Msg-Id": command.command_id})
     seen = commands_pb2.TradingCommand.FromString((await own.next_msg(timeout=5)).data)
-    victims_next = ids.command_id_for(seen.signal_id, VICTIM, "open")  # what bob's agent will send
-    await attacker.nc.jetstream(timeout=5).publish(subjects.user_subject(ATTACKER, subjects.Channel.EXECUTIONS),
-                                                   b"decoy", headers={"Nats-Msg-Id": victims_next})
+    victims_next = ids.command_id_for(seen.signal_id, VICTIM, "open")  # what bob's agent will report on
+    guesses = (victims_next, f"{victims_next}.report", f"{victims_next}.report.{'0' * 32}",
+               ids.report_message_id(victims_next, b""), ids.report_message_id(victims_next, ATTACKER.encode()))
+    for guess in guesses:
+        await attacker.nc.jetstream(timeout=5).publish(subjects.user_subject(ATTACKER, subjects.Channel.EXECUTIONS),
+                                                       b"decoy", headers={"Nats-Msg-Id": guess})
     before = await state(service, system, fleet)
+    with CommandLedger(tmp_path / "bob-ledger.sqlite3") as ledger:  # bob's agent's own key, as it makes it
+        bobs_id = ids.report_message_id(victims_next, ledger.secret_key("report-ids"))
     victim_reports = subjects.user_subject(VICTIM, subjects.Channel.EXECUTIONS)
     async with connected(fleet, fleet.creds[VICTIM], VICTIM, inbox_prefix=subjects.inbox_prefix(VICTIM)) as bob:
         ack = await bob.nc.jetstream(timeout=5).publish(victim_reports, b"bob's report",
-                                                        headers={"Nats-Msg-Id": victims_next})
+                                                        headers={"Nats-Msg-Id": bobs_id})
     stored = await service.nc.jetstream().get_msg(subjects.EXECUTIONS_STREAM, subject=victim_reports, direct=True)
     after = await state(service, system, fleet)
     assert not ack.duplicate and stored.data == b"bob's report"

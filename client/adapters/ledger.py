@@ -16,6 +16,7 @@ be published again. ``last_stream_seq()`` is where the catch-up consumer resumes
 from __future__ import annotations
 
 import enum
+import secrets
 import sqlite3
 import threading
 import time
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_state ON commands (state);
 -- The stream high-water mark lives apart from the rows so that prune() cannot lower it.
 CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 _COLUMNS = "command_id, magic, stream_seq, received_at_ms, state, status, report, updated_at_ms"
 
@@ -141,6 +143,17 @@ class CommandLedger:
                 "UPDATE commands SET state = ?, updated_at_ms = ? WHERE command_id = ? AND state = ?",
                 (LedgerState.REPORTED.value, self._clock_ms(), command_id, LedgerState.DONE.value),
             )
+
+    def secret_key(self, name: str) -> bytes:
+        """A random 32-byte key made on first use and kept with the ledger (which the agent's
+        data folder already protects): the same key across restarts, known to no one else."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT value FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                key = secrets.token_bytes(32)
+                self._db.execute("INSERT INTO keys (name, value) VALUES (?, ?)", (name, key))
+                return key
+        return bytes(row[0])
 
     def in_flight(self) -> list[LedgerEntry]:
         """Begun without an outcome, in the order they were begun."""

@@ -32,7 +32,7 @@ from mt5fleet.client.core.orders import Outcome
 from mt5fleet.client.core.risk import Decision, RejectCode
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import Clock, now_ms
-from mt5fleet.proto.domain.ids import magic_for
+from mt5fleet.proto.domain.ids import command_id_of_report, magic_for, report_message_id
 from mt5fleet.proto.domain.trading import Command
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 from mt5fleet.proto.validation import ValidationError, check_command, decode
@@ -88,6 +88,7 @@ class CommandPipeline:
         self.recent: deque[Handled] = deque(maxlen=50)
         self.last_latency_ms = 0.0
         self.executed = 0
+        self._report_key = ledger.secret_key("report-ids")
         self.rejected = 0
         self._report_subject = subjects.user_subject(user_id, subjects.Channel.EXECUTIONS)
         self._sequence = now_ms(clock)
@@ -171,7 +172,7 @@ class CommandPipeline:
                     received - entry.received_at_ms)
         report = self._report(command.command_id, "DUPLICATE", received=received, command=command,
                               reason=f"already handled ({entry.status}); not executed again")
-        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, f"{command.command_id}.duplicate",
+        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(command.command_id, "duplicate"),
                                report.SerializeToString())
 
     def _refuse(self, command: Command, status: str, code: RejectCode | None, reason: str, received: int) -> None:
@@ -213,7 +214,7 @@ class CommandPipeline:
                reject_code: str | None, command: Command | None = None) -> None:
         """Outbox first, ledger second: see the module docstring."""
         payload = report.SerializeToString()
-        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, command_id, payload)
+        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(command_id), payload)
         self.ledger.record_outcome(command_id, status, payload)
         self.metrics.commands.labels(status.lower()).inc()
         if reject_code:
@@ -231,14 +232,21 @@ class CommandPipeline:
 
     def requeue_unreported(self) -> None:
         """Reports stored in the ledger whose JetStream ack never came (the agent stopped
-        first): into the outbox again; the message id (the command id) dedupes them."""
+        first): into the outbox again; the message id (keyed per command) dedupes them."""
         for entry in self.ledger.unreported():
             if entry.report:
-                self.publisher.enqueue(EXECUTION_KIND, self._report_subject, entry.command_id, entry.report)
+                self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(entry.command_id),
+                                       entry.report)
 
     def on_report_stored(self, kind: str, msg_id: str) -> None:
-        if kind == EXECUTION_KIND and not msg_id.endswith(".duplicate"):
-            self.ledger.mark_reported(msg_id)
+        if kind != EXECUTION_KIND:
+            return
+        command_id, report_kind = command_id_of_report(msg_id)
+        if report_kind == "report":
+            self.ledger.mark_reported(command_id)
+
+    def _report_id(self, command_id: str, kind: str = "report") -> str:
+        return report_message_id(command_id, self._report_key, kind)
 
     # ---------------------------------------------------------------- reports
     def _observe_arrival(self, command: Command, received: int) -> None:

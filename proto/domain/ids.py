@@ -10,6 +10,7 @@ but never the magic number, so the magic is derived from the id too.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 COMMAND_ID_PREFIX = "mf1"
@@ -39,3 +40,21 @@ def magic_for(command_id: str) -> int:
 
 def is_command_id(text: str) -> bool:
     return bool(COMMAND_ID_RE.fullmatch(text))
+
+
+def report_message_id(command_id: str, key: bytes, kind: str = "report") -> str:
+    """The ``Nats-Msg-Id`` of an agent's execution report: ``<command id>.<kind>.<tag>``.
+
+    JetStream dedupes per stream, and every tenant's reports share one stream: with the
+    bare command id (public: derived from the signal id every tenant sees) as the message
+    id, one tenant could pre-publish another's next id and get that report dropped as a
+    duplicate. The tag is an HMAC under the agent's own secret key, so the id stays the
+    same on every retry of this agent and cannot be guessed by anyone else."""
+    tag = hmac.new(key, f"{command_id}.{kind}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{command_id}.{kind}.{tag}"
+
+
+def command_id_of_report(message_id: str) -> tuple[str, str]:
+    """(command id, kind) of a ``report_message_id``."""
+    command_id, kind, _ = message_id.split(".", 2)
+    return command_id, kind
