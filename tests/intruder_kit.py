@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from mt5fleet.operator.adapters import nats_accounts as na
 from mt5fleet.operator.adapters.jwt_issuer import JwtIssuer
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
@@ -259,3 +261,21 @@ __all__ = [
     "STORED", "TIER", "VICTIM", "Fleet", "assert_seeded", "issue_agent", "seed", "served_account",
     "service_creds", "snapshot", "start_fleet", "stream_of", "system_creds", "tenant_authority", "without_own",
 ]
+
+
+async def refusal(nc: Any, subject: str, body: bytes = b"{}", timeout: float = 2) -> str:
+    """What the server answered a request: "no responders", or the JetStream API error's
+    description (lower case), or the raw reply."""
+    try:
+        reply = await nc.request(subject, body, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return "no responders"
+    return str(json.loads(reply.data).get("error", {}).get("description", reply.data)).lower()
+
+
+async def next_or_none(sub: Any) -> Any:
+    """The next message already delivered to ``sub``, or None."""
+    try:
+        return await sub.next_msg(timeout=0.05)
+    except nats.errors.TimeoutError:
+        return None

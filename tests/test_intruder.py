@@ -44,6 +44,7 @@ from intruder_kit import (
     VICTIM,
     Fleet,
     issue_agent,
+    refusal,
     service_creds,
     snapshot,
     start_fleet,
@@ -434,17 +435,10 @@ async def test_no_stream_or_consumer_can_be_created_deleted_or_read(who, fleet, 
         await attacker.nc.flush()
         await attacker.refused(*JS_API)
     else:
-        outcomes = {call: await _refusal(spy.nc, call, body) for call, body in JS_API.items()}
+        outcomes = {call: await refusal(spy.nc, call, body) for call, body in JS_API.items()}
         assert set(outcomes.values()) <= {"no responders", "jetstream not enabled for account"}, outcomes
     await assert_unchanged(before, service, system, fleet)
 
-
-async def _refusal(nc: Any, subject: str, body: bytes, timeout: float = 2) -> str:
-    try:
-        reply = await nc.request(subject, body, timeout=timeout)
-    except nats.errors.NoRespondersError:
-        return "no responders"
-    return str(json.loads(reply.data).get("error", {}).get("description", reply.data)).lower()
 
 
 async def test_reads_deliver_only_the_tenants_own(fleet, attacker, service, system):
@@ -683,7 +677,7 @@ async def _try_everything(fleet: Fleet, creds: Path) -> tuple[str, list[str]]:
     try:
         for subject in (*requests_of("frida"), *JS_API):
             with contextlib.suppress(nats.errors.TimeoutError):
-                outcome = await _refusal(conn.nc, subject, JS_API.get(subject, b"x"), timeout=0.2)
+                outcome = await refusal(conn.nc, subject, JS_API.get(subject, b"x"), timeout=0.2)
                 if outcome not in ("no responders", "jetstream not enabled for account"):
                     answered.append(f"{subject}: {outcome}")
         return "connected", answered

@@ -20,6 +20,7 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from intruder_kit import next_or_none, refusal
 from nats.aio.client import RawCredentials
 from nats.js.errors import NoStreamResponseError
 from waiting import eventually
@@ -189,7 +190,7 @@ async def test_the_producer_publishes_nothing_else(fleet, service):
             with pytest.raises(NoStreamResponseError):  # no import: nobody answers
                 await raw.jetstream(timeout=1).publish(subject, b"forged")
             await raw.publish(subject, b"forged, no ack asked")
-        outcomes = {call: await _refusal(raw, call) for call in (
+        outcomes = {call: await refusal(raw, call) for call in (
             f"$JS.API.STREAM.PURGE.{subjects.EXECUTIONS_STREAM}", f"$JS.API.STREAM.DELETE.{subjects.SIGNALS_STREAM}",
             f"$JS.API.CONSUMER.DELETE.{subjects.SIGNALS_STREAM}.{subjects.adjust_consumer(0)}",
             f"$JS.API.CONSUMER.CREATE.{subjects.SIGNALS_STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.INFO",
@@ -236,7 +237,7 @@ async def test_a_producers_reply_subject_tricks_change_nothing(fleet, service):
         answers: list[str] = []
 
         async def collect() -> int:
-            while (msg := await _next_or_none(landed)) is not None:
+            while (msg := await next_or_none(landed)) is not None:
                 if msg.subject in REPLY_TARGETS:  # its own signals.AUDUSD echo aside
                     answers.append(msg.subject)
             return len(answers)
@@ -312,17 +313,3 @@ async def test_the_operator_gives_an_older_chain_a_producer_account(tmp_path):
             await system.close()
             await service.close()
 
-
-async def _refusal(nc: Any, subject: str) -> str:
-    try:
-        reply = await nc.request(subject, b"{}", timeout=2)
-    except nats.errors.NoRespondersError:
-        return "no responders"
-    return str(json.loads(reply.data).get("error", {}).get("description", reply.data)).lower()
-
-
-async def _next_or_none(sub: Any) -> Any:
-    try:
-        return await sub.next_msg(timeout=0.05)
-    except nats.errors.TimeoutError:
-        return None

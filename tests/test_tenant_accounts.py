@@ -20,6 +20,7 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from intruder_kit import next_or_none, refusal
 from nats.aio.client import RawCredentials
 from nats.errors import NoRespondersError
 from nats.js.errors import NoStreamResponseError, NotFoundError
@@ -264,7 +265,7 @@ async def test_answers_aimed_elsewhere_land_in_the_tenants_own_account(fleet, al
     answers: list[str] = []
 
     async def collect() -> int:
-        while (msg := await _next_or_none(landed)) is not None:
+        while (msg := await next_or_none(landed)) is not None:
             if msg.subject in REPLY_TARGETS:
                 answers.append(msg.subject)
         return len(answers)
@@ -281,7 +282,7 @@ async def test_a_tenant_has_no_jetstream_api_at_all(alice, service):
              f"$JS.API.CONSUMER.DELETE.{subjects.SIGNALS_STREAM}.{subjects.adjust_consumer(0)}",
              f"$JS.API.CONSUMER.CREATE.{subjects.COMMANDS_STREAM}",
              f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.$KV.tc-config.bob", "$JS.API.INFO")
-    outcomes = {call: await _refusal(alice, call) for call in calls}
+    outcomes = {call: await refusal(alice, call) for call in calls}
     assert all(outcome in ("no responders", "jetstream not enabled for account") for outcome in outcomes.values()), \
         outcomes
     with pytest.raises(Exception):  # noqa: B017 - whichever way nats-py reports it, it must fail
@@ -289,19 +290,6 @@ async def test_a_tenant_has_no_jetstream_api_at_all(alice, service):
     assert await platform_state(service) == before
 
 
-async def _refusal(nc: Any, subject: str) -> str:
-    try:
-        reply = await nc.request(subject, b"{}", timeout=2)
-    except nats.errors.NoRespondersError:
-        return "no responders"
-    return str(json.loads(reply.data).get("error", {}).get("description", reply.data)).lower()
-
-
-async def _next_or_none(sub: Any) -> Any:
-    try:
-        return await sub.next_msg(timeout=0.05)
-    except nats.errors.TimeoutError:
-        return None
 
 
 async def test_the_server_serves_the_accounts_the_model_built(fleet):
