@@ -14,11 +14,13 @@ import logging
 import signal
 from typing import Any
 
-from mt5fleet.client.adapters.config_file import AgentSettings, Backend, ConfigError, load_settings
+from mt5fleet.client.adapters.config_file import load_settings
+from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.status import AgentStatus, build_app, build_metrics_app, serve
 from mt5fleet.client.adapters.terminal import load_metatrader5
 from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.app.status_view import agent_status
+from mt5fleet.client.core.settings import Backend, ConfigError
 from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock
 
 log = logging.getLogger("mt5fleet.agent")

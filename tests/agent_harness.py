@@ -10,7 +10,8 @@ from typing import Any
 
 from waiting import wait_for
 
-from mt5fleet.client.adapters.config_file import AgentSettings, parse_settings
+from mt5fleet.client.adapters.config_file import parse_settings
+from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed

@@ -13,7 +13,8 @@ import nats
 import pytest
 from waiting import eventually, wait_for
 
-from mt5fleet.client.adapters.config_file import ConfigError, parse_settings
+from mt5fleet.client.adapters.config_file import parse_settings
+from mt5fleet.client.core.settings import ConfigError
 from mt5fleet.launcher.agent import check_simulated_broker
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap

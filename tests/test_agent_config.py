@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 
 from mt5fleet.client.adapters import config_file as config
-from mt5fleet.client.adapters.config_file import (
-    AgentSettings,
-    Backend,
-    ConfigError,
-    default_data_dir,
-    load_settings,
-    parse_settings,
-)
+from mt5fleet.client.adapters.config_file import load_settings, parse_settings
+from mt5fleet.client.adapters.settings import AgentSettings, default_data_dir
+from mt5fleet.client.core.settings import Backend, ConfigError
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.proto.runtime import sealing as credentials
 from mt5fleet.proto.runtime.sealing import CredentialError

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from mt5fleet.client.adapters.config_file import AgentSettings, parse_settings
+from mt5fleet.client.adapters.config_file import parse_settings
+from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.status import bound_port, build_app, build_metrics_app, serve
 from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.app.status_view import agent_status
