@@ -24,6 +24,7 @@ import nats
 import nats.errors
 import pytest
 from agent_harness import AgentHarness
+from intruder_kit import next_or_none
 from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -433,9 +434,20 @@ async def test_market_data_outside_the_tier_never_arrives(operator_nats_server, 
     try:
         md = await carol.nc.subscribe("md.*")
         await carol.nc.flush()
-        for symbol in ("XAUUSD", "GBPUSD", "EURUSD"):
-            await service.nc.publish(subjects.market_data_subject(symbol), symbol.encode())
-        assert (await md.next_msg(timeout=5)).data == b"EURUSD"
+        received: list[bytes] = []
+
+        async def imported() -> bool:
+            # A freshly pushed account's imports take effect on the server a moment later:
+            # publish every symbol again until hers arrives, keeping everything that does.
+            for symbol in ("XAUUSD", "GBPUSD", "EURUSD"):
+                await service.nc.publish(subjects.market_data_subject(symbol), symbol.encode())
+            await service.nc.flush()
+            while (msg := await next_or_none(md)) is not None:
+                received.append(msg.data)
+            return b"EURUSD" in received
+
+        await wait_for(imported, "md.EURUSD through carol's import")
+        assert set(received) == {b"EURUSD"}
         for subject in (">", subjects.CORRELATIONS_SUBJECT):
             await carol.nc.subscribe(subject)
             await carol.refused_subscription(subject)
