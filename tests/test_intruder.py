@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -58,7 +57,6 @@ from waiting import eventually, wait_for
 from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.operator.adapters import nats_accounts as na
 from mt5fleet.operator.adapters.jwt_issuer import JwtIssuer
-from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
 from mt5fleet.operator.core import nats_jwt as nj
 from mt5fleet.operator.core import tenancy
 from mt5fleet.operator.core.nats_exports import ExportType
@@ -691,13 +689,38 @@ def _set(event: asyncio.Event) -> Any:
     return callback
 
 
-def test_signing_key_rotation_is_not_supported_by_the_authority():
-    """Documents a gap (docs/security.md): the trust chain has one operator signing key and
-    each tenant one account signing key; nothing rotates them, so "a credential signed by the
-    previous key after rotation" cannot be tried. When rotation lands, replace this test by
-    the attack."""
-    chain_fields = {field.name for field in dataclasses.fields(na.TrustChain)}
-    assert {"operator_signing", "app_signing", "system_signing"} <= chain_fields
-    assert not any("rotat" in name for name in (*dir(na.TrustChain), *dir(na.AccountAuthority), *dir(JwtIssuer),
-                                                  *dir(TenantAccounts)))
-    assert len(na.create_trust_chain().trusted_signers) == 1
+async def test_a_credential_signed_by_the_previous_signing_key_is_cut_off_after_rotation(fleet, service, system):
+    """Hana's TradingClient asks for a new signing key (its ``rotate-signing-key`` annotation).
+    In the grace her running agent stays connected and its key gets a JWT from the new
+    signing key; once the previous key is retired, the server closes the connection still
+    on the old JWT and refuses that JWT on reconnect. The new one works. Nothing changed."""
+    old_creds = await issue_agent(fleet, system.nc, "hana", ("EURUSD",))
+    access, rotation = fleet.access["hana"], "2026-12-07"
+    issuer = JwtIssuer(tenant_authority(fleet, system.nc))
+    closed = asyncio.Event()
+    live = await connect(fleet, old_creds, "hana", inbox_prefix=subjects.inbox_prefix("hana"),
+                         closed_cb=_set(closed), allow_reconnect=True, max_reconnect_attempts=2,
+                         reconnect_time_wait=0.1)
+    old_jwt = nj.decode_user(nj.parse_creds(old_creds.read_text())[0])
+    assert await issuer.ensure_account(access, rotation=rotation)
+    assert not await issuer.ensure_account(access, rotation=rotation)  # one request, one rotation
+    new_creds = fleet.folder / "hana-rotated.creds"
+    new_creds.write_bytes((await issuer.issue(access, old_creds.read_bytes())).creds)
+    new_jwt = nj.decode_user(nj.parse_creds(new_creds.read_text())[0])
+    assert new_jwt.claims.subject == old_jwt.claims.subject and new_jwt.issuer != old_jwt.issuer
+    await live.nc.flush(timeout=2)
+    assert live.nc.is_connected, "the grace keeps the running agent connected"
+
+    retiring = tenant_authority(fleet, system.nc)
+    retiring.grace_s = 0
+    assert await JwtIssuer(retiring).ensure_account(access, rotation=rotation)  # the previous key retired
+    await asyncio.wait_for(closed.wait(), 10)
+    before = await state(service, system, fleet)
+    assert await _try_everything(fleet, old_creds) == ("refused", [])
+    async with connected(fleet, new_creds, "hana", inbox_prefix=subjects.inbox_prefix("hana")) as renewed:
+        ack = await renewed.nc.jetstream(timeout=5).publish(
+            subjects.user_subject("hana", subjects.Channel.HEARTBEAT), b"")
+    assert ack.stream == subjects.HEARTBEAT_STREAM
+    after = await state(service, system, fleet)
+    assert without_own(after, (subjects.user_subject("hana", subjects.Channel.HEARTBEAT),)) == \
+        without_own(before, (subjects.user_subject("hana", subjects.Channel.HEARTBEAT),))

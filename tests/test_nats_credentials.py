@@ -651,6 +651,30 @@ async def test_a_revoked_user_is_cut_off_and_stays_out(own_server, tmp_path):
         await connect(server, erin, tmp_path)
 
 
+async def test_a_retired_signing_key_stays_retired_across_a_restart(own_server, tmp_path):
+    """Rotating gus's signing key: a user JWT from the previous key works only in the grace;
+    once retired it is refused, also after a server restart (the account JWT in the
+    resolver's directory no longer lists the key). The rotation state outlives the process."""
+    server, chain = own_server
+    access = pm.user_access("gus", TIER_SYMBOLS, TIER)
+    async with tenant_accounts(server, chain, tmp_path) as tenants:
+        old = await issue(tenants, "gus")
+        await tenants.ensure("gus", access.md_symbols, tenant_limits(access), rotation="first")
+        renewed = await tenants.issue_user("gus", access.tenant_permissions, key=nj.NKey.from_seed(old.seed),
+                                           not_before_iat=old.issued_at + 1)
+        in_grace = await connect(server, old, tmp_path)  # the previous key is still listed
+        await in_grace.nc.close()
+    async with tenant_accounts(server, chain, tmp_path) as later:  # a new operator process
+        later.grace_s = 0
+        assert await later.ensure("gus", access.md_symbols, tenant_limits(access), rotation="first")
+        assert not await later.ensure("gus", access.md_symbols, tenant_limits(access), rotation="first")
+    server.restart()
+    with pytest.raises(nats.errors.Error, match="(?i)authorization violation"):
+        await connect(server, old, tmp_path)
+    current = await connect(server, renewed, tmp_path)
+    await current.nc.close()
+
+
 async def _live_connection(server: EmbeddedNats, user: na.IssuedUser,
                            tmp_path: Path) -> tuple[Conn, dict[str, asyncio.Event], list[str]]:
     """As the agent connects (reconnect on), but with a bounded number of attempts."""

@@ -23,6 +23,7 @@ from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
 from mt5fleet.operator.adapters.tenant_accounts import tenant_secret_name
 from mt5fleet.operator.app import runtime
 from mt5fleet.operator.app.local import STATUS_SUFFIX, LocalOperator
+from mt5fleet.operator.core.models import ROTATE_SIGNING_KEY_ANNOTATION
 from mt5fleet.operator.core.nats_jwt import decode_user, parse_creds
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import AcceleratedClock
@@ -210,6 +211,36 @@ async def test_tier_changes_re_sign_only_the_tenants_account_and_keep_its_connec
         await agent.close()
     assert (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] == creds
     assert await secrets.get(tenant_secret_name("carol")) == carols
+
+
+async def test_a_rotation_annotation_re_signs_the_agents_key_and_keeps_it_connected(platform):
+    """``mt5fleet.io/rotate-signing-key`` on bob: his account gets a new signing key, his
+    Secret new .creds for the same key signed by it, his running connection stays (the
+    previous key is in its grace); the same annotation again changes nothing."""
+    server, service, local, secrets, folder = platform
+    await local.scan()
+    before = (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
+    agent = await nats.connect(server.url, user_credentials=RawCredentials(before.decode()), allow_reconnect=False)
+    try:
+        _annotate(folder / "bob-pro.yaml", {ROTATE_SIGNING_KEY_ANNOTATION: "2026-12-07"})
+        assert await local.scan() == 1
+        after = (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY]
+        old, new = (decode_user(parse_creds(creds.decode())[0]) for creds in (before, after))
+        assert new.claims.subject == old.claims.subject and new.issuer != old.issuer
+        await agent.flush(timeout=2)
+        assert agent.is_connected
+        assert await local.scan() == 0
+        assert (await secrets.get(bootstrap_secret_name("bob")))[CREDS_KEY] == after
+    finally:
+        await agent.close()
+    renewed = await nats.connect(server.url, user_credentials=RawCredentials(after.decode()), allow_reconnect=False)
+    await renewed.close()
+
+
+def _annotate(path: Path, annotations: dict[str, str]) -> None:
+    [document] = yaml.safe_load_all(path.read_text())
+    document["metadata"].setdefault("annotations", {}).update(annotations)
+    path.write_text(yaml.safe_dump(document))
 
 
 async def test_the_operator_never_undoes_bootstrap_limits(platform):

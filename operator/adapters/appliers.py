@@ -69,7 +69,7 @@ class CredentialIssuer(Protocol):
 
     async def digest(self, access: UserAccess) -> str: ...
 
-    async def ensure_account(self, access: UserAccess) -> bool: ...
+    async def ensure_account(self, access: UserAccess, *, rotation: str = "") -> bool: ...
 
     async def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials: ...
 
@@ -156,11 +156,13 @@ class UserAppliers:
         return self._config_kv
 
     # ------------------------------------------------------------------ credentials + bootstrap Secret
-    async def ensure_credentials(self, user_id: str, access: UserAccess | None, *, close: bool = False) -> Applied:
+    async def ensure_credentials(self, user_id: str, access: UserAccess | None, *, close: bool = False,
+                                 rotation: str = "") -> Applied:
         """The tenant's account (md imports, tier limits: re-signed only when they change)
-        and its agent's user JWT (issued when it has none, or its grants or account
-        changed). ``access`` None (paused, deleted): the user is revoked, and with
-        ``close`` (deleted) the tenant's account is closed too."""
+        and its agent's user JWT (issued when it has none, or its grants, account or
+        signing key changed). ``access`` None (paused, deleted): the user is revoked, and
+        with ``close`` (deleted) the tenant's account is closed too. ``rotation``: the
+        TradingClient's signing-key rotation request (``tenant_accounts``)."""
         name = bootstrap_secret_name(user_id)
         stored = await self.secrets.get(name) or {}
         old_key = stored.get(PUBLIC_KEY_KEY, b"").decode()
@@ -168,7 +170,7 @@ class UserAppliers:
             return await self._revoke(user_id, name, stored, old_key, close)
         # The account first: a downgrade bites at once (the server drops the imports), and
         # the agent stays connected through any change of symbols or tier.
-        resigned = await self.issuer.ensure_account(access)
+        resigned = await self.issuer.ensure_account(access, rotation=rotation)
         digest = await self.issuer.digest(access)
         if old_key and stored.get(DIGEST_KEY, b"").decode() == digest and CREDS_KEY in stored:
             return Applied("credentials", Change.UPDATED if resigned else Change.UNCHANGED,

@@ -31,14 +31,17 @@ class JwtIssuer:
         self.tenants = tenants
 
     async def digest(self, access: UserAccess) -> str:
-        """Changes exactly when a new user JWT would differ: its grants, or its account."""
+        """Changes exactly when a new user JWT would differ: its grants, its account, or the
+        account's signing key (rotated: the agent's key gets a JWT from the new one)."""
         body = json.dumps({"permissions": asdict(access.tenant_permissions),
-                           "account": await self.tenants.account_key(access.user_id)}, sort_keys=True)
+                           "account": await self.tenants.account_key(access.user_id),
+                           "signer": await self.tenants.signing_key(access.user_id)}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
-    async def ensure_account(self, access: UserAccess) -> bool:
-        """The tenant's account with its md imports and limits; True if it was re-signed."""
-        return await self.tenants.ensure(access.user_id, access.md_symbols, tenant_limits(access))
+    async def ensure_account(self, access: UserAccess, *, rotation: str = "") -> bool:
+        """The tenant's account with its md imports and limits; True if it was re-signed.
+        A new ``rotation`` token rotates its signing key (``tenant_accounts``)."""
+        return await self.tenants.ensure(access.user_id, access.md_symbols, tenant_limits(access), rotation=rotation)
 
     async def issue(self, access: UserAccess, previous: bytes | None = None) -> IssuedCredentials:
         """New credentials; with ``previous`` (the user's current .creds) of the same account

@@ -10,6 +10,12 @@ change of those re-signs the account, and a server that lost it gets it again.
 Why revocation lives here and not in the platform account: the server checks a user's JWT
 against its own account's JWT, so revoking a tenant's user is re-signing that tenant's
 account, and nothing of any other tenant is touched.
+
+Signing-key rotation (a TradingClient's ``mt5fleet.io/rotate-signing-key`` annotation, a new
+value per rotation): a new signing key signs the agent's next JWT at once; the previous key
+stays in the account JWT for ``grace_s`` so the running agent keeps its connection until it
+reconnects with its new ``.creds``, then it is retired. From then on the server refuses
+every JWT the previous key signed and closes the connections still using one.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ log = logging.getLogger("mt5fleet.operator.tenants")
 STATE_KEY = "tenant.json"
 STATE_VERSION = 1
 EVERY_USER = "*"  # a revocation of "*" covers every user of the account
+# Long enough for an agent to reconnect with the new .creds its Secret holds (it re-reads
+# them on every reconnect); the operator's resync (60 s) retires the key after it.
+ROTATION_GRACE_S = 3600
 
 
 def tenant_secret_name(user_id: str) -> str:
@@ -62,6 +71,20 @@ class TenantState:
     revocations: Mapping[str, int] = field(default_factory=dict)
     jwt: str = field(default="", repr=False)   # the account JWT last pushed
     last_issued_at: int = 0
+    previous_signing: NKey | None = None         # still trusted until rotated_at + grace
+    rotated_at: int = 0
+    rotation: str = ""                           # the last rotation request handled
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        """What the account JWT lists: the current key, and the previous one in its grace."""
+        previous = (self.previous_signing.public_key,) if self.previous_signing else ()
+        return (self.signing.public_key, *previous)
+
+    def rotated(self, request: str, now: int) -> TenantState:
+        """A new signing key; the current one becomes the previous (replacing any older)."""
+        return dataclasses.replace(self, signing=NKey.create(KeyKind.ACCOUNT), previous_signing=self.signing,
+                                   rotated_at=now, rotation=request)
 
     @classmethod
     def create(cls) -> TenantState:
@@ -71,7 +94,9 @@ class TenantState:
         return json.dumps({"version": STATE_VERSION, "account": self.account.seed, "signing": self.signing.seed,
                            "symbols": list(self.symbols), "revocations": dict(self.revocations), "jwt": self.jwt,
                            "limits": dataclasses.asdict(self.limits) if self.limits else None,
-                           "last_issued_at": self.last_issued_at}, sort_keys=True)
+                           "last_issued_at": self.last_issued_at, "rotation": self.rotation,
+                           "previous_signing": self.previous_signing.seed if self.previous_signing else None,
+                           "rotated_at": self.rotated_at}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TenantState:
@@ -79,8 +104,11 @@ class TenantState:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported tenant state version {state.get('version')!r}")
         limits = tenancy.TenantLimits(**state["limits"]) if state.get("limits") else None
+        previous = state.get("previous_signing")
         return cls(NKey.from_seed(state["account"]), NKey.from_seed(state["signing"]), tuple(state["symbols"]),
-                   limits, dict(state["revocations"]), state["jwt"], int(state["last_issued_at"]))
+                   limits, dict(state["revocations"]), state["jwt"], int(state["last_issued_at"]),
+                   NKey.from_seed(previous) if previous else None, int(state.get("rotated_at", 0)),
+                   state.get("rotation", ""))
 
 
 CLOSED_LIMITS = tenancy.TenantLimits(conn=0, subs=0, payload=0, data=0)
@@ -90,24 +118,47 @@ class TenantAccounts:
     """Creates, re-signs, pushes and closes tenant accounts; issues and revokes their users."""
 
     def __init__(self, platform: tenancy.Platform, operator_signer: NKey, system_nc: Any, secrets: SecretStore, *,
-                 trusted_signers: tuple[str, ...] = (), clock: Clock = now_s) -> None:
+                 trusted_signers: tuple[str, ...] = (), clock: Clock = now_s,
+                 grace_s: int = ROTATION_GRACE_S) -> None:
         self.platform, self.operator_signer, self.system_nc = platform, operator_signer, system_nc
         self.secrets, self.trusted_signers, self.clock = secrets, trusted_signers, clock
+        self.grace_s = grace_s
 
     async def account_key(self, user_id: str) -> str | None:
         state = await self._load(user_id)
         return state.account.public_key if state else None
 
-    async def ensure(self, user_id: str, symbols: Iterable[str], limits: tenancy.TenantLimits) -> bool:
-        """The tenant's account with these md symbols and limits, on the server; True if it
-        was (re-)signed and pushed. Unchanged inputs cost one lookup (drift repair)."""
-        symbols = tuple(sorted(set(symbols)))
+    async def signing_key(self, user_id: str) -> str | None:
+        """The key that signs the tenant's next user JWT (it changes on rotation)."""
         state = await self._load(user_id)
-        if state and (state.symbols, state.limits) == (symbols, limits) and await self._served(state):
+        return state.signing.public_key if state else None
+
+    async def ensure(self, user_id: str, symbols: Iterable[str], limits: tenancy.TenantLimits, *,
+                     rotation: str = "") -> bool:
+        """The tenant's account with these md symbols and limits, on the server; True if it
+        was (re-)signed and pushed. Unchanged inputs cost one lookup (drift repair).
+        ``rotation``: a request token; a new one rotates the signing key (module doc), and a
+        previous key past its grace is retired here."""
+        symbols = tuple(sorted(set(symbols)))
+        stored = await self._load(user_id)
+        state = self._rotating(stored, rotation) if stored else None
+        if state is stored and state and (state.symbols, state.limits) == (symbols, limits) \
+                and await self._served(state):
             return False
         state = dataclasses.replace(state or TenantState.create(), symbols=symbols, limits=limits)
         await self._push(user_id, state)
         return True
+
+    def _rotating(self, state: TenantState, rotation: str) -> TenantState:
+        """``state`` itself when no key changes; else with a new key or the previous retired."""
+        now = self.clock()
+        if rotation and rotation != state.rotation:
+            log.info("rotating the signing key of tenant account %s", state.account.public_key)
+            return state.rotated(rotation, now)
+        if state.previous_signing and now - state.rotated_at >= self.grace_s:
+            log.info("retired the previous signing key of tenant account %s", state.account.public_key)
+            return dataclasses.replace(state, previous_signing=None)
+        return state
 
     async def issue_user(self, user_id: str, permissions: UserPermissions, *, key: NKey | None = None,
                          not_before_iat: int = 0) -> IssuedUser:
@@ -115,8 +166,7 @@ class TenantAccounts:
         account carries the tier's, so a tier change never needs a new user JWT."""
         state = await self._require(user_id)
         # Only the account's identity and signing key matter to a user JWT: no imports signed.
-        identity = AccountClaims(subject=state.account.public_key, name=user_id,
-                                 signing_keys=(state.signing.public_key,))
+        identity = AccountClaims(subject=state.account.public_key, name=user_id, signing_keys=state.signing_keys)
         authority = AccountAuthority(identity, account_signer=state.signing, operator_signer=self.operator_signer,
                                      clock=self.clock)
         return authority.issue_user(user_id, permissions, NatsLimits(), key=key, not_before_iat=not_before_iat)
@@ -150,7 +200,7 @@ class TenantAccounts:
         limits = state.limits or tenancy.TenantLimits(conn=0, subs=0, payload=0, data=0)
         claims = tenancy.tenant_account(user_id, state.symbols, limits, tenant=state.account.public_key,
                                         platform=self.platform, issued_at=issued_at,
-                                        signing_keys=(state.signing.public_key,))
+                                        signing_keys=state.signing_keys)
         if not imports:  # closed: nothing imported, nobody signs for it any more
             return dataclasses.replace(claims, revocations=state.revocations, imports=(), signing_keys=())
         return dataclasses.replace(claims, revocations=state.revocations)
@@ -184,4 +234,4 @@ class TenantAccounts:
                                {"mt5fleet.io/user": user_id})
 
 
-__all__ = ["STATE_KEY", "TenantAccounts", "TenantState", "tenant_secret_name"]
+__all__ = ["ROTATION_GRACE_S", "STATE_KEY", "TenantAccounts", "TenantState", "tenant_secret_name"]

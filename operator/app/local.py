@@ -135,12 +135,16 @@ class LocalOperator:
             self._write_statuses()
 
     async def _one(self, document: Document, seen_users: dict[str, str], force: bool, streams_checked: bool) -> int:
-        digest = hashlib.sha256(json.dumps(document.body.get("spec"), sort_keys=True, default=str).encode()).hexdigest()
+        # Annotations (a key rotation request) reconcile too, but like the API server only a
+        # spec change is a new generation.
+        spec = _digest(document.body.get("spec"))
+        digest = f"{spec}:{_digest(document.body.get('metadata', {}).get('annotations'))}"
         tracked = self.tracked.get(document.key)
         if tracked and tracked.digest == digest and not force:
             seen_users[tracked.user_id] = document.key
             return 0
-        generation = (tracked.generation + (tracked.digest != digest)) if tracked else _generation(document.body)
+        generation = (tracked.generation + (not tracked.digest.startswith(spec))) if tracked \
+            else _generation(document.body)
         try:
             client = parse_resource({**document.body, "metadata": {**document.body.get("metadata", {}),
                                                                      "generation": generation}})
@@ -233,3 +237,6 @@ def _write_if_changed(path: Path, text: str) -> None:
 def _generation(body: dict[str, Any]) -> int:
     return int((body.get("metadata") or {}).get("generation") or 1)
 
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

@@ -128,7 +128,7 @@ class Reconciler:
             applied.append(await self.appliers.ensure_config(user, config, self.now_ms(), current=current))
             nats_ready, step = True, "NATS credentials"
             applied.append(await self.appliers.ensure_credentials(
-                user, desired.access if desired.credentials_active else None))
+                user, desired.access if desired.credentials_active else None, rotation=client.key_rotation))
         except Exception as exc:
             log.warning("reconciling %s: %s failed: %s", client.key, step, exc)
             return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False, error=f"{step}: {exc}")

@@ -37,6 +37,7 @@ from jsonschema import ValidationError
 from mt5fleet.operator.core import crd
 from mt5fleet.operator.core.models import (
     KIND,
+    ROTATE_SIGNING_KEY_ANNOTATION,
     SECRET_NAME_PATTERN,
     SYMBOL_PATTERN,
     TIER_PATTERN,
@@ -68,7 +69,8 @@ def parse_resource(resource: Mapping[str, Any], *, rules: bool = True) -> Tradin
         raise SpecError(["metadata.name: missing"])
     return TradingClient(namespace=meta.get("namespace") or "default", name=meta["name"],
                          generation=int(meta.get("generation") or 1), uid=meta.get("uid", ""),
-                         spec=parse_spec(resource.get("spec") or {}, rules=rules))
+                         spec=parse_spec(resource.get("spec") or {}, rules=rules),
+                         key_rotation=str((meta.get("annotations") or {}).get(ROTATE_SIGNING_KEY_ANNOTATION, "")))
 
 
 def parse_spec(body: Any, *, rules: bool = True) -> TradingClientSpec:

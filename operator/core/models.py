@@ -22,6 +22,8 @@ from mt5fleet.proto import subjects
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS as WIRE
 
 GROUP = "mt5fleet.io"
+# A new value asks the operator for a new signing key on the tenant's NATS account.
+ROTATE_SIGNING_KEY_ANNOTATION = f"{GROUP}/rotate-signing-key"
 VERSION = "v1alpha1"
 KIND = "TradingClient"
 PLURAL = "tradingclients"
@@ -176,6 +178,9 @@ class TradingClient:
     generation: int
     spec: TradingClientSpec
     uid: str = ""
+    # The ``mt5fleet.io/rotate-signing-key`` annotation: a new value asks for a new signing
+    # key on the tenant's NATS account (see ``adapters.tenant_accounts``).
+    key_rotation: str = ""
 
     @property
     def key(self) -> str:
