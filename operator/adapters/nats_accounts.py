@@ -42,6 +42,7 @@ from mt5fleet.operator.core.nats_jwt import (
     UserClaims,
     UserPermissions,
     decode_account,
+    decode_operator,
     decode_user,
     encode_account,
     encode_operator,
@@ -66,6 +67,7 @@ SERVICE_USER = "service"
 SYSTEM_USER = "sys"
 CLAIMS_UPDATE_SUBJECT = "$SYS.REQ.CLAIMS.UPDATE"
 CLAIMS_LOOKUP_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
+CLAIMS_LIST_SUBJECT = "$SYS.REQ.CLAIMS.LIST"
 STATE_VERSION = 1
 
 Clock = Callable[[], int]
@@ -230,6 +232,20 @@ async def fetch_account_jwt(nc: Any, account: str, *, timeout_s: float = 5.0) ->
     return data.decode()
 
 
+async def accounts_signed_by(nc: Any, signer: str, *, timeout_s: float = 5.0) -> list[str]:
+    """The accounts the server's full resolver holds whose JWT ``signer`` signed: what
+    must be re-signed before that operator signing key may be retired."""
+    body = json.loads(await _system_request(nc, CLAIMS_LIST_SUBJECT, b"", "*", timeout_s))
+    accounts = body.get("data")
+    if not isinstance(accounts, list):
+        raise ClaimsUpdateError(f"unreadable account list from {CLAIMS_LIST_SUBJECT}: {body}")
+    found = []
+    for account in accounts:
+        if decode_account(await fetch_account_jwt(nc, account, timeout_s=timeout_s)).issuer == signer:
+            found.append(account)
+    return found
+
+
 async def _system_request(nc: Any, subject: str, payload: bytes, account: str, timeout_s: float) -> bytes:
     try:
         reply = await nc.request(subject, payload, timeout=timeout_s)
@@ -276,11 +292,55 @@ class TrustChain:
     producer_signing: NKey | None = None
     producer_account_jwt: str = field(default="", repr=False)
     producer_user: IssuedUser | None = field(default=None, repr=False)
+    # During an operator signing-key rotation: the key being replaced, still trusted by the
+    # servers until every account is re-signed (``rotate_operator_signing``).
+    previous_operator_signing: NKey | None = None
 
     @property
     def trusted_signers(self) -> tuple[str, ...]:
         """The keys whose account JWTs the server accepts (strict: signing keys only)."""
-        return (self.operator_signing.public_key,)
+        return decode_operator(self.operator_jwt).claims.signing_keys
+
+    def signed_by_current_key(self, account_jwt: str) -> bool:
+        """Whether an account JWT is signed by today's operator signing key (not the previous)."""
+        return decode_account(account_jwt).issuer == self.operator_signing.public_key
+
+    # ---------------------------------------------------------------- operator signing-key rotation
+    def rotate_operator_signing(self, clock: Clock = now_s) -> TrustChain:
+        """Phase 1: a new operator signing key signs from now on; the operator JWT lists it
+        and the previous one (servers must load this JWT before any account is re-signed),
+        and the chain's own account JWTs are re-signed with it. The operator re-signs the
+        platform, producer and every tenant account on its next start / resync."""
+        if self.previous_operator_signing is not None:
+            raise ValueError("a rotation is under way: retire the previous operator signing key first")
+        return self._with_operator_signing(NKey.create(KeyKind.OPERATOR), self.operator_signing, clock)
+
+    def retire_previous_operator_signing(self, clock: Clock = now_s) -> TrustChain:
+        """Phase 2: the operator JWT lists the new key only; from then on the servers refuse
+        every account JWT the previous key signed (check first: ``accounts_signed_by``)."""
+        if self.previous_operator_signing is None:
+            raise ValueError("no operator signing-key rotation is under way")
+        return self._with_operator_signing(self.operator_signing, None, clock)
+
+    def _with_operator_signing(self, signing: NKey, previous: NKey | None, clock: Clock) -> TrustChain:
+        keys = (signing.public_key, *((previous.public_key,) if previous else ()))
+        operator = decode_operator(self.operator_jwt)
+        operator_jwt = encode_operator(dataclasses.replace(operator.claims, signing_keys=keys), self.operator,
+                                       issued_at=max(clock(), operator.issued_at + 1))
+
+        def resigned(token: str, *, newer: bool) -> str:
+            decoded = decode_account(token)
+            return encode_account(decoded.claims, signing,
+                                  issued_at=max(clock(), decoded.issued_at + 1) if newer else decoded.issued_at)
+
+        # The platform and producer JWTs here are only the servers' preload: the operator
+        # pushed later versions (exports, revocations), which must keep winning on a restart,
+        # so their issue time stays. Nothing but this chain ever changes the system account.
+        return dataclasses.replace(
+            self, operator_signing=signing, previous_operator_signing=previous, operator_jwt=operator_jwt,
+            system_account_jwt=resigned(self.system_account_jwt, newer=True),
+            app_account_jwt=resigned(self.app_account_jwt, newer=False),
+            producer_account_jwt=resigned(self.producer_account_jwt, newer=False) if self.producer_account_jwt else "")
 
     @property
     def platform(self) -> Platform:
@@ -329,7 +389,7 @@ class TrustChain:
 
 
 _CHAIN_KEYS = ("operator", "operator_signing", "system_account", "system_signing", "app_account", "app_signing",
-               "producer_account", "producer_signing")
+               "producer_account", "producer_signing", "previous_operator_signing")
 
 
 def _reissued(token: str, seed: str) -> IssuedUser:
@@ -393,7 +453,8 @@ def write_creds(path: str | os.PathLike[str], user: IssuedUser) -> Path:
 
 __all__ = [
     "APP_ACCOUNT", "CLAIMS_UPDATE_SUBJECT", "SERVICE_USER", "SYSTEM_USER", "AccountAuthority",
-    "ClaimsUpdateError", "IssuedUser", "TrustChain", "create_trust_chain", "fetch_account_jwt", "now_s",
+    "ClaimsUpdateError", "IssuedUser", "TrustChain", "accounts_signed_by", "create_trust_chain",
+    "fetch_account_jwt", "now_s",
     "push_account_jwt",
     "write_creds",
 ]

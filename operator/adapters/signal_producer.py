@@ -100,7 +100,8 @@ async def ensure_producer_account(chain: TrustChain, secrets: SecretStore, syste
     platform = chain.authority().claims
     try:
         served = await fetch_account_jwt(system_nc, state.account.public_key)
-        fits = producer_fits(decode_account(served).claims, state.account.public_key, platform)
+        fits = producer_fits(decode_account(served).claims, state.account.public_key, platform) \
+            and chain.signed_by_current_key(served)  # else re-signed: an operator key rotation
     except Exception:  # not served at all (or unreadable): push it
         served, fits = "", False
     if fits:

@@ -43,6 +43,7 @@ from mt5fleet.operator.core.nats_jwt import (
     NatsLimits,
     NKey,
     UserPermissions,
+    decode_account,
     encode_account,
 )
 
@@ -214,6 +215,10 @@ class TenantAccounts:
         await self._save(user_id, dataclasses.replace(state, jwt=token, last_issued_at=issued_at))
 
     async def _served(self, state: TenantState) -> bool:
+        """The server serves what was last pushed, signed by today's operator signing key
+        (after an operator key rotation every tenant is re-signed on its next reconcile)."""
+        if not state.jwt or decode_account(state.jwt).issuer != self.operator_signer.public_key:
+            return False
         try:
             return await fetch_account_jwt(self.system_nc, state.account.public_key) == state.jwt
         except Exception:  # no answer: push again, which says why if it fails too

@@ -46,6 +46,24 @@ def add_trust_chain(nats_commands: argparse._SubParsersAction) -> None:
                         "system.creds (account JWT pushes) and signals.creds (the signal engine: publishes "
                         "signals.> from its own account, inbox _INBOX_signals) there, 0600")
     parser.set_defaults(handler=run_trust_chain)
+    add_rotate_operator_key(nats_commands)
+
+
+def add_rotate_operator_key(nats_commands: argparse._SubParsersAction) -> None:
+    parser = nats_commands.add_parser(
+        "rotate-operator-key", help="rotate the operator signing key of a trust chain, in two phases",
+        description="Phase 1 (default): a new operator signing key; the operator JWT trusts the new and the "
+        "previous key. Reload the servers with --server-config's lines, restart the operator (it re-signs the "
+        "platform, producer and, within a resync, every tenant account). Phase 2 (--retire): the operator JWT "
+        "trusts the new key only; with --nats and the system user's --creds it first checks that no account "
+        "the servers hold is still signed by the previous key. Reload the servers again.")
+    parser.add_argument("--trust", type=Path, required=True, help="trust chain JSON, rewritten in place (0600)")
+    parser.add_argument("--retire", action="store_true", help="phase 2: retire the previous signing key")
+    parser.add_argument("--server-config", type=Path, help="write the nats-server config lines for the new chain")
+    parser.add_argument("--nats", action="append", default=[], metavar="URL", help="with --retire: a server to check")
+    parser.add_argument("--creds", help="with --nats: the system user's credentials")
+    parser.add_argument("--tls-ca", help="with --nats: CA bundle of the server certificate")
+    parser.set_defaults(handler=run_rotate_operator_key)
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -94,6 +112,55 @@ def run_trust_chain(args: argparse.Namespace) -> int:
                            ("signals", chain.producer_user)):
             print(f"{name} user credentials written to {write_creds(args.creds_dir / f'{name}.creds', user)}")
     return 0
+
+
+def run_rotate_operator_key(args: argparse.Namespace) -> int:
+    from mt5fleet.operator.adapters.nats_accounts import TrustChain
+
+    chain = TrustChain.from_json(args.trust.read_text())
+    try:
+        if args.retire:
+            previous = chain.previous_operator_signing
+            still = asyncio.run(_still_signed_by(args, previous.public_key)) if previous and args.nats else []
+            if still:
+                print(f"refused: {len(still)} account(s) still signed by the previous key: {', '.join(still)}; "
+                      "let the operator re-sign them (restart it, wait a resync) and try again")
+                return 1
+            rotated = chain.retire_previous_operator_signing()
+        else:
+            rotated = chain.rotate_operator_signing()
+    except ValueError as exc:
+        raise SystemExit(f"mt5fleet nats rotate-operator-key: {exc}") from None
+    _replace_secret_file(args.trust, rotated.to_json())
+    print(f"operator signing key {'retired the previous; now' if args.retire else 'rotated; signing with'} "
+          f"{rotated.operator_signing.public_key}; trusted: {', '.join(rotated.trusted_signers)}")
+    if args.server_config:
+        args.server_config.write_text("\n".join(rotated.server_mode().config_lines(Path("/data/jwt"))) + "\n")
+        print(f"nats-server config lines written to {args.server_config}: reload every server with them")
+    return 0
+
+
+async def _still_signed_by(args: argparse.Namespace, key: str) -> list[str]:
+    from mt5fleet.operator.adapters.nats_accounts import accounts_signed_by
+    from mt5fleet.proto.runtime import natsconn
+
+    nc = await natsconn.connect(natsconn.NatsSettings(servers=tuple(args.nats), name="mt5fleet-rotate",
+                                                      creds_file=args.creds, tls_ca=args.tls_ca))
+    try:
+        return await accounts_signed_by(nc, key)
+    finally:
+        await nc.close()
+
+
+def _replace_secret_file(path: Path, text: str) -> None:
+    """Write next to ``path`` as 0600, then rename over it: never a half-written chain."""
+    import os
+
+    staging = path.with_name(path.name + ".new")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(staging, path)
 
 
 def _layout(args: argparse.Namespace):

@@ -146,10 +146,11 @@ async def _ensure_platform_account(chain: TrustChain, secrets: SecretStore, syst
     authority = await _authority(chain, secrets)
     wanted = dataclasses.replace(authority.claims, exports=chain.authority().claims.exports)
     try:
-        served = decode_account(await fetch_account_jwt(system_nc, authority.account_public_key)).claims
+        token = await fetch_account_jwt(system_nc, authority.account_public_key)
+        served = decode_account(token).claims if chain.signed_by_current_key(token) else None
     except Exception:  # not served at all: push it
         served = None
-    if served == wanted:
+    if served == wanted:  # and signed by today's operator signing key (after a rotation)
         return
     authority = AccountAuthority(wanted, account_signer=chain.app_signing, operator_signer=chain.operator_signing,
                                  last_issued_at=max(authority.last_issued_at, _issued_at(chain.app_account_jwt)))
