@@ -460,9 +460,16 @@ async def test_a_pool_at_zero_reads_as_zero_replicas(kube):
 async def test_a_missing_worker_deployment_fails_no_users_reconcile(kube, caplog):
     """The pool is sized after each user's reconcile: its trouble must not fail the user's handler."""
     scaler = DeploymentScaler(kubernetes.client.AppsV1Api(kube.client()), NAMESPACE, WORKERS)  # 404
-    reconciler = Reconciler(None, {}, scaler=scaler)  # type: ignore[arg-type]  # sizing uses no appliers
+    reconciler = Reconciler(_ThreeServed(), {}, scaler=scaler)  # type: ignore[arg-type]  # sizing reads only the count
     assert await reconciler.resize_pool() is None
     assert "could not size the worker pool" in caplog.text
+
+
+class _ThreeServed:
+    """The one appliers call sizing makes (the config bucket's count, tested in test_operator_local)."""
+
+    async def served_users(self) -> int:
+        return 3
 
 
 # ---------------------------------------------------------------------- RBAC

@@ -243,6 +243,41 @@ def _annotate(path: Path, annotations: dict[str, str]) -> None:
     path.write_text(yaml.safe_dump(document))
 
 
+class RecordingScaler:
+    """The adjust Deployment's scale as the operator sees it (DeploymentScaler's protocol)."""
+
+    def __init__(self) -> None:
+        self.current: int | None = 1
+        self.calls: list[int] = []
+
+    async def replicas(self) -> int | None:
+        return self.current
+
+    async def scale(self, replicas: int) -> None:
+        self.current = replicas
+        self.calls.append(replicas)
+
+
+async def test_a_restarted_operator_sizes_the_pool_from_the_cluster_not_from_memory(platform, tmp_path):
+    """Two users served; a fresh operator process (one user per replica) sizes the pool to
+    two before it has reconciled anything, and its passes keep it there."""
+    server, service, local, secrets, folder = platform
+    await local.scan()
+    served = len(await (await service.jetstream().key_value(subjects.CONFIG_BUCKET)).keys())
+    assert served == 2  # bob and carol
+    nats_settings = NatsSettings(servers=(server.url,), creds_file=str(tmp_path / "service.creds"))
+    options = runtime.OperatorOptions(nats=nats_settings, trust_file=tmp_path / "trust.json", users_per_worker=1)
+    scaler = RecordingScaler()
+    restarted = await runtime.start(options, secrets, scaler=scaler)
+    try:
+        await restarted.reconciler.resize_pool()
+        assert scaler.calls == [served]
+        await LocalOperator(folder, restarted.reconciler, secrets, poll_s=0.05).scan()
+        assert scaler.current == served and scaler.calls == [served]
+    finally:
+        await restarted.close()
+
+
 async def test_the_operator_never_undoes_bootstrap_limits(platform):
     _, service, local, _, _ = platform
     js = service.jetstream()

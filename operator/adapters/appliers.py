@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
 from mt5fleet.operator.adapters.secret_store import SecretStore
 from mt5fleet.operator.core.changes import Applied, Change
@@ -149,6 +149,16 @@ class UserAppliers:
         await kv.put(user_id, client_config_message(config.evolve(updated_at_ms=now_ms)).SerializeToString())
         change = Change.CREATED if current is None else Change.UPDATED
         return Applied("config", change, f"generation {config.generation}")
+
+    async def served_users(self) -> int:
+        """How many users the workers serve: the live entries of the config bucket, which
+        the operator writes from the TradingClients. The pool is sized from this (not from
+        what one operator process has seen), so a restarted operator sizes it the same."""
+        kv = await self._kv()
+        try:
+            return len(await kv.keys())
+        except NoKeysError:
+            return 0
 
     async def _kv(self) -> Any:
         if self._config_kv is None:

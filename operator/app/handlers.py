@@ -99,6 +99,7 @@ async def on_timer(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> N
     if result.status != previous:
         patch.status.update(to_mapping(result.status))
     _emit_changes(getattr(memo, "emit", kopf_event), body, shared + result.changes, repaired=True)
+    await reconciler.resize_pool()  # a recount at most every POOL_RECOUNT_S, whatever the fleet's size
 
 
 async def _shared_streams(reconciler: Reconciler) -> tuple[tuple[Applied, ...], bool]:

@@ -17,7 +17,7 @@ from mt5fleet.operator.adapters.appliers import (
 )
 from mt5fleet.operator.adapters.metrics import OperatorMetrics
 from mt5fleet.operator.core import reconcile
-from mt5fleet.operator.core.changes import Applied
+from mt5fleet.operator.core.changes import Applied, Change
 from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
 from mt5fleet.operator.core.tiers import Tier
@@ -28,6 +28,9 @@ from mt5fleet.proto.v1 import heartbeat_pb2, market_data_pb2
 
 log = logging.getLogger("mt5fleet.operator")
 
+
+# How long a count of the served users is reused by resize_pool.
+POOL_RECOUNT_S = 15.0
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
@@ -46,8 +49,8 @@ class Result:
 
 @dataclass
 class FleetView:
-    """What the operator last wrote for each user: phase and tier counts for metrics,
-    the user count for the worker pool size."""
+    """What this process last wrote for each user: phase and tier counts for metrics
+    (the worker pool is sized from the config bucket instead: ``resize_pool``)."""
     by_key: dict[str, tuple[str, str]] = field(default_factory=dict)   # key -> (tier, phase)
 
     def record(self, key: str, tier: str, phase: str) -> None:
@@ -72,6 +75,7 @@ class Reconciler:
         self.correlations: dict[Pair, float] | None = None
         self.fleet = FleetView()
         self._streams_at: float | None = None   # monotonic time ensure_streams last checked them
+        self._users_counted: tuple[float, int] | None = None  # (monotonic time, served users)
 
     # ------------------------------------------------------------------ create / update / resume
     async def reconcile(self, client: TradingClient, previous: TradingClientStatus, *,
@@ -188,9 +192,15 @@ class Reconciler:
                          terminal_connected=beat.terminal_connected, latency_ms=beat.last_command_latency_ms)
 
     async def resize_pool(self) -> Applied | None:
+        """The adjust pool sized from the users the config bucket holds (state from the
+        cluster: a restart changes nothing). Counted at most every ``POOL_RECOUNT_S``: every
+        event calls this, and listing 10,000 keys per event would cost more than it tells."""
         if self.scaler is None:
             return None
-        replicas = reconcile.worker_pool_size(self.fleet.users, users_per_worker=self.users_per_worker)
+        users = await self._served_users()
+        if users is None:  # unknown: never scale on a guess (the next pass retries)
+            return None
+        replicas = reconcile.worker_pool_size(users, users_per_worker=self.users_per_worker)
         self.metrics.worker_replicas.set(replicas)
         try:
             applied = await ensure_worker_replicas(self.scaler, replicas)
@@ -199,6 +209,18 @@ class Reconciler:
             return None
         self._count([applied])
         return applied
+
+    async def _served_users(self) -> int | None:
+        now = time.monotonic()
+        if self._users_counted is not None and now - self._users_counted[0] < POOL_RECOUNT_S:
+            return self._users_counted[1]
+        try:
+            users = await self.appliers.served_users()
+        except Exception as exc:
+            log.warning("could not count the served users (config bucket): %s", exc)
+            return None
+        self._users_counted = (now, users)
+        return users
 
     def on_correlations(self, raw: bytes) -> None:
         try:
@@ -209,5 +231,7 @@ class Reconciler:
 
     def _count(self, applied: list[Applied]) -> None:
         for item in applied:
+            if item.resource == "config" and item.change in (Change.CREATED, Change.DELETED):
+                self._users_counted = None  # this process changed who is served: count again
             if item.changed:
                 self.metrics.changes.labels(item.resource.split()[0], item.change.value).inc()
