@@ -140,7 +140,7 @@ def trace_stages(worker: AdjustWorker) -> list[tuple[str, str, int, float]]:
     users; the worker publishes while it adjusts the rest), adjusted (the partition's last
     chunk) and stored (every command acked, the signal acked)."""
     stages: list[tuple[str, str, int, float]] = []
-    handle, commands_for_users = worker._handle, worker.commands_for_users
+    handle, decisions_for_users = worker._handle, worker.decisions_for_users
     current: dict[str, int] = {}
 
     async def timed_handle(partition: int, message: Any) -> None:
@@ -150,8 +150,8 @@ def trace_stages(worker: AdjustWorker) -> list[tuple[str, str, int, float]]:
         await handle(partition, message)
         stages.append(("stored", signal_id, partition, time.monotonic()))
 
-    def timed_commands_for_users(signal: Any, users: list[str], now: int) -> list[Any]:
-        out = commands_for_users(signal, users, now)
+    def timed_decisions_for_users(signal: Any, users: list[str], now: int) -> list[Any]:
+        out = decisions_for_users(signal, users, now)
         partition = subjects.partition_of(users[0], worker.partitions) if users else -1
         first = current.get(signal.signal_id) is None
         current[signal.signal_id] = partition
@@ -159,7 +159,7 @@ def trace_stages(worker: AdjustWorker) -> list[tuple[str, str, int, float]]:
         stages.append(("adjusted", signal.signal_id, partition, time.monotonic()))
         return out
 
-    worker._handle, worker.commands_for_users = timed_handle, timed_commands_for_users
+    worker._handle, worker.decisions_for_users = timed_handle, timed_decisions_for_users
     return stages
 
 
@@ -214,7 +214,8 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
     shares = {label: round(cumulative(where, name) / total, 3) for label, where, name in (
         ("price ingest: FleetState.on_prices (decode, validate, update)", "adapters/fleet_state.py", "on_prices"),
         ("  of which check_price_batch (validation)", "proto/validation.py", "check_price_batch"),
-        ("adjustment: AdjustWorker.commands_for_users", "workers/app/adjust_service.py", "commands_for_users"),
+        ("adjustment: AdjustWorker.decisions_for_users", "workers/app/adjust_service.py", "decisions_for_users"),
+        ("JetStream publish of decision records: DecisionStore.record", "adapters/decision_store.py", "record"),
         ("JetStream publish of commands: AdjustWorker._publish", "workers/app/adjust_service.py", "_publish"),
         ("nats-py reading: Client._read_loop (socket, protocol parse, dispatch)", "nats/aio/client.py", "_read_loop"),
         ("idle: epoll wait", "~", "<method 'poll' of 'select.epoll' objects>"),

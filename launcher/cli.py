@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent(commands)
     _add_worker(commands)
     _add_demo(commands)
+    from mt5fleet.launcher.audit import add_audit
+
+    add_audit(commands)
     from mt5fleet.operator.app.cli import add_operator
 
     add_operator(commands)

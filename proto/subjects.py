@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,9 @@ MARKET_DATA_PREFIX = "md"
 # Rolling correlations of the reference feed, for the operator's correlation pairs.
 CORRELATIONS_SUBJECT = "analytics.correlations"
 CONFIG_BUCKET = "tc-config"
+# Decision records (``decisions.<uid>.<signal key>``): the platform's own audit trail, never
+# under ``tc.<uid>.*``, so that no tenant grant or import (all derived from ``Channel``) reaches it.
+DECISIONS_PREFIX = "decisions"
 
 
 class Channel(enum.StrEnum):
@@ -100,6 +104,38 @@ def parse_user_subject(subject: str) -> tuple[str, Channel]:
 
 def signal_subject(symbol: str) -> str:
     return f"{SIGNALS_PREFIX}.{check_symbol(symbol)}"
+
+
+def signal_key(signal_id: str) -> str:
+    """A signal id as one subject token: ids are any printable ASCII, so they may hold
+    ``.``, ``*`` or ``>``; 128 bits of SHA-256, the same in every process and release."""
+    if not signal_id:
+        raise InvalidName("a signal id is required")
+    return hashlib.sha256(signal_id.encode()).hexdigest()[:32]
+
+
+def decision_subject(user_id: str, signal_id: str) -> str:
+    """Where the one decision record of (signal, user) is kept; also its ``Nats-Msg-Id``."""
+    return f"{DECISIONS_PREFIX}.{check_user_id(user_id)}.{signal_key(signal_id)}"
+
+
+def decisions_of_user(user_id: str) -> str:
+    return f"{DECISIONS_PREFIX}.{check_user_id(user_id)}.*"
+
+
+def decisions_of_signal(signal_id: str) -> str:
+    return f"{DECISIONS_PREFIX}.*.{signal_key(signal_id)}"
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or token not in ("*", have[index]):
+            return False
+    return len(want) == len(have)
 
 
 def config_key_subject(user_id: str) -> str:
@@ -194,8 +230,11 @@ HEARTBEAT_STREAM = "TC_HEARTBEAT"
 COMMANDS_STREAM = "TC_COMMANDS"
 SIGNALS_STREAM = "SIGNALS"
 MARKET_DATA_STREAM = "MARKET_DATA"
+DECISIONS_STREAM = "TC_DECISIONS"
 
 _DAY = 86_400.0
+# How long the audit trail is kept: execution reports and the decisions they answer alike.
+AUDIT_MAX_AGE_S = 400 * _DAY
 
 DEFAULT_STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
@@ -216,7 +255,12 @@ DEFAULT_STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         EXECUTIONS_STREAM, (user_wildcard(Channel.EXECUTIONS),),
         "Execution reports: the audit trail of every command",
-        max_age_s=400 * _DAY, duplicate_window_s=_DAY,
+        max_age_s=AUDIT_MAX_AGE_S, duplicate_window_s=_DAY,
+    ),
+    StreamSpec(
+        DECISIONS_STREAM, (f"{DECISIONS_PREFIX}.*.*",),
+        "Decision records: the adjustment's inputs and output for every (signal, user)",
+        max_age_s=AUDIT_MAX_AGE_S, duplicate_window_s=_DAY,
     ),
     StreamSpec(
         HEARTBEAT_STREAM, (user_wildcard(Channel.HEARTBEAT),),

@@ -48,6 +48,11 @@ def check_account(msg: AccountProfile, now_ms: int,
     checks.non_negative("sequence", msg.sequence)
     checks.timestamp("timestamp", msg.timestamp)
     checks.raise_if_any("AccountProfile")
+    return account_snapshot(msg)
+
+
+def account_snapshot(msg: AccountProfile) -> AccountSnapshot:
+    """The typed snapshot of a message already checked (or stored by the platform itself)."""
     return AccountSnapshot(
         user_id=msg.user_id, account_number=msg.account_number, currency=msg.base_currency,
         balance=msg.balance, equity=msg.equity, margin_used=msg.margin_used,
@@ -75,7 +80,7 @@ def check_symbol_specs(msg: SymbolSpecList, now_ms: int,
 
     # Specs carry no time of their own: of two for one symbol the later one wins.
     kept, rejected = check_entries(
-        checks, msg.specs, path="specs", what="spec", check=_check_spec, build=_spec,
+        checks, msg.specs, path="specs", what="spec", check=_check_spec, build=spec_info,
         key=lambda s: s.symbol, age=lambda s: 0)
     return SymbolSpecs(user_id=msg.user_id, time_ms=msg.timestamp, specs=kept, rejected=rejected)
 
@@ -107,7 +112,8 @@ def _check_spec(checks: Checks, spec: SymbolSpec) -> None:
         checks.asset_code(field, getattr(spec, field))
 
 
-def _spec(spec: SymbolSpec) -> SymbolSpecInfo:
+def spec_info(spec: SymbolSpec) -> SymbolSpecInfo:
+    """The typed spec of a message already checked (or stored by the platform itself)."""
     return SymbolSpecInfo(
         symbol=spec.symbol, broker_symbol=spec.broker_symbol, digits=spec.digits,
         point=spec.point, contract_size=spec.contract_size, tick_size=spec.tick_size,

@@ -147,6 +147,9 @@ async def seed(service: Any) -> str:
         await js.publish(subjects.signal_subject(symbol), b"signal", headers={"Nats-Msg-Id": f"seed-{symbol}"})
     for symbol in ("EURUSD", "USDJPY", OUTSIDE_TIER):
         await js.publish(subjects.market_data_subject(symbol), symbol.encode())
+    for user_id in (VICTIM, BYSTANDER):
+        await js.publish(subjects.decision_subject(user_id, "sig-0"), b"decision",
+                         headers={"Nats-Msg-Id": f"seed-decision-{user_id}"})
     config = await js.key_value(subjects.CONFIG_BUCKET)
     for user_id in (ATTACKER, VICTIM, BYSTANDER):
         await config.put(user_id, json.dumps({"user_id": user_id}).encode())

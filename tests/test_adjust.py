@@ -2,12 +2,15 @@
 by hand: the user's ask/bid, the reference differential, distances kept, the point grid.
 
 Expected levels are literals or plain arithmetic in the test, never the module's helpers.
-Every command produced must also pass the wire validation the agent applies.
+Every command produced must also pass the wire validation the agent applies. Lots: the
+worker spends 99 % of the user's risk limit and sizes a market order as if its price moved
+the user's max deviation (20 points by default) away from the stop (proto/domain/risk.py).
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 from factories import NOW_MS
@@ -24,7 +27,7 @@ from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signa
 from mt5fleet.proto.v1 import account_pb2, common_pb2, config_pb2
 from mt5fleet.proto.validation import ValidationError, check_client_config, check_command
 from mt5fleet.workers.adapters.wire import command_message
-from mt5fleet.workers.core.adjust import Adjusted, Skip, SkipReason, adjust
+from mt5fleet.workers.core.adjust import Adjusted, Grid, Skip, SkipReason, adjust
 from mt5fleet.workers.core.policy import (
     DEFAULT_MAX_DEVIATION_POINTS,
     DEFAULT_MAX_QUOTE_AGE_MS,
@@ -127,7 +130,7 @@ def test_market_buy_enters_at_the_user_ask_and_keeps_distances() -> None:
     assert cmd.price_adjustment == pytest.approx(0.00012, abs=1e-12)
     assert cmd.adjustment_reason == ("market BUY at broker ask 1.08512 vs reference ask 1.08500 (+12.0 points); "
                                      "SL/TP distances kept (500.0/1000.0 points)")
-    assert cmd.lot_size == 0.2                  # 1% of 10,000 over 500 ticks x 1 USD
+    assert cmd.lot_size == 0.19                 # 99 of the 100 USD limit over 500 + 20 ticks x 1 USD
     assert cmd.type is OPEN and cmd.order_type is BUY and cmd.symbol == "EURUSD"
 
 
@@ -162,7 +165,7 @@ def test_jpy_pair_three_digits() -> None:
     cmd = one(adjust(sig, user(), NOW))
     assert (cmd.entry_price, cmd.stop_loss, cmd.take_profit) == (149.512, 149.012, 150.512)
     # Profit in JPY, USD account: one tick of a lot = 100 JPY = 100 / 149.500 USD.
-    assert cmd.lot_size == 0.29                 # 100 / (500 x 0.6689) = 0.299
+    assert cmd.lot_size == 0.28                 # 99 / ((500 + 20) x 0.6689) = 0.2846
 
 
 def test_gold_two_digits_rounds_a_reference_with_more_digits_half_away_from_zero() -> None:
@@ -173,8 +176,8 @@ def test_gold_two_digits_rounds_a_reference_with_more_digits_half_away_from_zero
     # 1951.37 - 5.005 = 1946.365 -> 1946.37 (half up; float round() gives 1946.36 here).
     assert round(1951.37 - 5.005, 2) == 1946.36
     assert (cmd.entry_price, cmd.stop_loss, cmd.take_profit) == (1951.37, 1946.37, 1961.39)
-    # 100 oz x 0.01 = 1 USD per tick; 5.00 to the SL = 500 ticks; 100 USD / 500 = 0.2 lots.
-    assert cmd.lot_size == 0.2
+    # 100 oz x 0.01 = 1 USD per tick; 5.00 to the SL = 500 ticks, + 20 allowed: 99 USD / 520 = 0.19 lots.
+    assert cmd.lot_size == 0.19
 
 
 @pytest.mark.parametrize(("order_type", "ref_sl", "expected_sl"), [
@@ -193,6 +196,63 @@ def test_rounding_boundaries_on_the_point_grid(order_type: OrderType, ref_sl: fl
     assert cmd.stop_loss == float(half_up(side + Decimal(repr(ref_sl)) - ref, 5)) == expected_sl
     assert cmd.take_profit is None
     assert "no TP" in cmd.adjustment_reason
+
+
+# ------------------------------------------------------------------------- tick size
+# A stock-index CFD quoted to 0.01 that trades in 0.25 ticks, 1 USD per index point per lot
+# (a tick of a lot is 0.25 USD). Reference 4500.00/4500.50; this user's broker 4500.25/4500.75.
+CFD = spec("US500", digits=2, point=0.01, tick_size=0.25, tick_value=0.25, contract_size=1.0, volume_min=0.1,
+           volume_step=0.1, stops_level=30, currency_base="USD", currency_profit="USD")
+CFD_QUOTE = quote("US500", 4500.25, 4500.75, digits=2)
+
+
+def cfd_user(**policy: object) -> UserState:
+    return user(quotes={**QUOTES, "US500": CFD_QUOTE}, specs={**SPECS, "US500": CFD},
+                trading_symbols=frozenset({*QUOTES, "US500"}), **policy)
+
+
+def cfd_signal(**overrides: object) -> Signal:
+    base: dict[str, object] = dict(symbol="US500", reference_bid=4500.00, reference_ask=4500.50)
+    return signal(**{**base, **overrides})
+
+
+def test_cfd_levels_land_on_the_tick_grid() -> None:
+    # Entry at the user's ask 4500.75; SL 10.40 below it = 4490.35 -> 4490.25 (the nearer tick);
+    # TP 20.10 above = 4520.85 -> 4520.75. On the point grid alone they would be refused.
+    cmd = one(adjust(cfd_signal(stop_loss=4490.10, take_profit=4520.60), cfd_user(), NOW))
+    assert (cmd.entry_price, cmd.stop_loss, cmd.take_profit) == (4500.75, 4490.25, 4520.75)
+    # 10.50 to the SL + 0.20 allowed = 42.8 ticks x 0.25 USD = 10.70 USD a lot: 99 / 10.70 = 9.25 -> 9.2.
+    assert cmd.lot_size == 9.2
+
+
+def test_cfd_half_a_tick_rounds_away_from_zero_and_a_pending_entry_too() -> None:
+    # SL 10.375 below the ask: 4490.375, exactly between 4490.25 and 4490.50 -> 4490.50.
+    assert one(adjust(cfd_signal(stop_loss=4490.125, take_profit=None), cfd_user(), NOW)).stop_loss == 4490.50
+    # A buy limit at 4480.10 shifted by the ask differential +0.25 = 4480.35 -> 4480.25; SL/TP keep their
+    # distances from the reference entry and land on the grid too.
+    limit = cfd_signal(order_type=OrderType.BUY_LIMIT, entry=4480.10, stop_loss=4470.10, take_profit=4500.10)
+    cmd = one(adjust(limit, cfd_user(), NOW))
+    assert (cmd.entry_price, cmd.stop_loss, cmd.take_profit) == (4480.25, 4470.25, 4500.25)
+
+
+def test_cfd_level_pushed_out_of_the_stops_level_stays_outside_on_the_tick_grid() -> None:
+    # SL 0.20 under the reference ask -> 4500.55, above the bid 4500.25. Pushed to 31 points under
+    # the bid (stops level 30): 4499.94, rounded outwards to 4499.75, never back in to 4500.00.
+    cmd = one(adjust(cfd_signal(stop_loss=4500.30, take_profit=None), cfd_user(), NOW))
+    assert cmd.stop_loss == 4499.75
+    assert "SL pushed out to 4499.75, 50 points from bid 4500.25" in cmd.adjustment_reason
+
+
+def test_the_grid_of_normal_fx_is_the_point_and_of_a_cfd_its_tick() -> None:
+    fx = Grid.of(spec())
+    assert fx.tick is None and fx.round(Decimal("1.085125")) == Decimal("1.08513")
+    assert fx.round_beyond(Decimal("1.085121"), -1) == Decimal("1.08512")
+    cfd = Grid.of(CFD)
+    assert cfd.tick == Decimal("0.25") and cfd.round(Decimal("4490.37")) == Decimal("4490.25")
+    assert cfd.round(Decimal("4490.375")) == Decimal("4490.50") and cfd.round(Decimal("-1.125")) == Decimal("-1.25")
+    assert cfd.round_beyond(Decimal("4499.94"), -1) == Decimal("4499.75")
+    assert cfd.round_beyond(Decimal("4500.01"), 1) == Decimal("4500.25")
+    assert Grid.of(spec("USDJPY")).tick is None and Grid.of(spec("XAUUSD")).tick is None
 
 
 # ----------------------------------------------------------------------- pending orders
@@ -221,8 +281,8 @@ def test_pending_entry_shifts_by_the_differential_of_its_side(
     assert f"{order_type.name} entry {expected[0]:.5f} = reference entry {entry:.5f} shifted by broker {side}" \
         in cmd.adjustment_reason
     assert f"(+{shift_points}.0 points)" in cmd.adjustment_reason
-    # Risk sizing works from the pending entry: 200 points to the SL -> 100 / 200 = 0.5 lots.
-    assert cmd.lot_size == 0.5
+    # Risk sizing works from the pending entry, which does not move: 200 points -> 99 / 200 = 0.495.
+    assert cmd.lot_size == 0.49
 
 
 @pytest.mark.parametrize(("order_type", "entry", "outcome"), [
@@ -299,10 +359,10 @@ def test_pending_levels_are_checked_against_the_entry() -> None:
 
 
 def test_sizing_uses_the_pushed_out_stop_loss() -> None:
-    # SL pushed to 1.08489: 23 points from the ask entry -> 100 USD / 23 USD = 4.34 lots.
+    # SL pushed to 1.08489: 23 points from the ask entry, + 20 allowed -> 99 USD / 43 USD = 2.30 lots.
     cmd = one(adjust(signal(stop_loss=1.08495), user(), NOW))
     assert cmd.stop_loss == 1.08489
-    assert cmd.lot_size == 4.34
+    assert cmd.lot_size == 2.3
 
 
 # ------------------------------------------------------------------------ command fields
@@ -346,17 +406,41 @@ def test_sizing_notes_travel_with_the_result() -> None:
     result = adjust(signal(), user(), NOW)
     assert isinstance(result, Adjusted)
     assert any("risk 1% of equity 10000.00" in note for note in result.notes)
+    assert any("plus 20 points the price may move" in note for note in result.notes)
+
+
+def test_the_sizing_inputs_travel_with_the_result() -> None:
+    result = adjust(signal(), user(acc=account("JPY", 1_500_000)), NOW)
+    assert isinstance(result, Adjusted) and result.sizing is not None
+    inputs = result.sizing
+    assert (inputs.equity, inputs.account_currency, inputs.risk_pct) == (1_500_000, "JPY", 1.0)
+    assert inputs.move_allowance == pytest.approx(0.0002) and inputs.lots == result.commands[0].lot_size
+    assert [(r.pair, r.side, r.value) for r in inputs.conversions] == [("USDJPY", "ask", 149.512)]
+    # A skip decided by sizing says what it saw too.
+    below = adjust(signal(), user(acc=account(equity=400.0)), NOW)
+    assert isinstance(below, Skip) and below.sizing is not None and below.sizing.equity == 400.0
 
 
 def test_eur_account_sizes_in_euros() -> None:
-    # Profit in USD -> EUR at the EURUSD bid 1.08500: 0.9217 EUR per tick -> 100 / 460.8 = 0.217.
-    assert one(adjust(signal(), user(acc=account("EUR")), NOW)).lot_size == 0.21
+    # Profit in USD -> EUR at the EURUSD bid 1.08500: 0.9217 EUR per tick -> 99 / (520 x 0.9217) = 0.2066.
+    assert one(adjust(signal(), user(acc=account("EUR")), NOW)).lot_size == 0.2
 
 
 def test_jpy_account_sizes_in_yen() -> None:
-    # USD profit -> JPY at the USDJPY ask 149.512; 1% of 1,500,000 JPY = 15,000 JPY.
-    expected = int(15_000 / (500 * 149.512) / 0.01) / 100
-    assert one(adjust(signal(), user(acc=account("JPY", 1_500_000)), NOW)).lot_size == expected == 0.2
+    # USD profit -> JPY at the USDJPY ask 149.512; 1% of 1,500,000 JPY = 15,000 JPY, 14,850 spent.
+    expected = int(14_850 / (520 * 149.512) / 0.01) / 100
+    assert one(adjust(signal(), user(acc=account("JPY", 1_500_000)), NOW)).lot_size == expected == 0.19
+
+
+def test_the_move_allowance_is_the_users_max_deviation_and_only_for_market_orders() -> None:
+    # 5 points allowed: 99 / 505 = 0.196 -> 0.19; none: 99 / 500 = 0.198 -> 0.19; a 10-pip stop shows it:
+    # 99 / (100 + 20) = 0.825 -> 0.82 by default, 99 / (100 + 5) = 0.94 with 5 points.
+    tight = signal(stop_loss=1.08400)
+    assert one(adjust(tight, user(), NOW)).lot_size == 0.82
+    assert one(adjust(tight, user(max_deviation_points=5), NOW)).lot_size == 0.94
+    # A pending order is checked by the agent at its own entry: no allowance, 99 / 100 = 0.99.
+    limit = signal(order_type=OrderType.BUY_LIMIT, entry=1.08300, stop_loss=1.08200, take_profit=1.08700)
+    assert one(adjust(limit, user(quotes=PENDING_QUOTES), NOW)).lot_size == 0.99
 
 
 # ------------------------------------------------------------------------ skip reasons
@@ -382,7 +466,12 @@ def _stale_quotes() -> dict[str, Quote]:
     (SkipReason.NO_SPEC, signal(), user(specs={}), NOW),
     (SkipReason.NO_ACCOUNT, signal(), user(no_account=True), NOW),
     (SkipReason.NO_ACCOUNT, signal(), user(no_account=True, sizing_mode=SizingMode.EQUITY_MULTIPLIER), NOW),
-    (SkipReason.LOT_BELOW_MINIMUM, signal(), user(acc=account(equity=400.0)), NOW),    # 0.008 lots
+    (SkipReason.LOT_BELOW_MINIMUM, signal(), user(acc=account(equity=400.0)), NOW),    # 0.0076 lots
+    (SkipReason.NO_STOP_LOSS, signal(stop_loss=None), user(), NOW),
+    (SkipReason.STALE_CONVERSION, signal(), user(acc=account("JPY", 1_500_000), quotes={
+        **QUOTES, "USDJPY": quote("USDJPY", 149.500, 149.512, age_ms=DEFAULT_MAX_QUOTE_AGE_MS + 1, digits=3)}), NOW),
+    (SkipReason.NO_CONVERSION, signal(), user(acc=account("CHF"), sizing_mode=SizingMode.EQUITY_MULTIPLIER,
+                                              sizing_value=0.1), NOW),
     (SkipReason.INVALID_LEVELS, signal(order_type=OrderType.BUY_LIMIT, entry=1.08499, stop_loss=1.08000),
      user(), NOW),
 ])
@@ -405,6 +494,9 @@ def test_boundaries_of_the_guards() -> None:
     assert isinstance(adjust(signal(), user(max_spread_points=12), NOW), Adjusted)
     assert isinstance(adjust(signal(), user(sizing_mode=SizingMode.FIXED_LOT, preferred_lot_size=0.1,
                                             no_account=True), NOW), Adjusted)
+    # Without a stop loss only risk-% sizing has nothing to size by.
+    assert one(adjust(signal(stop_loss=None), user(sizing_mode=SizingMode.FIXED_LOT, preferred_lot_size=0.1),
+                      NOW)).lot_size == 0.1
 
 
 def test_skip_order_first_problem_wins() -> None:
@@ -460,6 +552,22 @@ def test_close_fans_out_one_command_per_position() -> None:
                                             ids.command_id_for("sig-close", "alice", "close:102")]
     assert all(c.type is CLOSE and c.lot_size == 0.0 and c.symbol == "EURUSD" for c in cmds)
     assert cmds[0].adjustment_reason == "close all of position 101"
+
+
+def test_a_close_carries_the_reference_price_it_closes_at() -> None:
+    # Closing a BUY sells at the bid: the reference bid 1.08490 is its original entry and reference price
+    # (the agent's slippage against the reference compares the fill with it). Closing a SELL buys at the ask.
+    for order_type, price in ((BUY, 1.08490), (SELL, 1.08500)):
+        for cmd in (*commands(adjust(close_signal(order_type=order_type), user(positions=POSITIONS), NOW)),
+                    one(adjust(close_all_signal(order_type=order_type), user(), NOW))):
+            assert (cmd.original_entry, cmd.reference_price, cmd.price_adjustment) == (price, price, 0.0), cmd.type
+
+
+def test_every_command_carries_an_original_entry() -> None:
+    results = [adjust(signal(), user(), NOW), adjust(modify_signal(), user(positions=POSITIONS), NOW),
+               adjust(close_signal(), user(positions=POSITIONS), NOW), adjust(close_all_signal(), user(), NOW)]
+    sent = [command_message(cmd) for result in results for cmd in commands(result)]
+    assert len(sent) == 6 and all(message.original_entry > 0 for message in sent)
 
 
 def test_partial_close_uses_the_position_volume_when_known() -> None:
@@ -708,8 +816,10 @@ def test_adjusted_levels_property(s: dict[str, object]) -> None:
                  stop_loss=None if ref_sl is None else float(ref_sl),
                  take_profit=None if ref_tp is None else float(ref_tp))
     q = quote(symbol, float(user_bid), float(user_ask), digits=digits)
+    # Without an SL, risk-% sizing skips the signal (tested above): a fixed lot lets its levels be checked.
+    fixed: dict[str, Any] = {} if ref_sl is not None else dict(sizing_mode=SizingMode.FIXED_LOT)
     state = user(quotes={**QUOTES, symbol: q}, specs={**SPECS, symbol: spec(symbol, stops_level=stops)},
-                 preferred_lot_size=0.1)        # the lot when there is no SL to size by
+                 preferred_lot_size=0.1, **fixed)
     result = adjust(sig, state, NOW)
 
     # The independent calculation.
@@ -749,13 +859,15 @@ def test_adjusted_levels_property(s: dict[str, object]) -> None:
         # MT5 would accept it: at least the stops level away from where it is checked.
         base = entry if kind.is_pending else close_price
         assert (expected - base) * sign / point >= max(stops, 1)
-    # Money at risk never exceeds 1% of the 10,000 USD equity; lots on the step grid.
+    # Money at risk never exceeds the 99 USD spent of the 1% of 10,000 USD, not even after the
+    # price of a market order moved the allowed 20 points away from the stop; lots on the step grid.
     assert (Decimal(repr(cmd.lot_size)) / Decimal("0.01")) % 1 == 0 and 0.01 <= cmd.lot_size <= 100
     if cmd.stop_loss is not None:
         sp = SPECS[symbol]
         per_tick = sp.contract_size * sp.tick_size / (float(user_bid) if symbol == "USDJPY" else 1.0)
-        risk = cmd.lot_size * abs(cmd.entry_price - cmd.stop_loss) / sp.tick_size * per_tick  # type: ignore[operator]
-        assert risk <= 100.0 * (1 + 1e-9)
+        moved = 20 * sp.point if kind.is_market else 0.0
+        distance = abs(cmd.entry_price - cmd.stop_loss) + moved  # type: ignore[operator]
+        assert cmd.lot_size * distance / sp.tick_size * per_tick <= 99.0 * (1 + 1e-9)
 
 
 @settings(max_examples=100, deadline=None)

@@ -152,11 +152,12 @@ async def test_one_signal_1000_users_one_correct_command_per_eligible_user(fresh
             command = by_user[uid]
             bid, ask = user_quote(i)
             # Independent expectation: market BUY at the user's ask, 50/100-pip distances kept,
-            # 1% of 10,000 USD over 500 points at 1 USD per point per lot = 0.20 lots.
+            # 99 of the 1% of 10,000 USD over 500 points + 20 allowed for the price to move, at
+            # 1 USD per point per lot = 0.19 lots (proto/domain/risk.py).
             assert command.entry_price == pytest.approx(ask, abs=1e-9)
             assert command.stop_loss == pytest.approx(round(ask - 0.00500, 5), abs=1e-9)
             assert command.take_profit == pytest.approx(round(ask + 0.01000, 5), abs=1e-9)
-            assert command.lot_size == pytest.approx(math.floor(10_000 * 0.01 / 500 / 0.01) * 0.01)
+            assert command.lot_size == pytest.approx(math.floor(10_000 * 0.01 * 0.99 / 520 / 0.01) * 0.01)
             assert command.original_entry == pytest.approx(1.10002)
             assert command.price_adjustment == pytest.approx(ask - 1.10002, abs=1e-9)
             assert command.adjustment_reason and command.signal_id == "sig-1"

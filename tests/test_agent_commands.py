@@ -37,6 +37,26 @@ async def test_market_buy_fills_at_the_broker_ask_and_is_tagged_with_the_command
     assert report.ticket == position.ticket
 
 
+async def test_slippage_is_reported_against_the_adjusted_and_the_reference_entry(harness):
+    """The worker adjusted the entry at an earlier, lower ask; the agent sends today's ask.
+    Slippage is the trader's cost against what the command promised (positive = worse), not
+    against the price the agent happened to send."""
+    ask = harness.quote().ask
+    entry = round(ask - 0.00005, 5)            # adjusted when the ask was 5 points lower
+    reference = round(entry - 0.00003, 5)       # the reference feed's entry, 3 points below that
+    command = harness.command(entry_price=entry, original_entry=reference, reference_price=reference)
+    await harness.send(command)
+    report = await harness.report(command.command_id)
+    assert report.status == FILLED, report.reason
+    sent = harness.sim.history_orders_get(ticket=report.order_ticket)[0].price_open
+    assert sent != entry and report.requested_price == entry and report.reference_price == reference
+    point = harness.sim.symbol_info("EURUSD.raw").point
+    assert report.slippage_points == pytest.approx((report.fill_price - entry) / point, abs=1e-3)
+    assert report.slippage_reference_points == pytest.approx((report.fill_price - reference) / point, abs=1e-3)
+    assert report.slippage_points > 0 and report.slippage_reference_points == pytest.approx(
+        report.slippage_points + 3, abs=1e-3)
+
+
 async def test_pending_order_is_placed_not_filled(harness):
     tick = harness.quote()
     command = harness.command(order_type=commands_pb2.BUY_LIMIT, entry_price=round(tick.ask - 0.0030, 5),

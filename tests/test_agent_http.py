@@ -16,6 +16,7 @@ EXPECTED_SERIES = {
     "mt5fleet_agent_command_latency_seconds", "mt5fleet_agent_slippage_points", "mt5fleet_agent_commands",
     "mt5fleet_agent_commands_rejected", "mt5fleet_agent_mt5_errors", "mt5fleet_agent_price_staleness_seconds",
     "mt5fleet_agent_tick_rate", "mt5fleet_agent_outbox_depth", "mt5fleet_agent_invalid_messages",
+    "mt5fleet_agent_terminal_server_offset_seconds", "mt5fleet_agent_terminal_server_offset_measured_timestamp_seconds",
 }
 
 
@@ -28,6 +29,7 @@ async def test_metrics_parse_and_carry_the_named_series(fresh_nats_server, tmp_p
         await h.send(refused)
         await h.report(refused.command_id)
         await wait_for(lambda: h.agent.streams.position_rows, "positions on the status page")
+        await wait_for(lambda: h.agent.metrics.server_offset_measured._value.get() > 0, "the server time measured")
         runner = await serve(build_app(lambda: agent_status(h.agent), h.agent.metrics.registry), "127.0.0.1", 0)
         try:
             async with aiohttp.ClientSession() as session:
@@ -51,3 +53,7 @@ async def test_metrics_parse_and_carry_the_named_series(fresh_nats_server, tmp_p
     assert samples[("mt5fleet_agent_messages_published_total", (("kind", "execution"),))] >= 1
     assert "mt5fleet agent" in html and "alice" in html and "EURUSD" in html and command.command_id in html
     assert status["user_id"] == "alice" and status["nats_connected"] and status["positions"]
+    # The simulated broker's server runs on GMT+2 in November, and the agent says so.
+    assert samples[("mt5fleet_agent_terminal_server_offset_seconds", ())] == 7200
+    assert status["server_time"]["offset_s"] == 7200 and status["server_time"]["source"] == "measured"
+    assert "UTC+02:00 (GMT+2/+3 New York close, measured)" in html

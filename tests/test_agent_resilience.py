@@ -69,7 +69,11 @@ async def test_killed_between_order_send_and_ack_the_command_trades_once(fresh_n
 
         await h.start_agent()  # same data folder, same terminal: a restart after the crash
         report = await h.report(command.command_id)
-        assert report.status == FILLED and "recovered" in report.reason
+        # Found in the deal history (asked for in the broker's server time, GMT+2 here), and
+        # reported as done when the deal was made, converted to UTC.
+        assert report.status == FILLED and "recovered" in report.reason and "its deals" in report.reason
+        deal = h.sim.history_deals_get(ticket=report.deal_ticket)[0]
+        assert report.executed_at == deal.time_msc - 2 * 3_600_000 and report.received_at <= report.executed_at
         duplicates = h.agent.metrics.commands.labels("duplicate")
         await wait_for(lambda: duplicates._value.get() == 1, "the catch-up copy handled as a duplicate")
         await h.send(command, msg_id="redelivered")  # and the server delivers it once more

@@ -158,7 +158,7 @@ def platform_targets(fleet: Fleet) -> tuple[str, ...]:
     """Where an intruder aims the server's answers (or publishes) inside the platform:
     the JetStream API (``$JS.API.>``) and the ack of a pending signal (``$JS.ACK``), every
     KV key (``$KV.>``), another tenant's every ``tc.<uid>.*``, inbox and config key, another
-    platform user's subjects, ``signals.*``, ``md.*`` and the correlations."""
+    platform user's subjects, ``signals.*``, ``md.*``, the correlations and decision records."""
     victims = (*(concrete(victim_equivalent(subject)) for subject in (*REQUESTS, *READS)),
                *(subjects.user_subject(BYSTANDER, channel) for channel in subjects.Channel))
     kv = (*(subjects.config_key_subject(user) for user in (ATTACKER, VICTIM, BYSTANDER)),
@@ -166,8 +166,11 @@ def platform_targets(fleet: Fleet) -> tuple[str, ...]:
     markets = (subjects.signal_subject("EURUSD"), subjects.signal_subject(OUTSIDE_TIER),
                subjects.market_data_subject("EURUSD"), subjects.market_data_subject(OUTSIDE_TIER),
                subjects.CORRELATIONS_SUBJECT)
+    # Decision records (platform only): a forged or pre-empted record would misstate, or
+    # block (they are written once), what the worker decides for the user and signal.
+    decisions = tuple(subjects.decision_subject(user, "sig-1") for user in (ATTACKER, VICTIM))
     ack = (fleet.pending_ack,)
-    return tuple(dict.fromkeys((*JS_API, *ack, *kv, *victims, *markets)))
+    return tuple(dict.fromkeys((*JS_API, *ack, *kv, *victims, *markets, *decisions)))
 
 
 # =========================================================================== fixtures

@@ -505,12 +505,20 @@ def test_a_better_fill_is_negative_slippage():
     assert outcome(command(), open_market(), filled(price=1.08509), EURUSD).slippage_points == -3.0
 
 
-def test_slippage_against_the_signals_reference_price():
-    with_reference = command(reference_price=1.08500, original_entry=1.08490)
-    assert outcome(with_reference, open_market(), filled(), EURUSD).slippage_reference_points == 12.0
-    only_original = command(original_entry=1.08490)
-    assert outcome(only_original, open_market(), filled(), EURUSD).slippage_reference_points == 22.0
+def test_slippage_against_the_reference_entry():
+    with_entry = command(reference_price=1.08500, original_entry=1.08490)
+    assert outcome(with_entry, open_market(), filled(), EURUSD).slippage_reference_points == 22.0
+    only_reference_quote = command(reference_price=1.08500)
+    assert outcome(only_reference_quote, open_market(), filled(), EURUSD).slippage_reference_points == 12.0
     assert outcome(command(), open_market(), filled(), EURUSD).slippage_reference_points == 0.0
+
+
+def test_slippage_is_against_the_adjusted_entry_not_the_live_price_sent():
+    # The worker adjusted the entry to 1.08512; by execution the ask was 1.08509 and the fill 1.08514.
+    request = open_request(command(), broker_symbol="EURUSD", tick_bid=1.08497, tick_ask=1.08509, spec=EURUSD,
+                           default_deviation=20)
+    result = outcome(command(), request, filled(price=1.08514), EURUSD)
+    assert request["price"] == 1.08509 and result.slippage_points == 2.0   # not 5: against the entry
 
 
 def test_partial_fill_reports_the_filled_volume():

@@ -340,6 +340,14 @@ def test_risk_one_point_under_the_limit_is_allowed():
     assert check(command(stop_loss=1.08013), limits(max_risk_per_trade_pct=0.5), ctx()).allowed
 
 
+def test_risk_over_the_limit_by_at_most_a_tenth_of_a_percent_of_it_is_rounding_not_refused():
+    # 1% of 10,000 = 100.00. 0.05 lots x 2,001 points = 100.05: within 0.1% of the limit (100.10), allowed;
+    # 0.05 lots x 2,003 points = 100.15: above it, refused.
+    assert check(command(lot_size=0.05, stop_loss=round(ASK - 0.02001, 5)), limits(), ctx()).allowed
+    decision = check(command(lot_size=0.05, stop_loss=round(ASK - 0.02003, 5)), limits(), ctx())
+    assert refused(decision, RejectCode.MAX_RISK_PER_TRADE) and "risk 100.15" in decision.reason
+
+
 def test_market_order_risk_is_measured_from_the_current_ask():
     # The ask rose 10 points since the worker sized the trade: 51.00 at risk, not 50.00.
     moved = ctx(bid=BID + 0.0001, ask=ASK + 0.0001)
@@ -379,7 +387,7 @@ def test_risk_uses_the_tick_value_in_account_currency():
 def test_an_allowed_trade_never_risks_more_than_the_limit(lot, distance):
     cmd = command(lot_size=lot, stop_loss=round(ASK - distance * 0.00001, 5))
     decision = check(cmd, limits(max_risk_per_trade_pct=1.0), ctx())
-    assert decision.allowed == (trade_risk(cmd, ctx()) <= 100.0 * (1 + 1e-9))
+    assert decision.allowed == (trade_risk(cmd, ctx()) <= 100.0 * 1.001)   # the limit and 0.1 % of it
     smaller = check(replace(cmd, lot_size=0.01), limits(max_risk_per_trade_pct=1.0), ctx())
     assert smaller.allowed or not decision.allowed  # shrinking a trade never turns it away
 

@@ -7,6 +7,7 @@ up in the future ticks of a second terminal whose clock is ahead.
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from mt5fleet.client.sim.broker import BROKERS, BrokerProfile
 from mt5fleet.client.sim.feed import ReferenceFeed
+from mt5fleet.client.sim.server_clock import NEW_YORK_CLOSE, ServerZone
+from mt5fleet.client.sim.server_clock import UTC as UTC_ZONE
 from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
 from mt5fleet.proto.domain import ids, sessions
 
@@ -56,10 +59,20 @@ def market(sim: SimulatedMetaTrader5, symbol: str, side: int, volume: float, **e
     return sim.order_send(request)
 
 
+def utc_s(sim: SimulatedMetaTrader5, server_s: float) -> int:
+    """A time the terminal reported (server time) as the simulation's clock reads it (UTC)."""
+    return sim.broker.server_zone.to_utc_s(int(server_s))
+
+
+def server_s(sim: SimulatedMetaTrader5, clock: Clock) -> int:
+    """The clock's now as the terminal's date arguments take it: server time."""
+    return sim.broker.server_zone.to_server_s(int(clock()))
+
+
 def first_tick(sim: SimulatedMetaTrader5, clock: Clock, symbol: str, seconds: int, condition: Any) -> Any:
     """The first future tick (within ``seconds``) meeting ``condition``, read off a terminal ahead in time."""
-    now = int(clock())
-    ahead = terminal(sim.broker, Clock(now + seconds + 1))
+    now = server_s(sim, clock)
+    ahead = terminal(sim.broker, Clock(clock() + seconds + 1))
     for start in range(now + 1, now + seconds + 1, 900):  # a quarter of an hour at a time: stop early
         end = min(start + 899, now + seconds)
         for tick in ahead.copy_ticks_range(symbol, start, end, sim.COPY_TICKS_ALL):
@@ -223,7 +236,7 @@ def test_pending_order_triggers_when_the_price_crosses(order_type: str) -> None:
     assert placed.retcode == sim.TRADE_RETCODE_PLACED and sim.orders_total() == 1
     order, = sim.orders_get(ticket=placed.order)
     assert (order.price_open, order.state, order.magic, order.comment) == (price, sim.ORDER_STATE_PLACED, 7, "dip")
-    clock.t = low.time
+    clock.t = utc_s(sim, low.time)
     assert sim.orders_total() == 0
     position, = sim.positions_get()
     assert position.ticket == placed.order and position.magic == 7 and position.volume == 0.2
@@ -267,7 +280,7 @@ def test_sl_or_tp_hit_closes_and_realises_the_result_into_the_balance(level: str
     target = round(now.bid + (-0.0012 if down else 0.0012), 5)
     opened = market(sim, "EURUSD.raw", side, 0.5, **{level: target}, magic=99)
     assert opened.retcode == sim.TRADE_RETCODE_DONE
-    clock.t = move.time
+    clock.t = utc_s(sim, move.time)
     assert sim.positions_total() == 0
     opening, closing = sim.history_deals_get(position=opened.order)
     assert closing.entry == sim.DEAL_ENTRY_OUT and closing.magic == 99
@@ -298,9 +311,9 @@ def test_stop_out_closes_the_losing_position() -> None:
     drop = first_tick(sim, clock, "XAUUSD.raw", 12 * 3600, lambda t: t.bid < now.bid - 1.0)
     assert market(sim, "XAUUSD.raw", sim.ORDER_TYPE_BUY, 0.3).retcode == sim.TRADE_RETCODE_DONE
     assert sim.account_info().margin_level > 100
-    clock.t = drop.time
+    clock.t = utc_s(sim, drop.time)
     assert sim.positions_total() == 0
-    closing = sim.history_deals_get(0, clock.t + 1)[-1]
+    closing = sim.history_deals_get(0, server_s(sim, clock) + 1)[-1]
     assert closing.reason == sim.DEAL_REASON_SO and closing.comment.startswith("[so ")
 
 
@@ -413,7 +426,7 @@ def test_weekend_market_closed_and_quotes_frozen() -> None:
     clock = Clock(SATURDAY_NOON)
     sim = terminal(quiet("icm-raw"), clock)
     tick = sim.symbol_info_tick("EURUSD.raw")
-    assert tick.time == FRIDAY_CLOSE and not FEED.is_open(int(clock.t * 1000))
+    assert utc_s(sim, tick.time) == FRIDAY_CLOSE and not FEED.is_open(int(clock.t * 1000))
     assert market(sim, "EURUSD.raw", sim.ORDER_TYPE_BUY, 0.1).retcode == sim.TRADE_RETCODE_MARKET_CLOSED
     clock.t += 6 * 3600
     assert sim.symbol_info_tick("EURUSD.raw") == tick
@@ -498,13 +511,101 @@ def test_comment_is_cut_to_31_characters_and_magic_kept_everywhere() -> None:
     assert pending.request.comment == "x" * 31
     position, = sim.positions_get()
     assert (position.comment, position.magic) == (command_id, magic)
-    t = WEDNESDAY_NOON
+    t = server_s(sim, Clock(WEDNESDAY_NOON))
     found = [d for d in sim.history_deals_get(t - 60, t + 60) if d.comment == command_id]
     assert [(d.order, d.magic, d.position_id) for d in found] == [(opened.order, magic, opened.order)]
     order, = sim.history_orders_get(position=opened.order)
     assert (order.comment, order.magic, order.state) == (command_id, magic, sim.ORDER_STATE_FILLED)
     assert sim.history_deals_total(t - 60, t + 60) == 2  # the deposit and the deal
     assert sim.history_orders_get(t - 60, t + 60, group="*USD*")[0].ticket == opened.order
+
+
+# -- the trade server's clock ---------------------------------------------------------------
+
+SUMMER_NOON = datetime(2024, 7, 10, 12, tzinfo=UTC).timestamp()
+HOUR = 3600
+
+
+@pytest.mark.parametrize(("zone", "moment", "offset_s"), [
+    (NEW_YORK_CLOSE, WEDNESDAY_NOON, 2 * HOUR), (NEW_YORK_CLOSE, SUMMER_NOON, 3 * HOUR), (UTC_ZONE, SUMMER_NOON, 0)])
+def test_every_time_the_terminal_reports_is_server_time(zone: ServerZone, moment: float, offset_s: int) -> None:
+    """As the real package does: times are the trade server's, stamped as if they were UTC."""
+    clock = Clock(moment)
+    sim = terminal(quiet("icm-raw", server_zone=zone), clock)
+    server_now = int(moment) + offset_s
+    tick = sim.symbol_info_tick("EURUSD.raw")
+    assert tick.time == server_now and tick.time_msc == server_now * 1000
+    assert sim.symbol_info("EURUSD.raw").time == server_now
+    opened = market(sim, "EURUSD.raw", sim.ORDER_TYPE_BUY, 0.1)
+    ask = sim.symbol_info_tick("EURUSD.raw").ask
+    pending = sim.order_send({"action": sim.TRADE_ACTION_PENDING, "symbol": "EURUSD.raw", "volume": 0.1,
+                              "type": sim.ORDER_TYPE_BUY_LIMIT, "price": round(ask - 0.01, 5)})
+    position, = sim.positions_get()
+    assert (position.time, position.time_update_msc) == (server_now, server_now * 1000)
+    assert sim.orders_get(ticket=pending.order)[0].time_setup_msc == server_now * 1000
+    deal = sim.history_deals_get(ticket=opened.deal)[0]
+    order = sim.history_orders_get(ticket=opened.order)[0]
+    assert (deal.time, deal.time_msc, order.time_setup, order.time_done) == (
+        server_now, server_now * 1000, server_now, server_now)
+    # Date arguments are server time too: a range around the UTC instant misses the deal on a GMT+2/+3 server.
+    assert opened.deal in [d.ticket for d in sim.history_deals_get(server_now - 60, server_now + 60)]
+    assert (opened.deal in [d.ticket for d in sim.history_deals_get(int(moment) - 60, int(moment) + 60)]) == (
+        offset_s == 0)
+    assert sim.copy_ticks_from("EURUSD.raw", server_now - 5, 10, sim.COPY_TICKS_ALL)[-1].time == server_now
+    assert sim.copy_rates_from_pos("EURUSD.raw", sim.TIMEFRAME_M1, 0, 1)[0].time == server_now - server_now % 60
+
+
+@pytest.mark.parametrize(("friday", "sunday", "before", "after"), [
+    (datetime(2026, 3, 6, 22, tzinfo=UTC), datetime(2026, 3, 8, 21, tzinfo=UTC), 2 * HOUR, 3 * HOUR),  # US spring
+    (datetime(2026, 10, 30, 21, tzinfo=UTC), datetime(2026, 11, 1, 22, tzinfo=UTC), 3 * HOUR, 2 * HOUR),  # autumn
+])
+def test_a_new_york_close_server_switches_at_the_weekly_open(friday: datetime, sunday: datetime, before: int,
+                                                             after: int) -> None:
+    """The week closes Friday 24:00 and opens Monday 00:00 server time, whatever the season."""
+    close, reopen = friday.timestamp(), sunday.timestamp()  # 17:00 New York both
+    clock = Clock(close - 1)
+    sim = terminal(quiet("icm-raw"), clock)
+    last = sim.symbol_info_tick("EURUSD.raw")
+    assert last.time == int(close) - 1 + before and datetime.fromtimestamp(last.time + 1, UTC).weekday() == 5
+    clock.t = reopen - 5 * HOUR  # the weekend, past the US switch: the Friday tick stands, stamped as it was
+    assert sim.symbol_info_tick("EURUSD.raw").time_msc == (int(close) + before) * 1000
+    clock.t = reopen + 30 * 60
+    first = sim.symbol_info_tick("EURUSD.raw")
+    assert first.time == int(reopen) + 30 * 60 + after
+    monday = datetime.fromtimestamp(first.time, UTC)
+    assert (monday.weekday(), monday.hour, monday.minute) == (0, 0, 30)
+
+
+def test_daily_bars_of_a_new_york_close_server_span_new_york_trading_days() -> None:
+    clock = Clock(datetime(2024, 3, 22, 18, tzinfo=UTC).timestamp())  # a Friday afternoon, after the US switch
+    ny_close = terminal(quiet("icm-raw"), clock)
+    utc = terminal(quiet("icm-raw", server_zone=UTC_ZONE), clock)
+    days = ny_close.copy_rates_from_pos("EURUSD.raw", ny_close.TIMEFRAME_D1, 0, 15)
+    assert all(bar.time % 86_400 == 0 for bar in days)
+    assert {datetime.fromtimestamp(bar.time, UTC).weekday() for bar in days} == {0, 1, 2, 3, 4}  # Monday to Friday
+    opens = [datetime.fromtimestamp(utc_s(ny_close, bar.time), sessions.NEW_YORK) for bar in days]
+    assert {(o.hour, o.minute) for o in opens} == {(17, 0)}  # each starts at the rollover, winter and summer alike
+    # On UTC a short Sunday evening bar exists: the week opens at 21:00 or 22:00 UTC on Sunday.
+    utc_days = utc.copy_rates_from_pos("EURUSD.raw", utc.TIMEFRAME_D1, 0, 15)
+    assert 6 in {datetime.fromtimestamp(bar.time, UTC).weekday() for bar in utc_days}
+
+
+def test_order_expiration_is_server_time() -> None:
+    clock = Clock()
+    sim = terminal(quiet("icm-raw"), clock)
+    ask = sim.symbol_info_tick("EURUSD.raw").ask
+    request = {"action": sim.TRADE_ACTION_PENDING, "symbol": "EURUSD.raw", "volume": 0.1, "price": round(ask - 0.01, 5),
+               "type": sim.ORDER_TYPE_BUY_LIMIT, "type_time": sim.ORDER_TIME_SPECIFIED}
+    in_ten_minutes = server_s(sim, clock) + 600
+    placed = sim.order_send({**request, "expiration": in_ten_minutes})
+    assert placed.retcode == sim.TRADE_RETCODE_PLACED
+    assert sim.orders_get()[0].time_expiration == in_ten_minutes  # as requested
+    # Ten minutes ahead in UTC is two hours in the past on a GMT+2 server.
+    assert sim.order_send({**request, "expiration": int(clock.t) + 600}).retcode == sim.TRADE_RETCODE_INVALID_EXPIRATION
+    clock.t += 599
+    assert sim.orders_total() == 1
+    clock.t += 2
+    assert sim.orders_total() == 0 and sim.history_orders_get(ticket=placed.order)[0].state == sim.ORDER_STATE_EXPIRED
 
 
 # -- price history --------------------------------------------------------------------------
@@ -541,7 +642,7 @@ def test_memory_stays_bounded_over_a_simulated_week() -> None:
             sim.symbol_info_tick("EURUSD.raw")
             sim.account_info()
             sim.positions_get()
-            if step % 180 == 0 and sim.symbol_info_tick("GBPUSD.raw").time_msc // 1000 >= clock.t - 1:
+            if step % 180 == 0 and utc_s(sim, sim.symbol_info_tick("GBPUSD.raw").time) >= clock.t - 1:
                 if sim.positions_total():
                     sim.Close("GBPUSD.raw")
                 else:
@@ -549,11 +650,13 @@ def test_memory_stays_bounded_over_a_simulated_week() -> None:
 
     trade_day()  # warm-up: caches fill to their bounds
     tracemalloc.start()
+    gc.collect()  # also empties the interpreter's free lists: what remains is what the simulation keeps
     before = tracemalloc.get_traced_memory()[0]
     for _ in range(6):
         trade_day()
+    gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert len(sim.history_deals_get(0, clock.t)) > 5
+    assert len(sim.history_deals_get(0, server_s(sim, clock))) > 5
     # A leak of even 100 bytes per call would be over 1 MB here; caches and history are far below.
     assert grown < 400_000, f"memory grew by {grown} bytes over a simulated week"

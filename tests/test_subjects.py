@@ -37,24 +37,29 @@ def test_parsing_is_the_inverse_of_naming():
         s.parse_user_subject("tc.bob.prices.extra")
 
 
-def _matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` one token, ``>`` the rest."""
-    want, have = pattern.split("."), subject.split(".")
-    for index, token in enumerate(want):
-        if token == ">":
-            return len(have) > index
-        if index >= len(have) or token not in ("*", have[index]):
-            return False
-    return len(want) == len(have)
-
-
 def test_every_stored_channel_has_exactly_one_stream_and_the_catch_up_request_none():
     layout = s.build_layout()
     for channel in s.Channel:
         subject = s.user_subject("alice", channel)
-        owners = [st.name for st in layout.streams if any(_matches(p, subject) for p in st.subjects)]
+        owners = [st.name for st in layout.streams if any(s.matches(p, subject) for p in st.subjects)]
         assert len(owners) == (1 if channel.stored else 0), (channel, owners)
     assert [c for c in s.Channel if not c.stored] == [s.Channel.CATCHUP]  # request/reply: never stored
+
+
+def test_decision_records_have_one_subject_each_kept_as_long_as_execution_reports():
+    layout = s.build_layout()
+    decisions, executions = layout.stream(s.DECISIONS_STREAM), layout.stream(s.EXECUTIONS_STREAM)
+    assert decisions.max_age_s == executions.max_age_s == 400 * 86_400 and decisions.storage is s.Storage.FILE
+    odd = "sig.2026-11-18*>1"  # a signal id may hold what a subject token may not
+    subject = s.decision_subject("alice", odd)
+    assert subject == s.decision_subject("alice", odd) != s.decision_subject("alice", "sig.2026-11-18*>2")
+    assert subject.split(".")[:2] == ["decisions", "alice"] and len(subject.split(".")) == 3
+    owners = [st.name for st in layout.streams if any(s.matches(p, subject) for p in st.subjects)]
+    assert owners == [s.DECISIONS_STREAM]
+    assert s.matches(s.decisions_of_signal(odd), subject) and s.matches(s.decisions_of_user("alice"), subject)
+    assert not s.matches(s.decisions_of_user("bob"), subject)
+    # Never under tc.<uid>.*: every tenant grant and import is derived from those channels.
+    assert not s.matches(f"{s.USER_PREFIX}.>", subject)
 
 
 def test_default_limits_match_the_contract():

@@ -1,7 +1,8 @@
 """MT5 records (real or simulated named tuples) to wire messages. Pure: no terminal calls.
 
 Canonical symbol names go on the wire; the broker's name rides along where a message has
-a field for it.
+a field for it. Times on the wire are UTC: a quote comes from ``Terminal.tick``, which has
+converted the terminal's server time already.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ _ACCOUNT_TYPES = {
 }
 
 
-def client_price(canonical: str, broker_symbol: str, tick: Any, info: Any, server: str) -> prices_pb2.ClientPrice:
+def client_price(canonical: str, broker_symbol: str, quote: Any, info: Any, server: str) -> prices_pb2.ClientPrice:
+    """``quote``: a ``terminal.Quote`` (bid, ask, time_ms in UTC)."""
     return prices_pb2.ClientPrice(
         symbol=canonical,
-        bid=tick.bid,
-        ask=tick.ask,
-        spread=round((tick.ask - tick.bid) / info.point) if info.point else 0,
-        timestamp=tick.time_msc,
+        bid=quote.bid,
+        ask=quote.ask,
+        spread=round((quote.ask - quote.bid) / info.point) if info.point else 0,
+        timestamp=quote.time_ms,
         broker_server=server,
         broker_symbol=broker_symbol,
         digits=info.digits,

@@ -30,7 +30,7 @@ class BrokerView:
     spec: SymbolSpecInfo
     bid: float
     ask: float
-    time_ms: int
+    time_ms: int  # UTC
     execution_mode: int
 
 
@@ -61,7 +61,7 @@ class Executor:
         tick = self.terminal.tick(broker)
         if info is None or tick is None:
             return None
-        return BrokerView(spec_from_info(canonical, info), tick.bid, tick.ask, tick.time_msc, info.trade_exemode)
+        return BrokerView(spec_from_info(canonical, info), tick.bid, tick.ask, tick.time_ms, info.trade_exemode)
 
     def refresh_account_mode(self) -> Any:
         account = self.terminal.account_info()

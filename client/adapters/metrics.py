@@ -79,6 +79,12 @@ class AgentMetrics:
         self.positions_open = Gauge(
             "mt5fleet_agent_positions_open", "Open positions in the terminal", registry=r)
         self.equity = Gauge("mt5fleet_agent_equity", "Account equity in the deposit currency", registry=r)
+        self.server_offset = Gauge(
+            "mt5fleet_agent_terminal_server_offset_seconds", "The MT5 trade server's time minus UTC, as the agent "
+            "converts terminal times with it (GMT+2 is 7200)", registry=r)
+        self.server_offset_measured = Gauge(
+            "mt5fleet_agent_terminal_server_offset_measured_timestamp_seconds", "When the terminal's ticks last "
+            "confirmed the server time offset (unix seconds; 0: never, the offset is assumed)", registry=r)
         self.md_refused = Counter(
             "mt5fleet_agent_md_refused_total", "md.<symbol> subscriptions the server refused (permissions "
             "violation); each is asked for once per connection", registry=r)

@@ -70,6 +70,10 @@ class AgentSettings:
     def watermarks_path(self) -> Path:
         return self.data_dir / "watermarks.json"
 
+    @property
+    def server_time_path(self) -> Path:
+        return self.data_dir / "server_time.json"
+
 
 def default_data_dir(user_id: str, *, platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
     """%PROGRAMDATA%\\mt5fleet\\agent\\<uid> on Windows (a service has no useful home),

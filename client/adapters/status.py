@@ -60,6 +60,17 @@ class IndicatorRow:
 
 
 @dataclass(frozen=True)
+class ServerTime:
+    """The offset the agent converts the terminal's times to UTC with."""
+
+    offset_s: int            # server time minus UTC, now
+    rule: str                # new_york_close (GMT+2/+3 with US daylight saving) or fixed
+    source: str              # measured, weekly_close, persisted or assumed
+    confirmed_at_ms: int     # when the terminal's ticks last showed it (0: never)
+    label: str               # "UTC+02:00 (GMT+2/+3 New York close, measured)"
+
+
+@dataclass(frozen=True)
 class AgentStatus:
     user_id: str
     version: str
@@ -80,6 +91,7 @@ class AgentStatus:
     commands: tuple[CommandRow, ...] = ()
     indicators: tuple[IndicatorRow, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    server_time: ServerTime | None = None
 
 
 def build_app(status: Callable[[], AgentStatus], registry: CollectorRegistry) -> web.Application:
@@ -137,6 +149,15 @@ def _state(ok: bool) -> str:
     return '<span class="ok">connected</span>' if ok else '<span class="bad">disconnected</span>'
 
 
+def _server_time(t: ServerTime | None) -> str:
+    if t is None:
+        return "MT5 server time: not known yet"
+    confirmed = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t.confirmed_at_ms / 1000)) \
+        if t.confirmed_at_ms else "never"
+    return (f"MT5 server time: {html.escape(t.label)}, last confirmed {confirmed}; "
+            "every time shown and published is UTC")
+
+
 def render(s: AgentStatus) -> str:
     quotes = _table(["symbol", "broker symbol", "bid", "ask", "spread (pts)", "age (s)"],
                     [[q.symbol, q.broker_symbol, q.bid, q.ask, q.spread_points, f"{q.age_s:.1f}"] for q in s.quotes])
@@ -150,6 +171,7 @@ def render(s: AgentStatus) -> str:
                         [[i.symbol, i.sma_20, i.ema_12, f"{i.rsi:.1f}", i.macd_line,
                           "open" if i.session_open else "closed"] for i in s.indicators])
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s.notes)
+    server_time = _server_time(s.server_time)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>mt5fleet agent: {html.escape(s.user_id)}</title>
@@ -160,6 +182,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}th{{background
 <p>NATS: {_state(s.nats_connected)} ({html.escape(s.nats_server)}), reconnects {s.reconnects}
 &middot; MT5 terminal: {_state(s.terminal_connected)} ({html.escape(s.broker)})
 &middot; outbox {s.outbox_depth} &middot; tier {html.escape(s.tier)} &middot; version {html.escape(s.version)}</p>
+<p>{server_time}</p>
 <h2>Account</h2><p>balance {s.balance:,.2f} {html.escape(s.currency)} &middot; equity {s.equity:,.2f}
 &middot; free margin {s.margin_free:,.2f} &middot; trading {html.escape(", ".join(s.trading_symbols))}</p>
 <h2>Prices</h2>{quotes}<h2>Positions</h2>{positions}<h2>Recent commands</h2>{commands}

@@ -5,6 +5,10 @@ Windows (``load_metatrader5()``) or a ``SimulatedMetaTrader5`` instance everywhe
 Nothing else in the agent knows which one it has. IPC failures (-10000..-10005) are
 counted by code; the connection is marked lost and re-initialised on the next call.
 MT5 calls block on IPC, so the agent runs them on one dedicated thread.
+
+MT5 reports times in the broker's trade-server time; past this adapter everything is UTC:
+``tick`` gives a ``Quote`` stamped in UTC (and measures the offset as it reads,
+``ServerClock``), ``deals`` takes UTC dates, ``utc_ms`` converts a record's time.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mt5fleet.client.adapters.server_clock import ServerClock
 from mt5fleet.client.core import mt5_constants as mt5
 
 log = logging.getLogger("mt5fleet.agent.terminal")
@@ -34,6 +39,15 @@ class TerminalError(RuntimeError):
 
 class TerminalUnavailable(TerminalError):
     """An IPC failure: retry after the terminal connection is re-initialised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A tick as the agent uses it: the broker's bid and ask, and when, in UTC."""
+
+    bid: float
+    ask: float
+    time_ms: int
 
 
 @dataclass(frozen=True)
@@ -67,10 +81,12 @@ class Terminal:
         login: Mt5Login | None = None,
         *,
         on_error: Callable[[int, str], None] = lambda code, call: None,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.api = api
         self.login = login or Mt5Login()
         self.on_error = on_error
+        self.server_clock = server_clock or ServerClock()
         self.connected = False
 
     # ---------------------------------------------------------------- connection
@@ -88,6 +104,7 @@ class Terminal:
         if not self.api.initialize(*args, **kwargs):
             self._fail("initialize")
         self.connected = True
+        self.server_clock.connected(self.login.server or "")  # perhaps another server: measure afresh
         log.info("MT5 terminal connected (login %s, server %s)", self.login.login, self.login.server)
 
     def shutdown(self) -> None:
@@ -129,8 +146,16 @@ class Terminal:
     def symbol_info(self, broker_symbol: str) -> Any | None:
         return self.call("symbol_info", broker_symbol, not_found_ok=True)
 
-    def tick(self, broker_symbol: str) -> Any | None:
-        return self.call("symbol_info_tick", broker_symbol, not_found_ok=True)
+    def tick(self, broker_symbol: str) -> Quote | None:
+        tick = self.call("symbol_info_tick", broker_symbol, not_found_ok=True)
+        if tick is None:
+            return None
+        self.server_clock.observe(broker_symbol, tick.time_msc)
+        return Quote(tick.bid, tick.ask, self.server_clock.to_utc_ms(tick.time_msc))
+
+    def utc_ms(self, server_ms: int) -> int:
+        """A time MT5 reported (server time) in UTC."""
+        return self.server_clock.to_utc_ms(server_ms)
 
     def select(self, broker_symbol: str) -> bool:
         return bool(self.call("symbol_select", broker_symbol, True, not_found_ok=True))
@@ -149,7 +174,9 @@ class Terminal:
         return found[0] if found else None
 
     def deals(self, date_from: float, date_to: float) -> tuple:
-        return tuple(self.call("history_deals_get", date_from, date_to) or ())
+        """Deals between two UTC instants (unix seconds); MT5 takes them in server time."""
+        server_from, server_to = self.server_clock.to_server_s(date_from), self.server_clock.to_server_s(date_to)
+        return tuple(self.call("history_deals_get", server_from, server_to) or ())
 
     # ---------------------------------------------------------------- trading
     def order_send(self, request: Mapping[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.client.adapters.metrics import AgentMetrics
 from mt5fleet.client.adapters.outbox import Outbox
 from mt5fleet.client.adapters.publisher import Publisher
+from mt5fleet.client.adapters.server_clock import ServerClock
 from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.terminal import Mt5Login, Terminal
 from mt5fleet.client.app.account_guard import AccountGuard
@@ -81,7 +82,8 @@ class Agent:
         self.outbox = Outbox(settings.outbox_path)
         self.ledger = CommandLedger(settings.ledger_path)
         self.mt5 = Mt5Thread(f"mt5-{self.user_id}")
-        self.terminal = Terminal(api, _login(settings), on_error=self._count_mt5_error)
+        server_clock = ServerClock(settings.server_time_path, now_ms=lambda: now_ms(self.clock))
+        self.terminal = Terminal(api, _login(settings), on_error=self._count_mt5_error, server_clock=server_clock)
         self.executor = Executor(self.terminal, default_deviation=settings.risk.max_deviation_points)
         self.publisher = Publisher(self.outbox, self.metrics, on_stored=self._on_stored)
         self.config = ConfigWatch(user_id=self.user_id, local_risk=settings.risk, local_symbols=settings.symbols,

@@ -224,10 +224,11 @@ class CommandPipeline:
             command_id, commands_pb2.CommandType.Name(report.command_type), report.symbol, status, report.reason,
             report.fill_price, report.slippage_points, report.executed_at or report.received_at))
 
-    def settle(self, entry: Any, outcome: Outcome) -> None:
-        """Report a command left in flight by a crash (see ``recovery``)."""
+    def settle(self, entry: Any, outcome: Outcome, *, executed_ms: int | None = None) -> None:
+        """Report a command left in flight by a crash (see ``recovery``); ``executed_ms``:
+        when the terminal says it was done (UTC), else now."""
         report = self._report(entry.command_id, outcome.status, received=entry.received_at_ms,
-                              executed=now_ms(self.clock), outcome=outcome)
+                              executed=executed_ms or now_ms(self.clock), outcome=outcome)
         self._store(entry.command_id, report, outcome.status, None)
 
     def requeue_unreported(self) -> None:
@@ -269,7 +270,8 @@ class CommandPipeline:
         if source is not None:
             report.symbol, report.command_type, report.order_type = source.symbol, source.type, source.order_type
             report.signal_id, report.requested_price = source.signal_id, source.entry_price
-            report.reference_price = source.reference_price or source.original_entry
+            # The price slippage_reference_points is measured against (orders.reference_entry).
+            report.reference_price = source.original_entry or source.reference_price
             report.command_created_at, report.signal_created_at = source.created_at, source.signal_created_at
         if outcome is not None:
             report.retcode, report.reason = outcome.retcode, outcome.reason

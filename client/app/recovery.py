@@ -37,9 +37,17 @@ async def resolve_in_flight(*, ledger: CommandLedger, pipeline: CommandPipeline,
             continue
         outcome = _from_found(found) if found else _not_found()
         log.warning("command %s was in flight at the last stop: %s", entry.command_id, outcome.reason)
-        pipeline.settle(entry, outcome)
+        pipeline.settle(entry, outcome, executed_ms=_done_ms(found, executor, entry.received_at_ms, now_ms(clock)))
         settled += 1
     return settled
+
+
+def _done_ms(found: Found | None, executor: Executor, received_ms: int, now: int) -> int | None:
+    """When the broker did it (MT5 tells it in server time), not when the agent found out;
+    kept between the command's arrival and now, whatever an unsure offset says."""
+    if found is None or not found.time_msc:
+        return None
+    return min(max(executor.terminal.utc_ms(found.time_msc), received_ms), now)
 
 
 def _from_found(found: Found) -> Outcome:

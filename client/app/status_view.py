@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mt5fleet.client.adapters.status import AgentStatus, CommandRow, IndicatorRow, QuoteRow
+from mt5fleet.client.adapters.status import AgentStatus, CommandRow, IndicatorRow, QuoteRow, ServerTime
 from mt5fleet.proto.domain.clock import now_ms
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ def agent_status(agent: Agent) -> AgentStatus:
         IndicatorRow(d.symbol, d.indicators.sma_20, d.indicators.ema_12, d.indicators.rsi, d.indicators.macd_line,
                      d.session.is_open) for d in sorted(agent.market_data.latest.values(), key=lambda d: d.symbol))
     nats = agent.nc
+    offset = agent.terminal.server_clock.offset
+    server_time = ServerTime(offset.offset_at(now), offset.rule.value, offset.source.value, offset.at_ms,
+                             offset.label(now))
     return AgentStatus(
         user_id=agent.user_id, version=agent.version,
         nats_connected=bool(nats and nats.is_connected),
@@ -34,4 +37,4 @@ def agent_status(agent: Agent) -> AgentStatus:
         equity=account.equity if account else 0.0, margin_free=account.margin_free if account else 0.0,
         outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.config.effective.tier,
         trading_symbols=agent.config.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
-        commands=commands, indicators=indicators)
+        commands=commands, indicators=indicators, server_time=server_time)

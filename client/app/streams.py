@@ -81,6 +81,8 @@ class Streams:
 
     def show_terminal_state(self) -> None:
         self.metrics.terminal_connected.set(1 if self.terminal.connected else 0)
+        self.metrics.server_offset.set(self.terminal.server_clock.offset_s())
+        self.metrics.server_offset_measured.set(self.terminal.server_clock.offset.at_ms / 1000)
 
     # ------------------------------------------------------------------ symbols (MT5 thread)
     def refresh_symbol_map(self) -> symbols_pb2.SymbolSpecList:
@@ -116,9 +118,9 @@ class Streams:
         server = self.settings.mt5.server or ""
         quotes = []
         for canonical, info in self.infos.items():
-            tick = self.terminal.tick(info.name)
-            if tick is not None and tick.bid > 0 and tick.ask >= tick.bid:
-                quotes.append(convert.client_price(canonical, info.name, tick, info, server))
+            quote = self.terminal.tick(info.name)
+            if quote is not None and quote.bid > 0 and quote.ask >= quote.bid:
+                quotes.append(convert.client_price(canonical, info.name, quote, info, server))
         return quotes
 
     async def publish_prices(self) -> None:

@@ -22,7 +22,7 @@ from mt5fleet.client.core.risk import (
     drawdown_breach,
 )
 from mt5fleet.client.core.watermarks import Watermarks
-from mt5fleet.proto.domain.ids import command_id_for
+from mt5fleet.proto.domain.ids import command_id_for, stop_out_key
 from mt5fleet.proto.domain.market import SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import (
     is_market_open,
@@ -63,7 +63,7 @@ def guard_account(marks: Watermarks, limits: RiskLimits, *, auto_close_friday: b
     if state != marks.stop_out:
         marks = replace(marks, stop_out=state)
     if close_now:
-        closes.append(CloseAll(f"stop-out:{state.handled_day_ms}", f"stop-out: {state.reason}"))
+        closes.append(CloseAll(stop_out_key(state.handled_day_ms), f"stop-out: {state.reason}"))
     if should_auto_close_for_weekend(now_ms, auto_close_friday=auto_close_friday,
                                      already_done_for_week=marks.weekend_done(now_ms)):
         marks = replace(marks, weekend_closed_at_ms=now_ms)

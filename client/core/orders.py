@@ -223,6 +223,7 @@ class Found:
     deal_ticket: int | None = None
     order_ticket: int | None = None
     position_ticket: int | None = None
+    time_msc: int = 0             # when it was done, as MT5 reports it: trade-server time
 
 
 def belongs_to(item: TradePosition | TradeOrder | TradeDeal, command_id: str) -> bool:
@@ -245,15 +246,16 @@ def find_by_command(command_id: str, positions: Iterable[TradePosition], orders:
         price = sum(d.price * d.volume for d in own_deals) / volume if volume else own_deals[0].price
         first = own_deals[0]
         return Found(command_id, FoundKind.DEALS, first.symbol, volume, price, deal_ticket=first.ticket,
-                     order_ticket=first.order or None, position_ticket=first.position_id or None)
+                     order_ticket=first.order or None, position_ticket=first.position_id or None,
+                     time_msc=first.time_msc)
     order = next((o for o in orders if belongs_to(o, command_id)), None)
     if order is not None:
         return Found(command_id, FoundKind.ORDER, order.symbol, order.volume_current, order.price_open,
-                     order_ticket=order.ticket)
+                     order_ticket=order.ticket, time_msc=order.time_setup_msc)
     position = next((p for p in positions if belongs_to(p, command_id)), None)
     if position is not None:
         return Found(command_id, FoundKind.POSITION, position.symbol, position.volume, position.price_open,
-                     position_ticket=position.ticket)
+                     position_ticket=position.ticket, time_msc=position.time_msc)
     return None
 
 
@@ -338,8 +340,8 @@ class Outcome:
     position_ticket: int | None
     fill_price: float | None
     filled_volume: float
-    slippage_points: float               # fill vs the requested price; positive = worse for the trader
-    slippage_reference_points: float     # fill vs the signal's reference price, same sign
+    slippage_points: float               # fill vs the adjusted entry; positive = worse for the trader
+    slippage_reference_points: float     # fill vs the reference entry, same sign
     reason: str
 
     @classmethod
@@ -373,15 +375,28 @@ def outcome(cmd: Command, request: Mapping[str, Any], result: OrderSendResult | 
     fill = result.price if is_deal and result.price > 0 else None  # some brokers answer a fill with price 0
     point = spec.point if spec is not None and spec.point > 0 else None
     is_buy = request.get("type") in _BUY_ORDER_TYPES
-    reference = cmd.reference_price if cmd.reference_price is not None else cmd.original_entry
     # An opening deal's position carries, as a rule, the ticket of the order that opened it.
     position = request.get("position") or (result.order if is_deal and cmd.type.opens else 0)
     return Outcome(
         status=kind.status, retcode=result.retcode, retcode_class=kind, order_ticket=result.order or None,
         deal_ticket=result.deal or None, position_ticket=position or None, fill_price=fill,
         filled_volume=result.volume if is_deal else 0.0,
-        slippage_points=slippage_points(fill, request.get("price") or None, point, is_buy=is_buy),
-        slippage_reference_points=slippage_points(fill, reference, point, is_buy=is_buy), reason=reason)
+        slippage_points=slippage_points(fill, adjusted_entry(cmd, request), point, is_buy=is_buy),
+        slippage_reference_points=slippage_points(fill, reference_entry(cmd), point, is_buy=is_buy), reason=reason)
+
+
+def adjusted_entry(cmd: Command, request: Mapping[str, Any]) -> float | None:
+    """What ``slippage_points`` measures against: the command's adjusted entry (its
+    ``entry_price``, the report's ``requested_price``), not the live price the agent sent,
+    which has moved since the worker adjusted. A command without one (a close) measures
+    against the price sent."""
+    return cmd.entry_price or request.get("price") or None
+
+
+def reference_entry(cmd: Command) -> float | None:
+    """What ``slippage_reference_points`` measures against: the reference feed's entry
+    (``original_entry``), else the reference bid/ask the signal saw."""
+    return cmd.original_entry or cmd.reference_price or None
 
 
 def slippage_points(fill: float | None, requested: float | None, point: float | None, *, is_buy: bool) -> float:

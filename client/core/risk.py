@@ -10,6 +10,12 @@ Commands that open risk (OPEN_POSITION) must pass every rule. Commands that redu
 outside the trading set, because refusing a close would keep the trader exposed; they are
 refused only when expired or while the market is closed (the broker would refuse them).
 
+The money an order risks and the per-trade limit are ``mt5fleet.proto.domain.risk``'s, the
+definition the worker sizes with. The agent measures at the price it sends the order at and
+refuses a risk above the limit by more than that module's ``EXECUTION_TOLERANCE`` (0.1 % of
+the limit: rounding, not a different trade); the worker leaves room for the price to move
+in between, so orders it sized within the limit pass here.
+
 The daily stop-out and the weekend auto-close, which act on the account rather than on one
 command, live in ``guard``.
 """
@@ -22,12 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mt5fleet.proto.domain.market import SymbolSpecInfo
+from mt5fleet.proto.domain.risk import exceeds_limit, money_at_risk, risk_limit
 from mt5fleet.proto.domain.sessions import MarketState
 from mt5fleet.proto.domain.trading import Command
-
-# The worker sizes a lot to exactly the allowed risk; without a little room, float noise
-# (0.1 * 0.005 / 0.00001 = 50.000000000000004) would refuse a trade sized to the limit.
-_MONEY_TOLERANCE = 1e-9
 
 
 class RejectCode(enum.StrEnum):
@@ -294,8 +297,8 @@ def _max_risk_per_trade(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> D
     if cmd.stop_loss is None:
         return Decision.refuse(RejectCode.MAX_RISK_PER_TRADE, f"no stop loss: the risk is unbounded and the "
                                                               f"limit is {pct:g}% of equity")
-    risk, allowed = trade_risk(cmd, ctx), ctx.equity * pct / 100
-    if risk > allowed * (1 + _MONEY_TOLERANCE):
+    risk, allowed = trade_risk(cmd, ctx), risk_limit(ctx.equity, pct)
+    if exceeds_limit(risk, allowed):
         return Decision.refuse(RejectCode.MAX_RISK_PER_TRADE, f"risk {risk:.2f} ({cmd.lot_size:g} lots to the "
                                                               f"stop loss {cmd.stop_loss}) is above {allowed:.2f}, "
                                                               f"{pct:g}% of equity {ctx.equity:.2f}")
@@ -324,10 +327,11 @@ def open_price(cmd: Command, ctx: RiskContext) -> float:
 
 
 def trade_risk(cmd: Command, ctx: RiskContext) -> float:
-    """Account money lost if the stop loss is hit: lots x ticks to the SL x tick value."""
+    """Account money lost if the stop loss is hit, from where the order trades now, at the
+    broker's tick value: lots x ticks to the SL x tick value."""
     assert cmd.stop_loss is not None and ctx.spec is not None
-    ticks = abs(open_price(cmd, ctx) - cmd.stop_loss) / ctx.spec.tick_size
-    return cmd.lot_size * ticks * ctx.spec.tick_value
+    return money_at_risk(cmd.lot_size, open_price(cmd, ctx), cmd.stop_loss, tick_size=ctx.spec.tick_size,
+                         tick_value=ctx.spec.tick_value)
 
 
 def drawdown(equity: float, peak_equity: float) -> float:

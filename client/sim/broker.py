@@ -1,4 +1,4 @@
-"""What makes one simulated broker differ from another: names, prices, rules and execution.
+"""What makes one simulated broker differ from another: names, prices, rules, execution and clock.
 
 A ``BrokerProfile`` is pure data. The simulated terminal derives everything a user sees
 from it and the reference feed: broker quote = reference mid + offset, widened to the
@@ -21,6 +21,7 @@ from mt5fleet.client.core.mt5_constants import (
     SYMBOL_TRADE_EXECUTION_INSTANT,
     SYMBOL_TRADE_EXECUTION_MARKET,
 )
+from mt5fleet.client.sim.server_clock import NEW_YORK_CLOSE, UTC, ServerZone
 
 # MQL5's SYMBOL_FILLING_* flags of SymbolInfo.filling_mode. The Python package does not
 # export them, and they are not the ORDER_FILLING_* values of a request (FOK=0, IOC=1).
@@ -82,6 +83,8 @@ class BrokerProfile:
     margin_call_level: float = 100.0  # margin level %, informational
     stop_out_level: float = 50.0  # margin level % at which the worst position is closed
     symbols: tuple[str, ...] | None = None  # canonical symbols offered; None: all of the feed's
+    # The trade server's clock, in which the terminal reports every time (most brokers: New York close).
+    server_zone: ServerZone = NEW_YORK_CLOSE
 
     def __post_init__(self) -> None:
         for name in ("spread_points", "symbol_offsets", "digits", "contract_sizes"):
@@ -125,36 +128,36 @@ class BrokerProfile:
 
 BROKERS: Mapping[str, BrokerProfile] = MappingProxyType({
     # ECN-style raw account: tight spreads, market execution (no requotes: deviation is
-    # ignored, slippage is not), hedging, high leverage.
+    # ignored, slippage is not), hedging, high leverage, a GMT+2/+3 server.
     "icm-raw": BrokerProfile(
         company="Raw Trading Ltd (simulated)", server="ICMarketsSC-Demo", login=51_234_567, password="raw-demo-1",
         suffix=".raw", spread_multiplier=0.2, offset_points=1, symbol_offsets={"XAUUSD": 5},
         execution_mode=SYMBOL_TRADE_EXECUTION_MARKET, latency_ms=30, slippage_max_points=3,
-        slippage_probability=0.1, reject_probability=0.002, leverage=500,
+        slippage_probability=0.1, reject_probability=0.002, leverage=500, server_zone=NEW_YORK_CLOSE,
     ),
     # Standard account, market execution that fills IOC only (FOK gets "unsupported filling
-    # mode"), a stops and a freeze level, netting.
+    # mode"), a stops and a freeze level, netting, a server on UTC.
     "exness-m": BrokerProfile(
         company="Exness (simulated)", server="Exness-MT5Trial", login=81_234_567, password="m-demo-2",
         suffix=".m", offset_points=-2, symbol_offsets={"XAUUSD": 20}, stops_level=10, freeze_level=5,
         filling_modes=SYMBOL_FILLING_IOC, execution_mode=SYMBOL_TRADE_EXECUTION_MARKET, latency_ms=80,
         slippage_max_points=5, slippage_probability=0.2, reject_probability=0.01,
-        margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING, leverage=200,
+        margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING, leverage=200, server_zone=UTC,
     ),
     # Cent account: balance in US cents, wide spreads, instant execution with requotes,
-    # slow and noisy, hedging.
+    # slow and noisy, hedging, a GMT+2/+3 server.
     "fbs-cent": BrokerProfile(
         company="FBS (simulated)", server="FBS-Real", login=71_234_567, password="cent-live-3",
         suffix="i", spread_multiplier=1.6, offset_points=3, stops_level=20, filling_modes=SYMBOL_FILLING_FOK,
         latency_ms=150, slippage_max_points=8, slippage_probability=0.3, requote_probability=0.05,
         reject_probability=0.02, leverage=1000, currency="USC", balance=100_000.0,
-        trade_mode=ACCOUNT_TRADE_MODE_REAL,
+        trade_mode=ACCOUNT_TRADE_MODE_REAL, server_zone=NEW_YORK_CLOSE,
     ),
-    # EU-regulated retail account: EUR deposit, 1:30, instant execution, netting, no suffix.
+    # EU-regulated retail account: EUR deposit, 1:30, instant execution, netting, no suffix, UTC server.
     "eu-netting": BrokerProfile(
         company="EuroRetail Markets (simulated)", server="EuroRetail-Live", login=3_012_345, password="eu-live-4",
         spread_multiplier=1.2, volume_max=50.0, latency_ms=60, slippage_max_points=2, slippage_probability=0.1,
         requote_probability=0.01, margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING, leverage=30, currency="EUR",
-        balance=5_000.0, trade_mode=ACCOUNT_TRADE_MODE_REAL,
+        balance=5_000.0, trade_mode=ACCOUNT_TRADE_MODE_REAL, server_zone=UTC,
     ),
 })

@@ -14,9 +14,9 @@ from mt5fleet.client.core.mt5_constants import BOOK_TYPE_BUY, BOOK_TYPE_SELL
 from mt5fleet.client.sim.broker import BrokerProfile
 from mt5fleet.client.sim.feed import TRADING_SECONDS_PER_YEAR, ReferenceFeed
 from mt5fleet.client.sim.records import BookInfo
+from mt5fleet.proto.domain.instruments import major_currency
 
 # Account currencies counted in a minor unit: a cent account's balance is in US cents.
-MINOR_UNITS: dict[str, tuple[str, float]] = {"USC": ("USD", 100.0), "EUC": ("EUR", 100.0)}
 BOOK_DEPTH = 5
 
 
@@ -124,8 +124,8 @@ class BrokerMarket:
 
     def rate(self, src: str, dst: str, t_ms: int) -> float:
         """How many units of ``dst`` one unit of ``src`` is worth now (the sim's own cross quotes)."""
-        src_major, src_units = MINOR_UNITS.get(src, (src, 1.0))
-        dst_major, dst_units = MINOR_UNITS.get(dst, (dst, 1.0))
+        src_major, src_units = major_currency(src)
+        dst_major, dst_units = major_currency(dst)
         return self._major_rate(src_major, dst_major, t_ms) / src_units * dst_units
 
     def book(self, spec: SymbolSpec, t_ms: int) -> tuple[BookInfo, ...]:

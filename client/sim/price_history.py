@@ -3,9 +3,11 @@
 The real functions return numpy structured arrays; numpy is no dependency here, so these
 return tuples of records with the same fields (``Bar`` for rates, ``Tick`` for ticks).
 Ticks come once a second while the market is open (bid/ask ticks: FX has no trade ticks).
-Bars are aligned in UTC (real brokers align them in their server time zone) and their
-high/low are sampled at nine points, an approximation of the path inside the bar. Bars
-that fall entirely into a closed weekend do not exist, as in the real terminal.
+As in the real terminal, times in and out are the trade server's (``server_clock``): bars
+are aligned in server time (a New York close server's daily bar spans one New York trading
+day), and date arguments are server times. Bar high/low are sampled at nine points, an
+approximation of the path inside the bar. Bars that fall entirely into a closed weekend do
+not exist, as in the real terminal.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from mt5fleet.client.core.mt5_constants import (
     TIMEFRAME_MN1,
     TIMEFRAME_W1,
 )
+from mt5fleet.client.sim import server_clock
 from mt5fleet.client.sim.market import BrokerMarket, SymbolSpec
 from mt5fleet.client.sim.records import Bar, Tick
+from mt5fleet.client.sim.server_clock import ServerZone
 from mt5fleet.client.sim.symbol_records import tick_record
 
 _MINUTE, _HOUR, _DAY = 60, 3600, 86_400
@@ -80,57 +84,66 @@ def next_bar_start(timeframe: int, start_s: int) -> int:
 
 
 class PriceHistory:
-    def __init__(self, market: BrokerMarket) -> None:
+    """Bar and tick history. Arguments and results are in server seconds / milliseconds,
+    ``now_ms`` (the simulation's present) in UTC."""
+
+    def __init__(self, market: BrokerMarket, zone: ServerZone) -> None:
         self._market = market
+        self._zone = zone
 
     def _open_bars_back(self, timeframe: int, at_s: int) -> Iterator[tuple[int, int]]:
         """(start, end) of the bars holding open-market time, from the one containing ``at_s`` back."""
         start = bar_start(timeframe, at_s)
         while start >= HISTORY_START_S:
-            end, start_ms = next_bar_start(timeframe, start), start * 1000
-            if self._market.is_open(start_ms) or self._market.reopen_ms(start_ms) < end * 1000:
+            end, start_ms = next_bar_start(timeframe, start), self._zone.to_utc_ms(start * 1000)
+            if self._market.is_open(start_ms) or self._market.reopen_ms(start_ms) < self._zone.to_utc_ms(end * 1000):
                 yield start, end
                 start = bar_start(timeframe, start - 1)
             else:  # the whole bar is in a closed weekend: jump to the last bar before the close
-                start = bar_start(timeframe, self._market.last_close_ms(start_ms) // 1000 - 1)
+                close_s = self._zone.to_server_ms(self._market.last_close_ms(start_ms)) // 1000
+                start = bar_start(timeframe, close_s - 1)
 
     def _bar(self, spec: SymbolSpec, start_s: int, end_s: int, now_ms: int) -> Bar:
-        first = self._market.reopen_ms(start_s * 1000)
-        last = max(first, min(end_s * 1000 - 1, now_ms))
+        first = self._market.reopen_ms(self._zone.to_utc_ms(start_s * 1000))
+        last = max(first, min(self._zone.to_utc_ms(end_s * 1000) - 1, now_ms))
         bids = [self._market.quote(spec, first + (last - first) * i // BAR_SAMPLES).bid
                 for i in range(BAR_SAMPLES + 1)]
         return Bar(time=start_s, open=bids[0], high=max(bids), low=min(bids), close=bids[-1],
                    tick_volume=max(1, (last - first) // TICK_MS), spread=spec.spread, real_volume=0)
 
-    def bars_back(self, spec: SymbolSpec, timeframe: int, at_s: int, skip: int, count: int,
+    def _now_s(self, now_ms: int) -> int:
+        return self._zone.to_server_ms(now_ms) // 1000
+
+    def bars_back(self, spec: SymbolSpec, timeframe: int, at_s: int | None, skip: int, count: int,
                   now_ms: int) -> tuple[Bar, ...]:
-        """``count`` bars ending ``skip`` bars before the bar containing ``at_s``, oldest first."""
-        spans = itertools.islice(self._open_bars_back(timeframe, min(at_s, now_ms // 1000)), skip,
-                                 skip + min(count, MAX_BARS))
+        """``count`` bars ending ``skip`` bars before the bar containing ``at_s`` (None: now), oldest first."""
+        now_s = self._now_s(now_ms)
+        at_s = now_s if at_s is None else min(at_s, now_s)
+        spans = itertools.islice(self._open_bars_back(timeframe, at_s), skip, skip + min(count, MAX_BARS))
         return tuple(reversed([self._bar(spec, start, end, now_ms) for start, end in spans]))
 
     def bars_between(self, spec: SymbolSpec, timeframe: int, from_s: int, to_s: int,
                      now_ms: int) -> tuple[Bar, ...]:
         """The bars opened within [from_s, to_s], oldest first."""
         spans = itertools.takewhile(lambda span: span[0] >= from_s,
-                                    self._open_bars_back(timeframe, min(to_s, now_ms // 1000)))
+                                    self._open_bars_back(timeframe, min(to_s, self._now_s(now_ms))))
         bars = [self._bar(spec, start, end, now_ms) for start, end in itertools.islice(spans, MAX_BARS)]
         return tuple(reversed(bars))
 
-    def ticks(self, spec: SymbolSpec, from_ms: int, to_ms: int, count: int, flags: int,
+    def ticks(self, spec: SymbolSpec, from_ms: int, to_ms: int | None, count: int, flags: int,
               now_ms: int) -> tuple[Tick, ...]:
-        """Up to ``count`` ticks within [from_ms, to_ms] (never after now), oldest first."""
+        """Up to ``count`` ticks within [from_ms, to_ms] (server time; None and at most: now), oldest first."""
         if flags not in (COPY_TICKS_ALL, COPY_TICKS_INFO, COPY_TICKS_TRADE):
             raise ValueError(f"unknown copy ticks flags {flags}")
         if flags == COPY_TICKS_TRADE:
             return ()  # spot FX: quotes only, no trade ticks
         ticks: list[Tick] = []
-        t_ms = -(-from_ms // TICK_MS) * TICK_MS
-        end_ms = min(to_ms, now_ms)
+        t_ms = -(-self._zone.to_utc_ms(from_ms) // TICK_MS) * TICK_MS
+        end_ms = now_ms if to_ms is None else min(self._zone.to_utc_ms(to_ms), now_ms)
         while t_ms <= end_ms and len(ticks) < min(count, MAX_TICKS):
             if not self._market.is_open(t_ms):
                 t_ms = -(-self._market.reopen_ms(t_ms) // TICK_MS) * TICK_MS
                 continue
-            ticks.append(tick_record(self._market.quote(spec, t_ms)))
+            ticks.append(server_clock.tick(self._zone, tick_record(self._market.quote(spec, t_ms))))
             t_ms += TICK_MS
         return tuple(ticks)

@@ -10,11 +10,13 @@ Test hooks beyond the real API: ``fail_ipc``/``restore_ipc`` (the IPC link, see 
 ``set_trade_allowed`` (the Algo Trading button), ``set_tradeapi_disabled`` (the option
 refusing Python trading) and ``set_server_connected`` (the link to the broker).
 
+Times are the broker's trade-server time, as the real package reports them (see
+server_clock): the simulation runs on UTC inside and converts at this edge only.
+
 Known differences from the real package: copy_rates_*/copy_ticks_* return tuples of
-records, not numpy arrays; times are UTC, not the broker's server time zone; no swaps,
-commissions or partial fills; ticks once a second; all symbols start in Market Watch and
-quote whether selected or not. The models are described in market, accounting, trading,
-triggers and price_history.
+records, not numpy arrays; no swaps, commissions or partial fills; ticks once a second;
+all symbols start in Market Watch and quote whether selected or not. The models are
+described in market, accounting, trading, triggers and price_history.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mt5fleet.client.core.mt5_constants import (
     TRADE_RETCODE_CLIENT_DISABLES_AT,
     TRADE_RETCODE_CONNECTION,
 )
-from mt5fleet.client.sim import helpers, records, rules
+from mt5fleet.client.sim import helpers, records, rules, server_clock
 from mt5fleet.client.sim.accounting import Accounting
 from mt5fleet.client.sim.api_calls import (
     CallRefused,
@@ -87,7 +89,8 @@ class SimulatedMetaTrader5:
         booker = Booker(self._ledger, self._accounting, hedging=broker.hedging)
         self._trader = Trader(broker, self._market, self._ledger, self._accounting, booker, random.Random(seed))
         self._triggers = Triggers(broker, self._market, self._ledger, self._accounting, booker)
-        self._history = PriceHistory(self._market)
+        self._zone = broker.server_zone
+        self._history = PriceHistory(self._market, self._zone)
         self._selected = set(self._market.names)
         self._books: set[str] = set()
         self._path = rf"C:\Program Files\{broker.company} MetaTrader 5"
@@ -149,14 +152,14 @@ class SimulatedMetaTrader5:
 
     def _symbol_info(self, spec: SymbolSpec) -> records.SymbolInfo:
         t_ms = self._price_ms()
-        return symbol_info_record(spec, self._market.quote(spec, t_ms), self.broker,
-                                  selected=spec.name in self._selected,
+        quote = server_clock.quote(self._zone, self._market.quote(spec, t_ms))
+        return symbol_info_record(spec, quote, self.broker, selected=spec.name in self._selected,
                                   tick_value=self._accounting.tick_value(spec, t_ms))
 
     def _position_record(self, position: Position) -> records.TradePosition:
         t_ms = self._price_ms()
-        return position.record(self._accounting.close_price(position, t_ms),
-                               self._accounting.position_profit(position, t_ms))
+        return server_clock.position(self._zone, position.record(self._accounting.close_price(position, t_ms),
+                                                                 self._accounting.position_profit(position, t_ms)))
 
     # -- connection -----------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class SimulatedMetaTrader5:
 
     @terminal_call
     def symbol_info_tick(self, symbol: str) -> records.Tick:
-        return tick_record(self._market.quote(self._spec(symbol), self._price_ms()))
+        return tick_record(server_clock.quote(self._zone, self._market.quote(self._spec(symbol), self._price_ms())))
 
     @terminal_call
     def symbol_select(self, symbol: str, enable: bool = True) -> bool:
@@ -267,15 +270,16 @@ class SimulatedMetaTrader5:
 
     @terminal_call
     def copy_rates_from_pos(self, symbol: str, timeframe: int, start_pos: int, count: int) -> tuple[records.Bar, ...]:
-        spec, tf, now = self._spec(symbol), timeframe_arg(timeframe), self._price_ms()
-        return self._history.bars_back(spec, tf, now // 1000, count_arg(start_pos), count_arg(count), now)
+        spec, tf = self._spec(symbol), timeframe_arg(timeframe)
+        return self._history.bars_back(spec, tf, None, count_arg(start_pos), count_arg(count), self._price_ms())
 
     @terminal_call
     def copy_rates_range(self, symbol: str, timeframe: int, date_from: Any, date_to: Any) -> tuple[records.Bar, ...]:
         spec, tf = self._spec(symbol), timeframe_arg(timeframe)
         return self._history.bars_between(spec, tf, seconds_arg(date_from), seconds_arg(date_to), self._price_ms())
 
-    def _ticks(self, symbol: str, from_ms: int, to_ms: int, count: int, flags: int) -> tuple[records.Tick, ...]:
+    def _ticks(self, symbol: str, from_ms: int, to_ms: int | None, count: int,
+               flags: int) -> tuple[records.Tick, ...]:
         try:
             return self._history.ticks(self._spec(symbol), from_ms, to_ms, count, flags, self._price_ms())
         except ValueError:
@@ -283,7 +287,7 @@ class SimulatedMetaTrader5:
 
     @terminal_call
     def copy_ticks_from(self, symbol: str, date_from: Any, count: int, flags: int) -> tuple[records.Tick, ...]:
-        return self._ticks(symbol, seconds_arg(date_from) * 1000, self._price_ms(), count_arg(count), flags)
+        return self._ticks(symbol, seconds_arg(date_from) * 1000, None, count_arg(count), flags)
 
     @terminal_call
     def copy_ticks_range(self, symbol: str, date_from: Any, date_to: Any, flags: int) -> tuple[records.Tick, ...]:
@@ -311,37 +315,41 @@ class SimulatedMetaTrader5:
                    group: str | None = None) -> tuple[records.TradeOrder, ...]:
         no_unnamed(args)
         t_ms = self._price_ms()
-        found = []
-        for order in self._ledger.select_orders(symbol=symbol, ticket=ticket, group=group_arg(group)):
-            quote = self._market.quote(self._spec(order.symbol), t_ms)
-            found.append(order.record(rules.open_price(rules.side_of(order.type), quote)))
-        return tuple(found)
+        return tuple(server_clock.order(self._zone, order.record(rules.open_price(
+            rules.side_of(order.type), self._market.quote(self._spec(order.symbol), t_ms))))
+            for order in self._ledger.select_orders(symbol=symbol, ticket=ticket, group=group_arg(group)))
+
+    def _utc_s(self, date: Any) -> int:
+        """A date argument: server time, as the real package takes it."""
+        return self._zone.to_utc_s(seconds_arg(date))
 
     def _history_query(self, args: tuple[Any, ...], group: str | None, position: int | None,
                        ticket: int | None) -> dict[str, Any]:
         if len(args) == 2:
-            return {"since": seconds_arg(args[0]), "until": seconds_arg(args[1]), "group": group_arg(group)}
+            return {"since": self._utc_s(args[0]), "until": self._utc_s(args[1]), "group": group_arg(group)}
         if not args and (position is not None or ticket is not None):
             return {"position": position, "ticket": ticket}
         raise CallRefused(RES_E_INVALID_PARAMS, "Invalid number of arguments")
 
     @terminal_call
     def history_orders_total(self, date_from: Any, date_to: Any) -> int:
-        return len(self._ledger.select_history_orders(since=seconds_arg(date_from), until=seconds_arg(date_to)))
+        return len(self._ledger.select_history_orders(since=self._utc_s(date_from), until=self._utc_s(date_to)))
 
     @terminal_call
     def history_orders_get(self, *args: Any, group: str | None = None, position: int | None = None,
                            ticket: int | None = None) -> tuple[records.TradeOrder, ...]:
-        return self._ledger.select_history_orders(**self._history_query(args, group, position, ticket))
+        found = self._ledger.select_history_orders(**self._history_query(args, group, position, ticket))
+        return tuple(server_clock.order(self._zone, o) for o in found)
 
     @terminal_call
     def history_deals_total(self, date_from: Any, date_to: Any) -> int:
-        return len(self._ledger.select_deals(since=seconds_arg(date_from), until=seconds_arg(date_to)))
+        return len(self._ledger.select_deals(since=self._utc_s(date_from), until=self._utc_s(date_to)))
 
     @terminal_call
     def history_deals_get(self, *args: Any, group: str | None = None, position: int | None = None,
                           ticket: int | None = None) -> tuple[records.TradeDeal, ...]:
-        return self._ledger.select_deals(**self._history_query(args, group, position, ticket))
+        found = self._ledger.select_deals(**self._history_query(args, group, position, ticket))
+        return tuple(server_clock.deal(self._zone, d) for d in found)
 
     # -- trading ----------------------------------------------------------------------------
 

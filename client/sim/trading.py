@@ -224,6 +224,11 @@ class Trader:
 
     # -- pending orders ---------------------------------------------------------------------
 
+    def _expiry_msc(self, request: TradeRequest, now_ms: int) -> int | None:
+        """When the order expires (UTC, 0: never); the request's expiration is in server time."""
+        expiration = self._broker.server_zone.to_utc_s(request.expiration) if request.expiration else 0
+        return rules.expiry_msc(request.type_time, expiration, now_ms)
+
     def _check_pending_prices(self, spec: SymbolSpec, order_type: int, request: TradeRequest,
                               now_ms: int) -> int:
         quote = self._market.quote(spec, now_ms)
@@ -233,7 +238,7 @@ class Trader:
         entry = rules.entry_price(order_type, request.price, request.stoplimit)
         if not rules.stops_ok(rules.side_of(order_type), request.sl, request.tp, entry, distance, spec.point):
             return TRADE_RETCODE_INVALID_STOPS
-        if rules.expiry_msc(request.type_time, request.expiration, now_ms) is None:
+        if self._expiry_msc(request, now_ms) is None:
             return TRADE_RETCODE_INVALID_EXPIRATION
         return 0
 
@@ -263,7 +268,7 @@ class Trader:
             price_open=price, price_stoplimit=stoplimit, sl=sl, tp=tp,
             magic=request.magic, comment=request.comment, time_setup_msc=now_ms, type_filling=request.type_filling,
             type_time=request.type_time, time_expiration=request.expiration,
-            expires_msc=rules.expiry_msc(request.type_time, request.expiration, now_ms) or 0,
+            expires_msc=self._expiry_msc(request, now_ms) or 0,
         )
         self._ledger.orders[order.ticket] = order
         return self._result(request, TRADE_RETCODE_PLACED, order=order.ticket, volume=request.volume,
@@ -302,7 +307,7 @@ class Trader:
         order.price_open, order.price_stoplimit, order.sl, order.tp = (
             round(v, spec.digits) for v in (request.price, request.stoplimit, request.sl, request.tp))
         order.type_time, order.time_expiration = request.type_time, request.expiration
-        order.expires_msc = rules.expiry_msc(request.type_time, request.expiration, now_ms) or 0
+        order.expires_msc = self._expiry_msc(request, now_ms) or 0
         return self._result(request, TRADE_RETCODE_DONE, order=order.ticket, volume=order.volume)
 
     def _check_remove(self, request: TradeRequest, now_ms: int) -> Verdict:

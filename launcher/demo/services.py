@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,26 @@ def start_nats(stack: AsyncExitStack, paths: RunPaths, chain: TrustChain) -> Emb
     stack.callback(_stop_server, server, paths)
     server.start()
     return server
+
+
+@contextlib.contextmanager
+def reopened_demo_nats(run_dir: Path) -> Iterator[NatsSettings]:
+    """A finished demo's nats-server again, on the run's own store, trust chain and TLS, for
+    reading what the run left (``mt5fleet audit --demo-run``); stopped on leaving. The
+    settings connect as the platform's service user, once, without reconnecting."""
+    from mt5fleet.operator.adapters.nats_accounts import TrustChain
+
+    paths = RunPaths(Path(run_dir))
+    private, tls = paths.root / "private", paths.root / "private" / "tls"
+    if not (private / "trust.json").exists() or not (paths.root / "nats").is_dir():
+        raise ValueError(f"{run_dir} is not the run folder of an `mt5fleet demo` (no private/trust.json or nats/)")
+    chain = TrustChain.from_json((private / "trust.json").read_text())
+    server = EmbeddedNats(server_name="mt5fleet-demo", store_dir=paths.root / "nats",
+                          tls=TlsFiles(cert=tls / "server.pem", key=tls / "server-key.pem"),
+                          operator=chain.server_mode())
+    with server:
+        yield NatsSettings(servers=(server.url,), name="mt5fleet-audit", creds_file=str(private / "service.creds"),
+                           tls_ca=str(tls / "ca.pem"), reconnect=False, max_reconnect_attempts=1)
 
 
 def _stop_server(server: EmbeddedNats, paths: RunPaths) -> None:

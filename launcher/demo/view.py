@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -244,7 +245,25 @@ def summary(stats: DemoStats, users: Sequence[str]) -> str:
         f"logs: {stats.log_file}",
         f"run folder: {stats.run_dir}",
     ]
+    example = audit_example(stats)
+    if example is not None:
+        lines.append(f"audit a decision: {example}")
     return "\n".join(lines)
+
+
+def audit_example(stats: DemoStats) -> str | None:
+    """``mt5fleet audit`` of the newest filled open of the run (else the newest command, else
+    the newest skip), against the run's own store: it works once the demo has stopped."""
+    answers = [(signal, outcome) for signal in reversed(stats.signals)
+               for outcome in stats.outcomes.get(signal.signal_id, ())]
+    for wanted in (lambda s, o: s.action == "open" and o.status == "filled", lambda s, o: o.command_id,
+                   lambda s, o: o.skip):
+        chosen = next(((s, o) for s, o in answers if wanted(s, o)), None)
+        if chosen is not None:
+            signal, outcome = chosen
+            return (f"mt5fleet audit {shlex.quote(signal.signal_id)} --user {outcome.user_id} "
+                    f"--demo-run {shlex.quote(stats.run_dir)}")
+    return None
 
 
 # ---------------------------------------------------------------------- rich

@@ -121,8 +121,9 @@ class PreferencesSpec:
     auto_close_friday: bool = spec_field(False, description="close all positions before the weekend")
     conservative_mode: bool = spec_field(False, description="halve the computed lot size")
     sizing_mode: SizingModeName = spec_field("riskPercent", description="how lot sizes are computed")
-    sizing_value: float = spec_field(0.0, description="lots per 1,000 of balance or equity, for the "
-                                     "multiplier sizing modes", minimum=0, maximum=1000)
+    sizing_value: float = spec_field(0.0, description="lots per 1,000 USD of balance or equity "
+                                     "(converted at the broker's quotes), for the multiplier sizing modes",
+                                     minimum=0, maximum=1000)
     max_quote_age_ms: int = spec_field(2000, description="no command from a broker quote older than this, ms",
                                        minimum=100, maximum=600_000)
     max_signal_age_ms: int = spec_field(30_000, description="no command from a signal older than this, ms",

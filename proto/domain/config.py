@@ -19,8 +19,8 @@ class SizingMode(enum.IntEnum):
 
     RISK_PERCENT = 0          # equity x risk % / (SL distance x value per lot)
     FIXED_LOT = 1             # preferred_lot_size
-    BALANCE_MULTIPLIER = 2    # sizing_value lots per 1,000 of balance
-    EQUITY_MULTIPLIER = 3     # sizing_value lots per 1,000 of equity
+    BALANCE_MULTIPLIER = 2    # sizing_value lots per 1,000 USD of balance (converted from the account's)
+    EQUITY_MULTIPLIER = 3     # sizing_value lots per 1,000 USD of equity
 
     @property
     def needs_account(self) -> bool:
@@ -59,7 +59,7 @@ class Preferences:
     auto_close_friday: bool = False
     conservative_mode: bool = False
     sizing_mode: SizingMode = SizingMode.RISK_PERCENT
-    sizing_value: float = 0.0             # lots per 1,000 for the multipliers
+    sizing_value: float = 0.0             # lots per 1,000 USD for the multipliers
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,18 @@ def command_id_for(signal_id: str, user_id: str, action: str = "") -> str:
     return COMMAND_ID_PREFIX + "".join(reversed(chars))
 
 
+def stop_out_key(trading_day_ms: int) -> str:
+    """What the close-all an agent sends itself at its daily stop-out is keyed by: the
+    trading day (its 17:00 New York start), so one stop-out closes everything once a day."""
+    return f"stop-out:{trading_day_ms}"
+
+
+def stop_out_close_all_id(user_id: str, trading_day_ms: int) -> str:
+    """The id of that close-all. The adjustment worker recognises its execution report by
+    it: the report is how a stop-out shows on the wire."""
+    return command_id_for(stop_out_key(trading_day_ms), user_id, "close-all")
+
+
 def magic_for(command_id: str) -> int:
     """A positive 63-bit MT5 magic number for the command (MT5 magic is ulong)."""
     return int.from_bytes(_digest("magic", command_id)[:8], "big") >> 1

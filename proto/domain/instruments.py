@@ -3,7 +3,8 @@ currencies, digits and names, and which symbols count as standard (not custom) p
 
 Brokers name symbols their own way (``EURUSD.m``, ``EURUSDi``); everything on the wire and
 in this table uses the canonical name. The reference feed, the simulated brokers, the
-market-data workers and the operator's tier rules all read this table.
+market-data workers and the operator's tier rules all read this table. Account currencies
+counted in a minor unit (cent accounts) are named here too.
 """
 
 from __future__ import annotations
@@ -51,3 +52,14 @@ INSTRUMENTS: Mapping[str, Instrument] = _table(
 MAJOR_CURRENCIES = ("EUR", "GBP", "AUD", "NZD", "USD", "CAD", "CHF", "JPY")
 STANDARD_SYMBOLS: frozenset[str] = frozenset(
     {a + b for i, a in enumerate(MAJOR_CURRENCIES) for b in MAJOR_CURRENCIES[i + 1:]} | {"XAUUSD", "XAGUSD"})
+
+
+# Account currencies counted in a minor unit: a cent account's money is in US (euro) cents,
+# so its 100,000 is 1,000 dollars. Brokers name them USC and EUC (some "USc").
+MINOR_UNITS: Mapping[str, tuple[str, float]] = MappingProxyType({"USC": ("USD", 100.0), "EUC": ("EUR", 100.0)})
+
+
+def major_currency(code: str) -> tuple[str, float]:
+    """The currency ``code`` counts in and how many ``code`` units make one of it:
+    ("USD", 100.0) for a cent account's "USC", (code, 1.0) for every other currency."""
+    return MINOR_UNITS.get(code.upper(), (code, 1.0))

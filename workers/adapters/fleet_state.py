@@ -1,6 +1,7 @@
 """What an adjustment worker knows about every user, rebuilt from JetStream on start and
 kept current: the latest broker quotes (TC_PRICES), symbol specs (TC_SYMBOLS), account
-(TC_ACCOUNT), positions opened per signal (TC_EXECUTIONS) and each user's policy (KV
+(TC_ACCOUNT), positions opened per signal and the daily stop-out (TC_EXECUTIONS:
+``workers.core.stop_out`` reads it from the agent's reports) and each user's policy (KV
 tc-config).
 
 A ClientConfig is decoded, checked and turned into a ``UserPolicy`` once, when its KV entry
@@ -41,6 +42,7 @@ from mt5fleet.proto.validation import (
 )
 from mt5fleet.workers.core.adjust import close_command_id
 from mt5fleet.workers.core.policy import PositionRef, UserPolicy, UserState, policy_from_config
+from mt5fleet.workers.core.stop_out import StopOut, after_report
 
 log = logging.getLogger("mt5fleet.worker.state")
 
@@ -59,7 +61,7 @@ class FleetState:
         self.specs: dict[str, dict[str, SymbolSpecInfo]] = {}
         self.accounts: dict[str, AccountSnapshot] = {}
         self.positions: dict[str, PositionBook] = {}
-        self.stopped_out: set[str] = set()
+        self.stopped_out: dict[str, StopOut] = {}      # user -> the stop-out their agent reported
         self._subscriptions: list[Any] = []
 
     # ------------------------------------------------------------------ queries
@@ -73,9 +75,13 @@ class FleetState:
         book = self.positions.get(user_id)
         return UserState(policy=self.policies[user_id], quotes=self.quotes.get(user_id, {}),
                          specs=self.specs.get(user_id, {}), account=self.accounts.get(user_id),
-                         stopped_out=user_id in self.stopped_out,
+                         stopped_out=self.is_stopped_out(user_id),
                          positions_by_signal=book.by_signal() if book is not None else {},
                          position_volumes=book.volumes() if book is not None else {})
+
+    def is_stopped_out(self, user_id: str) -> bool:
+        stop = self.stopped_out.get(user_id)
+        return stop is not None and stop.is_active(self.now_ms())
 
     # ------------------------------------------------------------------ following JetStream
     async def follow(self, js: Any) -> None:
@@ -144,6 +150,11 @@ class FleetState:
         user_id, _ = subjects.parse_user_subject(subject)
         report = check_execution(decode(execution_pb2.ExecutionReport, raw), self.now_ms())
         self.positions.setdefault(user_id, PositionBook(user_id)).apply(report)
+        stop = after_report(self.stopped_out.get(user_id), report, user_id)
+        if stop is None:
+            self.stopped_out.pop(user_id, None)
+        else:
+            self.stopped_out[user_id] = stop
 
 
 @dataclass(slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mt5fleet.workers.core.policy import SkipReason
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -16,8 +18,15 @@ class AdjustMetrics:
                                 "Adjusted commands stored by JetStream", registry=r)
         self.skips = Counter("mt5fleet_worker_skips_total", "Users skipped for a signal, by reason", ["reason"],
                              registry=r)
+        for reason in (*SkipReason, "error"):  # every reason shows, at 0 until it happens: alerts see a series
+            self.skips.labels(str(reason))
         self.invalid = Counter("mt5fleet_worker_invalid_messages_total", "Inbound messages refused, by kind",
                                ["kind"], registry=r)
+        self.decisions = Counter("mt5fleet_worker_decisions_recorded_total",
+                                 "Decision records per (signal, user): stored, or existing (decided before: "
+                                 "a redelivery; its recorded commands are republished)", ["outcome"], registry=r)
+        for outcome in ("stored", "existing"):
+            self.decisions.labels(outcome)
         self.signal_to_worker = Histogram("mt5fleet_worker_signal_to_worker_seconds",
                                           "Signal created -> picked up by the owning worker",
                                           buckets=LATENCY_BUCKETS, registry=r)

@@ -8,6 +8,11 @@ partition's users is stored by JetStream. If the replica dies first, the signal 
 redelivered to the next owner, which recomputes the same command ids (deterministic per
 signal and user): JetStream's duplicate window drops what was already stored, so no user
 gets a signal twice and none is lost.
+
+Audit: every (signal, user) of a partition, skipped or not, gets one decision record
+(``decision_store``) before its commands are published, and the commands published are
+those of the stored record: on a redelivery, the first delivery's, so a command always
+matches the record that explains it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from mt5fleet.proto import subjects
@@ -25,10 +31,11 @@ from mt5fleet.proto.runtime.tasks import cancel_and_wait, within
 from mt5fleet.proto.v1 import commands_pb2, signals_pb2
 from mt5fleet.proto.validation import ValidationError, check_signal, decode
 from mt5fleet.workers.adapters import wire
+from mt5fleet.workers.adapters.decision_store import DecisionStore
 from mt5fleet.workers.adapters.fleet_state import FleetState
 from mt5fleet.workers.adapters.leases import LeaseKeeper
 from mt5fleet.workers.adapters.metrics import AdjustMetrics
-from mt5fleet.workers.core.adjust import Skip, adjust
+from mt5fleet.workers.core.decision import ERROR, Decision, decide
 
 log = logging.getLogger("mt5fleet.worker.adjust")
 
@@ -40,6 +47,13 @@ FAN_OUT_CHUNK = 256
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mt5fleet")
+    except metadata.PackageNotFoundError:  # a bare checkout
+        return "0+unknown"
 
 
 class AdjustWorker:
@@ -55,6 +69,8 @@ class AdjustWorker:
         self.metrics = metrics or AdjustMetrics()
         self.on_skip = on_skip or (lambda signal_id, user_id, reason: None)  # (signal, user, reason)
         self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc())
+        self.decisions = DecisionStore(self.js, worker_version=_version(), worker_replica=self.replica_id,
+                                       on_recorded=lambda outcome: self.metrics.decisions.labels(outcome).inc())
         self.owned: dict[int, asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
@@ -149,14 +165,14 @@ class AdjustWorker:
 
     async def _fan_out(self, signal: Signal, partition: int, now: int) -> None:
         """Publish while adjusting, chunk by chunk: the first users' commands leave while
-        the rest of the partition is still being adjusted. Returns once every command is
-        stored; raises the first failure (the caller naks: ids make the retry safe)."""
+        the rest of the partition is still being adjusted. Returns once every record and
+        command is stored; raises the first failure (the caller naks: ids make the retry safe)."""
         users = self.state.users(partition, self.partitions)
         publishing: list[asyncio.Task] = []
         try:
             for start in range(0, len(users), FAN_OUT_CHUNK):
-                chunk = self.commands_for_users(signal, users[start:start + FAN_OUT_CHUNK], now)
-                publishing.extend(asyncio.create_task(self._publish(command)) for command in chunk)
+                chunk = self.decisions_for_users(signal, users[start:start + FAN_OUT_CHUNK], now)
+                publishing.extend(asyncio.create_task(self._store(decision)) for decision in chunk)
                 await asyncio.sleep(0)
             results = await asyncio.gather(*publishing, return_exceptions=True)
         finally:
@@ -166,25 +182,34 @@ class AdjustWorker:
         if failure is not None:
             raise failure
 
+    def decisions_for_users(self, signal: Signal, users: list[str], now: int) -> list[Decision]:
+        """One decision per user; skips (and users whose odd state made the adjustment fail)
+        are counted here, where they happen, not again on publishing."""
+        # A user whose config was deleted since the fan-out began is no longer a user.
+        decisions = [decide(signal, self.state.user_state(user_id), now) for user_id in users
+                     if user_id in self.state.policies]
+        for decision in decisions:
+            if not decision.skipped:
+                continue
+            self.metrics.skips.labels(decision.skip_reason).inc()
+            self.on_skip(signal.signal_id, decision.user_id, decision.skip_reason)
+            if decision.skip_reason == ERROR:
+                log.warning("adjusting %s for %s failed: %s", signal.signal_id, decision.user_id, decision.skip_detail)
+        return decisions
+
     def commands_for(self, signal: Signal, partition: int, now: int) -> list[commands_pb2.TradingCommand]:
+        """The commands one partition's decisions carry (benchmarks time the adjustment by it)."""
         return self.commands_for_users(signal, self.state.users(partition, self.partitions), now)
 
     def commands_for_users(self, signal: Signal, users: list[str], now: int) -> list[commands_pb2.TradingCommand]:
-        commands: list[commands_pb2.TradingCommand] = []
-        for user_id in users:
-            try:
-                result = adjust(signal, self.state.user_state(user_id), now)
-            except (ValueError, KeyError) as exc:  # one user's odd state must not cost the others
-                self.metrics.skips.labels("error").inc()
-                self.on_skip(signal.signal_id, user_id, "error")
-                log.warning("adjusting %s for %s failed: %s", signal.signal_id, user_id, exc)
-                continue
-            if isinstance(result, Skip):
-                self.metrics.skips.labels(result.reason.value).inc()
-                self.on_skip(signal.signal_id, user_id, result.reason.value)
-                continue
-            commands.extend(wire.command_message(command) for command in result.commands)
-        return commands
+        return [wire.command_message(command) for decision in self.decisions_for_users(signal, users, now)
+                for command in decision.commands]
+
+    async def _store(self, decision: Decision) -> None:
+        """The decision's record first, then the commands of the record that is stored."""
+        async with self._publish_slots:
+            commands = await self.decisions.record(decision)
+        await asyncio.gather(*(self._publish(command) for command in commands))
 
     async def _publish(self, command: commands_pb2.TradingCommand) -> None:
         async with self._publish_slots:

@@ -6,21 +6,29 @@ No I/O and no clock: ``now_ms`` is passed in, so the same inputs always give the
 output, command ids included (a redelivered signal is deduplicated by JetStream).
 
 Prices are computed in ``Decimal`` from the shortest repr of each float, so 1.08512 -
-0.00500 is exactly 1.08012 and a level exactly half a point off the grid rounds away
-from zero, as traders expect, instead of wherever float noise puts it.
+0.00500 is exactly 1.08012 and a level exactly half a tick off the grid rounds away
+from zero, as traders expect, instead of wherever float noise puts it. The grid is the
+symbol's tick size as well as its digits: a CFD quoted to 0.01 that trades in 0.25 ticks
+gets levels on the 0.25 grid, the only ones its broker accepts.
+
+Every command carries ``original_entry``, the reference-feed price it is measured against:
+an opening or modifying command's reference entry; a close's reference price on the side
+the close trades at (the bid closes a buy, the ask a sell), also its ``reference_price``,
+so the agent's slippage against the reference compares like with like.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from mt5fleet.proto.domain import ids
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal
 from mt5fleet.workers.core.policy import Skip, SkipReason, UserState, first_skip
 from mt5fleet.workers.core.sizing import close_lots, lot_size
+from mt5fleet.workers.core.sizing_inputs import SizingInputs
 
 # Skip and SkipReason live with the eligibility gates in ``policy``; callers import them here.
 __all__ = ["DEFAULT_COMMAND_TTL_MS", "Adjusted", "Result", "Skip", "SkipReason", "adjust", "close_command_id"]
@@ -30,10 +38,12 @@ DEFAULT_COMMAND_TTL_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class Adjusted:
-    """The commands to publish (several when a CLOSE/MODIFY fans out over positions)."""
+    """The commands to publish (several when a CLOSE/MODIFY fans out over positions), and
+    for an OPEN what its lot size was computed from."""
 
     commands: tuple[Command, ...]
     notes: tuple[str, ...] = ()
+    sizing: SizingInputs | None = None
 
 
 Result = Adjusted | Skip
@@ -63,16 +73,32 @@ def _d(price: float) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Grid:
-    """The symbol's price grid: ``digits`` decimals, one point = 10^-digits."""
+    """The symbol's price grid: ``digits`` decimals (one point = 10^-digits) and, when the
+    broker trades in coarser steps than a point, its tick size (``None``: every point)."""
 
     digits: int
+    tick: Decimal | None = None
+
+    @classmethod
+    def of(cls, spec: SymbolSpecInfo) -> Grid:
+        point, tick = Decimal(1).scaleb(-spec.digits), _d(spec.tick_size)
+        return cls(spec.digits, tick if tick > point else None)
 
     @property
     def point(self) -> Decimal:
         return Decimal(1).scaleb(-self.digits)
 
     def round(self, price: Decimal) -> Decimal:
-        return price.quantize(self.point, rounding=ROUND_HALF_UP)
+        """The nearest level on the grid, half a tick rounding away from zero."""
+        return self._on_grid(price, ROUND_HALF_UP)
+
+    def round_beyond(self, price: Decimal, sign: int) -> Decimal:
+        """The first level on the grid at or beyond ``price`` in direction ``sign``."""
+        return self._on_grid(price, ROUND_CEILING if sign > 0 else ROUND_FLOOR)
+
+    def _on_grid(self, price: Decimal, rounding: str) -> Decimal:
+        step = self.tick or self.point
+        return ((price / step).to_integral_value(rounding=rounding) * step).quantize(self.point)
 
     def points(self, distance: Decimal) -> Decimal:
         return distance.scaleb(self.digits)
@@ -152,10 +178,11 @@ def _fenced(name: str, level: Decimal | None, sign: int, fences: tuple[Fence, ..
             notes: list[str]) -> Decimal | None:
     if level is None or all(_far_enough(level, f.base, sign, grid, f.min_points) for f in fences):
         return level
-    pushed = [(grid.round(f.base + sign * (f.min_points + 1) * grid.point), f) for f in fences]
+    # Rounded outwards: a tick grid must not pull the level back inside the fence.
+    pushed = [(grid.round_beyond(f.base + sign * (f.min_points + 1) * grid.point, sign), f) for f in fences]
     target, fence = max(pushed, key=lambda item: item[0] * sign)
-    out = fence.min_points + 1
-    notes.append(f"{name} pushed out to {grid.show(target)}, {out} point{'s' if out != 1 else ''} from {fence.name}")
+    out = float(grid.points((target - fence.base) * sign))
+    notes.append(f"{name} pushed out to {grid.show(target)}, {out:g} point{'s' if out != 1 else ''} from {fence.name}")
     return target
 
 
@@ -181,7 +208,7 @@ def _pending_problem(kind: OrderType, entry: Decimal, quote: Quote, grid: Grid, 
 def _guarded_levels(signal: Signal, quote: Quote, spec: SymbolSpecInfo) -> Levels | Skip:
     """Shifted levels kept valid for MT5: a pending entry must clear the stops level (else
     the order is pointless: skip); SL/TP are pushed out of it."""
-    grid, kind, buy = Grid(spec.digits), signal.order_type, signal.order_type.is_buy
+    grid, kind, buy = Grid.of(spec), signal.order_type, signal.order_type.is_buy
     levels = _shifted_levels(signal, quote, grid)
     if kind.is_pending and (signal.action is CommandType.OPEN_POSITION or signal.entry is not None):
         problem = _pending_problem(kind, levels.entry, quote, grid, spec.stops_level)
@@ -236,13 +263,30 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
         return levels
     # Sized on the final levels: a pushed-out SL is a longer risk distance, hence fewer lots.
     sizing = lot_size(user.policy, spec, entry=float(levels.entry), stop_loss=_float(levels.stop_loss),
-                      account=user.account, quotes=user.quotes)
+                      account=user.account, quotes=user.quotes, now_ms=now,
+                      move_allowance=_move_allowance(signal, user, spec))
+    if isinstance(sizing, Skip):
+        return sizing
     if sizing.lots is None:
-        return Skip(SkipReason.LOT_BELOW_MINIMUM, sizing.detail)
+        return Skip(SkipReason.LOT_BELOW_MINIMUM, sizing.detail, sizing.inputs)
     command = _base_command(signal, user, now, expires, type=CommandType.OPEN_POSITION, lot_size=sizing.lots,
                             command_id=ids.command_id_for(signal.signal_id, user.user_id, "open"),
                             **_priced(levels))
-    return Adjusted((command,), (sizing.detail,))
+    return Adjusted((command,), (sizing.detail,), sizing.inputs)
+
+
+def _move_allowance(signal: Signal, user: UserState, spec: SymbolSpecInfo) -> float:
+    """How far (price units) a market order may move before the agent sends it and still be
+    within the user's risk limit there: the user's max deviation (``proto.domain.risk``).
+    A pending order is checked at its own entry, which does not move."""
+    return user.policy.max_deviation_points * spec.point if signal.order_type.is_market else 0.0
+
+
+def _closing_reference(signal: Signal) -> dict[str, object]:
+    """A close trades at the reference bid when it closes a buy (the signal's order type
+    names the positions' direction), at the ask when it closes a sell."""
+    price = signal.reference_bid if signal.order_type.is_buy else signal.reference_ask
+    return dict(original_entry=price, reference_price=price)
 
 
 def _positions(signal: Signal, user: UserState) -> list[tuple[str, int]]:
@@ -276,7 +320,7 @@ def _build_close(signal: Signal, user: UserState, now: int, expires: int) -> Res
         notes.append(why)
         commands.append(_base_command(
             signal, user, now, expires, type=CommandType.CLOSE_POSITION, lot_size=lots, position_ticket=ticket,
-            target_command_id=opened_by, adjustment_reason=why,
+            target_command_id=opened_by, adjustment_reason=why, **_closing_reference(signal),
             command_id=close_command_id(signal.signal_id, user.user_id, ticket)))
     return Adjusted(tuple(commands), tuple(notes))
 
@@ -291,7 +335,7 @@ def _build_close_all(signal: Signal, user: UserState, now: int, expires: int) ->
     symbol = signal.symbol or None
     why = f"close every position of {symbol}" if symbol else "close every position"
     command = _base_command(signal, user, now, expires, type=CommandType.CLOSE_ALL, symbol=symbol,
-                            adjustment_reason=why,
+                            adjustment_reason=why, **_closing_reference(signal),
                             command_id=ids.command_id_for(signal.signal_id, user.user_id, "close_all"))
     return Adjusted((command,), (why,))
 

@@ -26,6 +26,7 @@ from mt5fleet.proto.domain.config import ClientConfig, SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import MarketState, market_state
 from mt5fleet.proto.domain.trading import CommandType, Signal, SubscriptionTier
+from mt5fleet.workers.core.sizing_inputs import SizingInputs
 
 DEFAULT_MAX_QUOTE_AGE_MS = 2_000       # SPEC §5: no command from a quote older than 2 s
 DEFAULT_MAX_DEVIATION_POINTS = 20      # 2 pips on 5-digit FX
@@ -49,7 +50,7 @@ class UserPolicy:
     max_quote_age_ms: int = DEFAULT_MAX_QUOTE_AGE_MS
     max_signal_age_ms: int = 0                      # 0: only the signal's expires_at counts
     sizing_mode: SizingMode = SizingMode.RISK_PERCENT
-    sizing_value: float = 0.0                       # lots per 1,000 for the multipliers
+    sizing_value: float = 0.0                       # lots per 1,000 USD for the multipliers
     preferred_lot_size: float = 0.0
     max_risk_per_trade_pct: float = DEFAULT_RISK_PER_TRADE_PCT
     max_lot: float = 0.0                            # 0: the broker's volume_max
@@ -144,12 +145,16 @@ class SkipReason(enum.StrEnum):
     LOT_BELOW_MINIMUM = "lot_below_minimum"
     NO_POSITION = "no_position"
     INVALID_LEVELS = "invalid_levels"
+    NO_STOP_LOSS = "no_stop_loss"             # risk-% sizing needs a distance to the stop
+    NO_CONVERSION = "no_conversion"           # no quote converts the account's money to USD
+    STALE_CONVERSION = "stale_conversion"     # a conversion quote older than the max quote age
 
 
 @dataclass(frozen=True, slots=True)
 class Skip:
     reason: SkipReason
     detail: str             # plain words, with the numbers that decided it
+    sizing: SizingInputs | None = None   # what the sizing saw, when sizing decided the skip
 
 
 # A gate returns a Skip or None; a plan runs its gates in order and the first skip wins.
@@ -180,7 +185,8 @@ def _paused(signal: Signal, user: UserState, now: int) -> Skip | None:
 
 def _stopped_out(signal: Signal, user: UserState, now: int) -> Skip | None:
     if user.stopped_out:
-        return Skip(SkipReason.STOPPED_OUT, "the user is stopped out (daily drawdown): no new positions")
+        return Skip(SkipReason.STOPPED_OUT, "the user's agent reported its daily stop-out (daily loss or drawdown "
+                                            "limit): no new positions until the next trading day")
     return None
 
 
@@ -223,9 +229,14 @@ def _no_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
     return None
 
 
+def is_stale(quote: Quote, now_ms: int, max_age_ms: int) -> bool:
+    """The one age rule for every quote a command is built from, conversion quotes included."""
+    return now_ms - quote.time_ms > max_age_ms
+
+
 def _stale_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
     quote, cap = user.quotes[signal.symbol], user.policy.max_quote_age_ms
-    if now - quote.time_ms > cap:
+    if is_stale(quote, now, cap):
         return Skip(SkipReason.STALE_QUOTE, f"the latest {signal.symbol} quote is {now - quote.time_ms} ms old, "
                                             f"the maximum is {cap} ms")
     return None

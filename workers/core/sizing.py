@@ -5,30 +5,46 @@ mode halves it; the user's max lot, the broker's volume_max and the wire limit c
 it is rounded DOWN to the broker's volume step, so rounding never adds risk; below the
 broker's volume_min there is no trade (``lots`` is None and the caller skips).
 
-RISK_PERCENT: lots = equity x pct / 100 / (SL distance / tick_size x value of one tick
-per lot in the account currency). The tick value is contract_size x tick_size in the
-symbol's profit currency, converted through the user's own quotes. When a conversion
-rate has a side to choose, the one giving the larger tick value is used (divide by the
-bid, multiply by the ask): the computed risk is then never below what the trade risks.
+RISK_PERCENT: the lots whose money at risk, as ``mt5fleet.proto.domain.risk`` defines it
+(the agent checks the order with the same definition), is the user's limit less the
+sizing headroom, measured from the entry moved ``move_allowance`` away from the stop (for
+a market order, the slippage the user accepts: see that module for why). The tick value is
+contract_size x tick_size in the symbol's profit currency, converted through the user's own
+quotes at the side giving the larger tick value (the computed risk is then never below what
+the trade risks); without a quote to convert with, the broker's own tick value; with a
+quote older than the user's max quote age, a skip. A signal without a stop loss has no
+distance to size by and an unbounded risk the agent would refuse: a skip (``no_stop_loss``).
+
+BALANCE/EQUITY_MULTIPLIER: ``sizing_value`` lots per 1,000 USD of the balance or equity.
+The account's money is converted to USD first, so a cent account (USC, 1/100 USD) or a JPY
+account gets the lots its money is worth, not 100 or 150 times them; without a fresh quote
+to convert with, a skip (``no_conversion``, ``stale_conversion``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 
 from mt5fleet.proto.domain.account import AccountSnapshot
 from mt5fleet.proto.domain.config import SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
+from mt5fleet.proto.domain.risk import SIZING_HEADROOM, lots_for, risk_limit, sizing_budget, worst_entry
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
-from mt5fleet.workers.core.policy import UserPolicy
+from mt5fleet.workers.core.conversion import conversion_rate
+from mt5fleet.workers.core.policy import Skip, SkipReason, UserPolicy
+from mt5fleet.workers.core.sizing_inputs import Rate, SizingInputs
+
+__all__ = ["FUTURES_CALC_MODES", "MULTIPLIER_BASE", "MULTIPLIER_CURRENCY", "Sizing", "TickValue", "close_lots",
+           "conversion_rate", "fit_to_broker", "floor_to_step", "lot_size", "max_lots", "tick_value"]
 
 # MT5 SYMBOL_CALC_MODE_FUTURES, _EXCH_FUTURES, _EXCH_FUTURES_FORTS: the tick's value is
 # set by the exchange, not contract_size x tick_size, so the broker's tick_value is the truth.
 FUTURES_CALC_MODES = frozenset({1, 33, 34})
-MULTIPLIER_BASE = 1_000.0      # the multipliers give lots per 1,000 of balance/equity
+MULTIPLIER_BASE = 1_000.0      # the multipliers give lots per 1,000 ...
+MULTIPLIER_CURRENCY = "USD"    # ... US dollars of balance/equity, whatever the account's currency
 # Float noise (0.2 computed as 0.19999999999999998) must not cost a whole volume step;
 # a billionth of a step is far below anything a broker or the agent's check can see.
 _STEP_TOLERANCE = Decimal("1e-9")
@@ -36,10 +52,12 @@ _STEP_TOLERANCE = Decimal("1e-9")
 
 @dataclass(frozen=True, slots=True)
 class Sizing:
-    """The lot size, or None when it falls below the broker's minimum; ``detail`` says how."""
+    """The lot size, or None when it falls below the broker's minimum; ``detail`` says how
+    and ``inputs`` holds the figures it came from."""
 
     lots: float | None
     detail: str
+    inputs: SizingInputs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,82 +66,117 @@ class TickValue:
 
     value: float
     source: str
+    rate: Rate | None = None     # the conversion used, if any
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    lots: float
+    how: str
+    inputs: SizingInputs
 
 
 def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_loss: float | None,
-             account: AccountSnapshot | None, quotes: Mapping[str, Quote]) -> Sizing:
-    """Lots for an order at ``entry`` with ``stop_loss``; ``account`` is required by every
-    mode but FIXED_LOT (``ValueError`` without it: the caller skips such users first)."""
+             account: AccountSnapshot | None, quotes: Mapping[str, Quote], now_ms: int,
+             move_allowance: float = 0.0, headroom: float = SIZING_HEADROOM) -> Sizing | Skip:
+    """Lots for an order at ``entry`` with ``stop_loss``, or why there are none to give.
+
+    ``move_allowance`` (price units) is added to the stop distance of a risk-% order;
+    ``account`` is required by every mode but FIXED_LOT (``ValueError`` without it: the
+    caller skips such users first); ``now_ms`` dates the conversion quotes.
+    """
     if policy.sizing_mode.needs_account and account is None:
         raise ValueError(f"{policy.sizing_mode.name} sizing needs the account of user {policy.user_id}")
-    raw, how = _raw_lots(policy, spec, entry=entry, stop_loss=stop_loss, account=account, quotes=quotes)
-    return fit_to_broker(raw, how, policy, spec)
+    base = _base_inputs(policy, spec, account, entry, stop_loss)
+    if policy.sizing_mode is SizingMode.FIXED_LOT:
+        raw: _Raw | Skip = _Raw(policy.preferred_lot_size, f"fixed lot {policy.preferred_lot_size:g}",
+                                replace(base, preferred_lot=policy.preferred_lot_size))
+    else:
+        assert account is not None  # checked above: every other mode reads the account
+        raw = (_risk_percent(policy, spec, account, quotes, now_ms, base, move_allowance, headroom)
+               if policy.sizing_mode is SizingMode.RISK_PERCENT else
+               _per_thousand_usd(policy, account, quotes, now_ms, base))
+    if isinstance(raw, Skip):
+        return raw
+    sizing = fit_to_broker(raw.lots, raw.how, policy, spec)
+    inputs = replace(raw.inputs, raw_lots=raw.lots, lots=sizing.lots, conservative=policy.conservative_mode)
+    return replace(sizing, inputs=inputs)
 
 
-def _raw_lots(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_loss: float | None,
-              account: AccountSnapshot | None, quotes: Mapping[str, Quote]) -> tuple[float, str]:
-    mode = policy.sizing_mode
-    if mode is SizingMode.FIXED_LOT:
-        return policy.preferred_lot_size, f"fixed lot {policy.preferred_lot_size:g}"
-    assert account is not None  # checked by lot_size
-    if mode is SizingMode.BALANCE_MULTIPLIER:
-        return _per_thousand(policy.sizing_value, account.balance, "balance", account.currency)
-    if mode is SizingMode.EQUITY_MULTIPLIER:
-        return _per_thousand(policy.sizing_value, account.equity, "equity", account.currency)
-    if stop_loss is None:
-        return policy.preferred_lot_size, (f"no stop loss, so no risk distance to size by: preferred lot "
-                                           f"{policy.preferred_lot_size:g}")
-    return _risk_percent(policy.max_risk_per_trade_pct, spec, account, abs(entry - stop_loss), quotes)
+def _base_inputs(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot | None, entry: float,
+                 stop_loss: float | None) -> SizingInputs:
+    base = SizingInputs(mode=policy.sizing_mode, symbol=spec.symbol, entry=entry, stop_loss=stop_loss,
+                        tick_size=spec.tick_size)
+    if account is None:
+        return base
+    return replace(base, account_currency=account.currency, equity=account.equity, balance=account.balance,
+                   account_time_ms=account.time_ms)
 
 
-def _per_thousand(lots_per_thousand: float, money: float, what: str, currency: str) -> tuple[float, str]:
-    lots = lots_per_thousand * money / MULTIPLIER_BASE
-    return lots, f"{lots_per_thousand:g} lots per 1,000 of {what} {money:.2f} {currency} = {lots:g} lots"
+def _per_thousand_usd(policy: UserPolicy, account: AccountSnapshot, quotes: Mapping[str, Quote], now_ms: int,
+                      base: SizingInputs) -> _Raw | Skip:
+    what, money = (("balance", account.balance) if policy.sizing_mode is SizingMode.BALANCE_MULTIPLIER
+                   else ("equity", account.equity))
+    inputs = replace(base, lots_per_thousand_usd=policy.sizing_value)
+    # The lower side: converted money never buys more lots than it is worth.
+    rate = conversion_rate(account.currency, MULTIPLIER_CURRENCY, quotes, now_ms=now_ms,
+                           max_age_ms=policy.max_quote_age_ms, higher=False)
+    if isinstance(rate, Skip):
+        return replace(rate, detail=f"{policy.sizing_mode.name} sizing counts lots per 1,000 USD: {rate.detail}",
+                       sizing=inputs)
+    usd = money * rate.value
+    lots = policy.sizing_value * usd / MULTIPLIER_BASE
+    shown = f"{money:.2f} {account.currency}" + ("" if account.currency == MULTIPLIER_CURRENCY
+                                                 else f"{rate.how} = {usd:.2f} USD")
+    how = f"{policy.sizing_value:g} lots per 1,000 USD of {what} {shown} = {lots:g} lots"
+    conversions = (rate,) if rate.value != 1 else ()
+    return _Raw(lots, how, replace(inputs, money_usd=usd, conversions=conversions))
 
 
-def _risk_percent(pct: float, spec: SymbolSpecInfo, account: AccountSnapshot, sl_distance: float,
-                  quotes: Mapping[str, Quote]) -> tuple[float, str]:
-    money = account.equity * pct / 100
-    ticks = sl_distance / spec.tick_size
-    tick = tick_value(spec, account.currency, quotes)
-    loss_per_lot = ticks * tick.value
-    lots = money / loss_per_lot if loss_per_lot > 0 else 0.0
-    return lots, (f"risk {pct:g}% of equity {account.equity:.2f} = {money:.2f} {account.currency} over "
-                  f"{ticks:.1f} ticks to the SL at {tick.value:.6g} {account.currency} per tick per lot "
-                  f"({tick.source}) = {lots:.4f} lots")
+def _risk_percent(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot, quotes: Mapping[str, Quote],
+                  now_ms: int, base: SizingInputs, move_allowance: float, headroom: float) -> _Raw | Skip:
+    pct, stop_loss, entry = policy.max_risk_per_trade_pct, base.stop_loss, base.entry
+    limit = risk_limit(account.equity, pct)
+    budget = sizing_budget(limit, headroom)
+    inputs = replace(base, risk_pct=pct, risk_limit=limit, budget=budget, headroom=headroom,
+                     move_allowance=move_allowance)
+    if stop_loss is None or entry is None:
+        return Skip(SkipReason.NO_STOP_LOSS, f"risk {pct:g}% sizing needs a stop loss to size by, and the signal "
+                                             "has none: its risk is unbounded, the agent would refuse it", inputs)
+    tick = tick_value(spec, account.currency, quotes, now_ms=now_ms, max_age_ms=policy.max_quote_age_ms)
+    if isinstance(tick, Skip):
+        return replace(tick, sizing=inputs)
+    inputs = replace(inputs, tick_value=tick.value, tick_value_source=tick.source,
+                     conversions=() if tick.rate is None else (tick.rate,))
+    worst = worst_entry(entry, stop_loss, move_allowance)
+    lots = lots_for(budget, worst, stop_loss, tick_size=spec.tick_size, tick_value=tick.value)
+    ticks = abs(worst - stop_loss) / spec.tick_size
+    moved = f" (the SL distance plus {move_allowance / spec.point:g} points the price may move)" \
+        if move_allowance else ""
+    ccy = account.currency
+    return _Raw(lots, (f"risk {pct:g}% of equity {account.equity:.2f} = {limit:.2f} {ccy}, sized to {budget:.2f} "
+                       f"{ccy} ({headroom:.0%} headroom) over {ticks:.1f} ticks{moved} at {tick.value:.6g} {ccy} "
+                       f"per tick per lot ({tick.source}) = {lots:.4f} lots"), inputs)
 
 
-def tick_value(spec: SymbolSpecInfo, account_currency: str, quotes: Mapping[str, Quote]) -> TickValue:
-    """Value of one tick_size move of one lot in the account currency."""
+def tick_value(spec: SymbolSpecInfo, account_currency: str, quotes: Mapping[str, Quote], *, now_ms: int,
+               max_age_ms: int) -> TickValue | Skip:
+    """Value of one tick_size move of one lot in the account currency; a skip when the only
+    quote to convert it with is older than ``max_age_ms``."""
     if spec.trade_calc_mode in FUTURES_CALC_MODES:
         return TickValue(spec.tick_value, "broker tick value, exchange-set for futures")
     profit = spec.currency_profit
     if not profit:
         return TickValue(spec.tick_value, "broker tick value, no profit currency in the spec")
     in_profit = spec.contract_size * spec.tick_size
-    rate = conversion_rate(profit, account_currency, quotes)
-    if rate is None:
-        return TickValue(spec.tick_value, f"broker tick value, no {account_currency}{profit} or "
-                                          f"{profit}{account_currency} quote to convert with")
-    value, how = rate
-    return TickValue(in_profit * value, f"{spec.contract_size:g} x {spec.tick_size:g} {profit}{how}")
-
-
-def conversion_rate(source: str, target: str, quotes: Mapping[str, Quote]) -> tuple[float, str] | None:
-    """How much ``target`` currency one unit of ``source`` is worth, from the user's quotes.
-
-    Returns (rate, how) or None when neither the direct nor the inverse pair is quoted.
-    The side taken makes the rate the higher of the two: see the module docstring.
-    """
-    if source == target:
-        return 1.0, ""
-    inverse = quotes.get(target + source)      # e.g. USDJPY for JPY -> USD: 1 USD = bid JPY
-    if inverse is not None:
-        return 1.0 / inverse.bid, f" / {target}{source} bid {inverse.bid:g}"
-    direct = quotes.get(source + target)       # e.g. USDJPY for USD -> JPY: 1 USD = ask JPY
-    if direct is not None:
-        return direct.ask, f" x {source}{target} ask {direct.ask:g}"
-    return None
+    rate = conversion_rate(profit, account_currency, quotes, now_ms=now_ms, max_age_ms=max_age_ms)
+    if isinstance(rate, Skip):
+        if rate.reason is SkipReason.NO_CONVERSION:
+            return TickValue(spec.tick_value, f"broker tick value, no {account_currency}{profit} or "
+                                              f"{profit}{account_currency} quote to convert with")
+        return rate
+    return TickValue(in_profit * rate.value, f"{spec.contract_size:g} x {spec.tick_size:g} {profit}{rate.how}",
+                     rate if rate.pair or rate.value != 1 else None)
 
 
 def fit_to_broker(raw: float, how: str, policy: UserPolicy, spec: SymbolSpecInfo) -> Sizing:

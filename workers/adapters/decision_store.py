@@ -1,0 +1,137 @@
+"""Decision records in JetStream (stream ``TC_DECISIONS``): written once per (signal, user)
+by the adjustment worker, read by ``mt5fleet audit`` beside the execution reports.
+
+Written once: the record's subject ``decisions.<uid>.<signal key>`` is its ``Nats-Msg-Id``
+(a redelivery within the stream's duplicate window is acknowledged as a duplicate), and the
+publish expects that subject to be empty (``Nats-Expected-Last-Subject-Sequence: 0``), so a
+redelivery after the window is refused as well. Either way the worker learns the (signal,
+user) is decided already and publishes the *recorded* commands: a command always matches
+its record, even when the user's quote moved between the first delivery and the second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from nats.js import api
+from nats.js.errors import APIError, NotFoundError
+
+from mt5fleet.proto import subjects
+from mt5fleet.proto.v1 import commands_pb2, decision_pb2, execution_pb2
+from mt5fleet.workers.adapters.decisions import record_message
+from mt5fleet.workers.core.decision import Decision
+
+# JetStream's "wrong last sequence": the subject holds a record already.
+WRONG_LAST_SEQUENCE = 10071
+FETCH_BATCH = 256
+READ_TIMEOUT_S = 5.0
+STORED, EXISTING = "stored", "existing"  # a new record; a (signal, user) decided before
+
+
+class DecisionStore:
+    """The worker's side: store a decision once, learn which commands to publish.
+    ``on_recorded`` hears each outcome (``STORED`` or ``EXISTING``: the metric)."""
+
+    def __init__(self, js: Any, *, worker_version: str = "", worker_replica: str = "",
+                 on_recorded: Callable[[str], None] = lambda _outcome: None) -> None:
+        self.js = js
+        self.worker_version, self.worker_replica = worker_version, worker_replica
+        self.on_recorded = on_recorded
+
+    async def record(self, decision: Decision) -> list[commands_pb2.TradingCommand]:
+        """Store ``decision`` unless its (signal, user) has a record; the commands of the
+        record that is stored (this one's, or the earlier one's) are what to publish."""
+        subject = subjects.decision_subject(decision.user_id, decision.signal_id)
+        record = record_message(decision, worker_version=self.worker_version, worker_replica=self.worker_replica)
+        headers = {"Nats-Msg-Id": subject, "Nats-Expected-Last-Subject-Sequence": "0"}
+        try:
+            ack = await self.js.publish(subject, record.SerializeToString(), timeout=10, headers=headers)
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return await self._earlier(subject)
+        if ack.duplicate:
+            return await self._earlier(subject)
+        self.on_recorded(STORED)
+        return list(record.commands)
+
+    async def _earlier(self, subject: str) -> list[commands_pb2.TradingCommand]:
+        self.on_recorded(EXISTING)
+        return list((await stored_record(self.js, subject)).commands)
+
+
+async def stored_record(js: Any, subject: str) -> decision_pb2.DecisionRecord:
+    message = await js.get_msg(subjects.DECISIONS_STREAM, subject=subject, direct=True)
+    return decision_pb2.DecisionRecord.FromString(message.data)
+
+
+# ----------------------------------------------------------------------------- reading
+# Readers get each record with the time JetStream stored it (unix ms, the server's clock):
+# a command's reports are stored after its record, so that time bounds their search.
+
+Stored = tuple[decision_pb2.DecisionRecord, int]
+
+
+async def find_decision(js: Any, signal_id: str, user_id: str) -> Stored | None:
+    """The one record of (signal, user), by a direct get; None when there is none."""
+    try:
+        message = await js.get_msg(subjects.DECISIONS_STREAM, subject=subjects.decision_subject(user_id, signal_id),
+                                   direct=True)
+    except NotFoundError:
+        return None
+    return decision_pb2.DecisionRecord.FromString(message.data), _unix_ms(message.time)
+
+
+async def decisions(js: Any, filter_subject: str) -> AsyncIterator[Stored]:
+    """Every record on ``filter_subject`` (``subjects.decisions_of_signal`` / ``_of_user``,
+    or ``decisions.>`` for all), oldest first."""
+    async for message in scan(js, subjects.DECISIONS_STREAM, filter_subject):
+        yield decision_pb2.DecisionRecord.FromString(message.data), _unix_ms(message.metadata.timestamp)
+
+
+def _unix_ms(moment: dt.datetime | None) -> int:
+    return int(moment.timestamp() * 1000) if moment is not None else 0
+
+
+async def executions_for(js: Any, user_id: str, command_ids: Iterable[str],
+                         since_ms: int = 0) -> list[execution_pb2.ExecutionReport]:
+    """The user's execution reports of ``command_ids`` stored since ``since_ms`` (a report
+    never precedes its command), in the order the agent sent them."""
+    wanted, found = set(command_ids), []
+    if not wanted:
+        return found
+    subject = subjects.user_subject(user_id, subjects.Channel.EXECUTIONS)
+    async for message in scan(js, subjects.EXECUTIONS_STREAM, subject, since_ms=since_ms):
+        try:
+            report = execution_pb2.ExecutionReport.FromString(message.data)
+        except DecodeError:  # a tenant's unreadable report costs only itself
+            continue
+        if report.command_id in wanted:
+            found.append(report)
+    return found
+
+
+async def scan(js: Any, stream: str, filter_subject: str, *, since_ms: int = 0) -> AsyncIterator[Any]:
+    """The messages on ``filter_subject`` stored since ``since_ms`` (0: all), by a short-lived
+    pull consumer: it says at creation how many there are, so an empty scan never waits."""
+    start = dt.datetime.fromtimestamp(since_ms / 1000, tz=dt.UTC) if since_ms else None
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE, inactive_threshold=60, opt_start_time=start,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME if start else api.DeliverPolicy.ALL)
+    subscription = await js.pull_subscribe(filter_subject, stream=stream, config=config)
+    info = await subscription.consumer_info()
+    try:
+        pending = info.num_pending
+        while pending > 0:
+            batch = await subscription.fetch(min(pending, FETCH_BATCH), timeout=READ_TIMEOUT_S)
+            pending -= len(batch)
+            for message in batch:
+                yield message
+    finally:
+        await subscription.unsubscribe()
+        with contextlib.suppress(APIError):  # gone already: it would lapse by itself anyway
+            await js.delete_consumer(stream, info.name)

@@ -1,0 +1,206 @@
+"""Decision records on the wire: ``Decision`` (``mt5fleet.workers.core.decision``) <->
+``DecisionRecord`` (proto/mt5fleet/v1/decision.proto), both ways.
+
+Both ways because a record is read back: by the worker that finds a (signal, user) already
+decided (it republishes the recorded commands, not fresh ones), by ``mt5fleet audit``, and
+by whoever recomputes a command from its record. Decoding is a plain mapping, not the
+inbound validation: a record was checked when its inputs arrived, and a rule tightened
+since must not make last year's records unreadable. Wire conventions as in ``wire``:
+a domain ``None`` is the field's 0 or "".
+"""
+
+from __future__ import annotations
+
+from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.config import SizingMode
+from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
+from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal, SubscriptionTier
+from mt5fleet.proto.v1 import account_pb2, commands_pb2, decision_pb2, prices_pb2, signals_pb2, symbols_pb2
+from mt5fleet.proto.validation_reports import account_snapshot, spec_info
+from mt5fleet.workers.adapters.wire import command_message
+from mt5fleet.workers.core.decision import Decision, DecisionInputs, spec_version
+from mt5fleet.workers.core.policy import PositionRef, UserPolicy, UserState
+from mt5fleet.workers.core.sizing_inputs import Rate, SizingInputs
+
+DecisionRecord = decision_pb2.DecisionRecord
+
+
+# ----------------------------------------------------------------------------- encode
+
+def record_message(decision: Decision, *, worker_version: str = "", worker_replica: str = "") -> DecisionRecord:
+    inputs = decision.inputs
+    state, spec, age = inputs.state, inputs.spec, inputs.quote_age_ms
+    record = DecisionRecord(
+        signal_id=decision.signal_id, user_id=decision.user_id, decided_at=inputs.decided_at_ms,
+        command_ttl_ms=inputs.command_ttl_ms, worker_version=worker_version, worker_replica=worker_replica,
+        signal=signal_message(inputs.signal), policy=policy_message(state.policy),
+        quotes=[quote_message(q) for _, q in sorted(state.quotes.items())],
+        specs=[spec_message(s) for _, s in sorted(state.specs.items())],
+        stopped_out=state.stopped_out, positions=positions_message(state),
+        quote_age_ms=-1 if age is None else age, spec_version=spec_version(spec) if spec else "",
+        commands=[command_message(c) for c in decision.commands], skip_reason=decision.skip_reason,
+        skip_detail=decision.skip_detail, notes=list(decision.notes))
+    if state.account is not None:
+        record.account.CopyFrom(account_message(state.account))
+    if decision.sizing is not None:
+        record.sizing.CopyFrom(sizing_message(decision.sizing))
+    return record
+
+
+def signal_message(signal: Signal) -> signals_pb2.UniversalSignal:
+    return signals_pb2.UniversalSignal(
+        signal_id=signal.signal_id, symbol=signal.symbol, order_type=int(signal.order_type),
+        reference_bid=signal.reference_bid, reference_ask=signal.reference_ask, entry=signal.entry or 0.0,
+        stop_loss=signal.stop_loss or 0.0, take_profit=signal.take_profit or 0.0, confidence=signal.confidence,
+        created_at=signal.created_at_ms, expires_at=signal.expires_at_ms, strategy=signal.strategy,
+        source=signal.source, action=int(signal.action), target_signal_id=signal.target_signal_id or "",
+        close_fraction=signal.close_fraction, reason=signal.reason)
+
+
+def policy_message(policy: UserPolicy) -> decision_pb2.DecisionPolicy:
+    return decision_pb2.DecisionPolicy(
+        tier=int(policy.tier), tier_name=policy.tier_name, trading_symbols=sorted(policy.trading_symbols),
+        allowed_symbols=sorted(policy.allowed_symbols), paused=policy.paused, close_only=policy.close_only,
+        max_spread_points=policy.max_spread_points, max_quote_age_ms=policy.max_quote_age_ms,
+        max_signal_age_ms=policy.max_signal_age_ms, sizing_mode=int(policy.sizing_mode),
+        sizing_value=policy.sizing_value, preferred_lot_size=policy.preferred_lot_size,
+        max_risk_per_trade_pct=policy.max_risk_per_trade_pct, max_lot=policy.max_lot,
+        conservative_mode=policy.conservative_mode, max_deviation_points=policy.max_deviation_points)
+
+
+def quote_message(quote: Quote) -> prices_pb2.ClientPrice:
+    return prices_pb2.ClientPrice(symbol=quote.symbol, bid=quote.bid, ask=quote.ask, spread=quote.spread_points,
+                                  timestamp=quote.time_ms, broker_server=quote.broker_server,
+                                  broker_symbol=quote.broker_symbol, digits=quote.digits)
+
+
+def spec_message(spec: SymbolSpecInfo) -> symbols_pb2.SymbolSpec:
+    return symbols_pb2.SymbolSpec(
+        symbol=spec.symbol, broker_symbol=spec.broker_symbol, digits=spec.digits, point=spec.point,
+        contract_size=spec.contract_size, tick_size=spec.tick_size, tick_value=spec.tick_value,
+        volume_min=spec.volume_min, volume_max=spec.volume_max, volume_step=spec.volume_step,
+        stops_level=spec.stops_level, freeze_level=spec.freeze_level, filling_modes=spec.filling_modes,
+        trade_mode=spec.trade_mode, currency_base=spec.currency_base, currency_profit=spec.currency_profit,
+        currency_margin=spec.currency_margin, spread=spec.spread_points, trade_calc_mode=spec.trade_calc_mode)
+
+
+def account_message(account: AccountSnapshot) -> account_pb2.AccountProfile:
+    return account_pb2.AccountProfile(
+        user_id=account.user_id, account_number=account.account_number, broker_name=account.broker_name,
+        server_name=account.server_name, account_type=int(account.account_type), base_currency=account.currency,
+        balance=account.balance, equity=account.equity, margin_used=account.margin_used,
+        margin_free=account.margin_free, timestamp=account.time_ms, leverage=account.leverage,
+        margin_level=account.margin_level, profit=account.profit, hedging=account.hedging,
+        open_positions=account.open_positions, day_start_equity=account.day_start_equity,
+        peak_equity=account.peak_equity, sequence=account.sequence)
+
+
+def positions_message(state: UserState) -> list[decision_pb2.DecisionPosition]:
+    volumes = state.position_volumes
+    return [decision_pb2.DecisionPosition(signal_id=signal_id, opened_by=opened_by, ticket=ticket,
+                                          volume=volumes.get(ticket) or 0.0, volume_known=ticket in volumes)
+            for signal_id, refs in sorted(state.positions_by_signal.items()) for opened_by, ticket in refs]
+
+
+# SizingInputs' fields whose wire name differs, and its optional figures (None: not used by the mode).
+SIZING_WIRE_NAMES = {"account_time_ms": "account_time"}
+_SIZING_OPTIONAL = {name: SIZING_WIRE_NAMES.get(name, name) for name in (
+    "equity", "balance", "account_time_ms", "risk_pct", "risk_limit", "budget", "entry", "stop_loss", "tick_size",
+    "tick_value", "lots_per_thousand_usd", "money_usd", "preferred_lot", "raw_lots", "lots")}
+
+
+def sizing_message(sizing: SizingInputs) -> decision_pb2.DecisionSizing:
+    message = decision_pb2.DecisionSizing(
+        mode=int(sizing.mode), symbol=sizing.symbol, account_currency=sizing.account_currency,
+        headroom=sizing.headroom, move_allowance=sizing.move_allowance, tick_value_source=sizing.tick_value_source,
+        conservative=sizing.conservative, conversions=[rate_message(rate) for rate in sizing.conversions])
+    for name, wire_name in _SIZING_OPTIONAL.items():
+        if getattr(sizing, name) is not None:
+            setattr(message, wire_name, getattr(sizing, name))
+    return message
+
+
+def rate_message(rate: Rate) -> decision_pb2.DecisionRate:
+    message = decision_pb2.DecisionRate(source=rate.source, target=rate.target, value=rate.value, how=rate.how,
+                                        pair=rate.pair, side=rate.side)
+    if rate.quote_time_ms is not None:
+        message.quote_time = rate.quote_time_ms
+    return message
+
+
+# ----------------------------------------------------------------------------- decode
+
+def decision_of_record(record: DecisionRecord) -> Decision:
+    """The decision a record holds: its inputs (enough to recompute) and its output."""
+    positions: dict[str, list[PositionRef]] = {}
+    for position in record.positions:
+        positions.setdefault(position.signal_id, []).append((position.opened_by, position.ticket))
+    state = UserState(
+        policy=policy_of(record.user_id, record.policy),
+        quotes={q.symbol: quote_of(q) for q in record.quotes}, specs={s.symbol: spec_info(s) for s in record.specs},
+        account=account_snapshot(record.account) if record.HasField("account") else None,
+        stopped_out=record.stopped_out, positions_by_signal={k: tuple(v) for k, v in positions.items()},
+        position_volumes={p.ticket: p.volume for p in record.positions if p.volume_known})
+    inputs = DecisionInputs(signal_of(record.signal), state, record.decided_at, record.command_ttl_ms)
+    return Decision(inputs, commands=tuple(command_of(c) for c in record.commands), skip_reason=record.skip_reason,
+                    skip_detail=record.skip_detail, notes=tuple(record.notes),
+                    sizing=sizing_of(record.sizing) if record.HasField("sizing") else None)
+
+
+def sizing_of(msg: decision_pb2.DecisionSizing) -> SizingInputs:
+    optional = {name: getattr(msg, wire_name) if msg.HasField(wire_name) else None
+                for name, wire_name in _SIZING_OPTIONAL.items()}
+    return SizingInputs(
+        mode=SizingMode(msg.mode), symbol=msg.symbol, account_currency=msg.account_currency, headroom=msg.headroom,
+        move_allowance=msg.move_allowance, tick_value_source=msg.tick_value_source, conservative=msg.conservative,
+        conversions=tuple(rate_of(rate) for rate in msg.conversions), **optional)
+
+
+def rate_of(msg: decision_pb2.DecisionRate) -> Rate:
+    return Rate(source=msg.source, target=msg.target, value=msg.value, how=msg.how, pair=msg.pair, side=msg.side,
+                quote_time_ms=msg.quote_time if msg.HasField("quote_time") else None)
+
+
+def signal_of(msg: signals_pb2.UniversalSignal) -> Signal:
+    return Signal(
+        signal_id=msg.signal_id, symbol=msg.symbol, action=CommandType(msg.action),
+        order_type=OrderType(msg.order_type), reference_bid=msg.reference_bid, reference_ask=msg.reference_ask,
+        entry=_none_if_zero(msg.entry), stop_loss=_none_if_zero(msg.stop_loss),
+        take_profit=_none_if_zero(msg.take_profit), confidence=msg.confidence, created_at_ms=msg.created_at,
+        expires_at_ms=msg.expires_at, strategy=msg.strategy, source=msg.source,
+        target_signal_id=msg.target_signal_id or None, close_fraction=msg.close_fraction, reason=msg.reason)
+
+
+def policy_of(user_id: str, msg: decision_pb2.DecisionPolicy) -> UserPolicy:
+    return UserPolicy(
+        user_id=user_id, tier=SubscriptionTier(msg.tier), tier_name=msg.tier_name,
+        trading_symbols=frozenset(msg.trading_symbols), allowed_symbols=frozenset(msg.allowed_symbols),
+        paused=msg.paused, close_only=msg.close_only, max_spread_points=msg.max_spread_points,
+        max_quote_age_ms=msg.max_quote_age_ms, max_signal_age_ms=msg.max_signal_age_ms,
+        sizing_mode=SizingMode(msg.sizing_mode), sizing_value=msg.sizing_value,
+        preferred_lot_size=msg.preferred_lot_size, max_risk_per_trade_pct=msg.max_risk_per_trade_pct,
+        max_lot=msg.max_lot, conservative_mode=msg.conservative_mode, max_deviation_points=msg.max_deviation_points)
+
+
+def quote_of(msg: prices_pb2.ClientPrice) -> Quote:
+    return Quote(symbol=msg.symbol, bid=msg.bid, ask=msg.ask, time_ms=msg.timestamp, spread_points=msg.spread,
+                 broker_symbol=msg.broker_symbol, digits=msg.digits, broker_server=msg.broker_server)
+
+
+def command_of(msg: commands_pb2.TradingCommand) -> Command:
+    return Command(
+        command_id=msg.command_id, user_id=msg.user_id, type=CommandType(msg.type), symbol=msg.symbol or None,
+        order_type=OrderType(msg.order_type), lot_size=msg.lot_size, entry_price=_none_if_zero(msg.entry_price),
+        stop_loss=_none_if_zero(msg.stop_loss), take_profit=_none_if_zero(msg.take_profit),
+        created_at_ms=msg.created_at, expires_at_ms=msg.expires_at, confidence=msg.confidence_score,
+        reason=msg.reason, position_ticket=msg.position_ticket or None,
+        target_command_id=msg.target_command_id or None, max_deviation_points=msg.max_deviation_points,
+        signal_id=msg.signal_id or None, signal_created_at_ms=msg.signal_created_at or None,
+        original_entry=_none_if_zero(msg.original_entry), price_adjustment=msg.price_adjustment,
+        adjustment_reason=msg.adjustment_reason, reference_price=_none_if_zero(msg.reference_price),
+        quote_bid=_none_if_zero(msg.quote_bid), quote_ask=_none_if_zero(msg.quote_ask),
+        quote_time_ms=msg.quote_time or None)
+
+
+def _none_if_zero(value: float) -> float | None:
+    return value if value != 0 else None
