@@ -172,11 +172,16 @@ def _execution_text(report: Any, command: Command, inputs: DecisionInputs) -> st
         return f"{status} at {_iso(report.executed_at)} (retcode {report.retcode}): {why}"
     fill = _fill(report, command, inputs)
     slipped = "" if fill is None else (
-        f"; slippage {fill['vs_adjusted_points']:+.1f} points vs the adjusted entry, "
-        f"{fill['vs_reference_points']:+.1f} vs the reference")
+        f"; slippage {_signed(fill['vs_adjusted_points'])} points vs the adjusted entry, "
+        f"{_signed(fill['vs_reference_points'])} vs the reference")
     return (f"{status} {report.filled_volume:g} lots at {_shower(inputs)(report.fill_price)}, ticket {report.ticket}, "
             f"{report.executed_at - report.received_at} ms after receipt{slipped} (agent reported "
-            f"{report.slippage_points:+.1f}/{report.slippage_reference_points:+.1f})")
+            f"{_signed(report.slippage_points)}/{_signed(report.slippage_reference_points)})")
+
+
+def _signed(value: float) -> str:
+    """Signed to one decimal; a fill at the price is 0.0, never "-0.0"."""
+    return f"{value:+.1f}" if round(value, 1) else "0.0"
 
 
 def _recompute_text(record: Any) -> str:
