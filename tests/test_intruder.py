@@ -610,6 +610,31 @@ async def test_more_data_than_the_tier_allows_is_refused(fleet, service, system)
     assert without_own(after, (subject,)) == without_own(before, (subject,))
 
 
+# =========================================================================== a compromised worker
+
+async def test_a_compromised_workers_user_can_neither_destroy_nor_forge(fleet, service, system):
+    """The workers' user (``worker.creds``, ``tenancy.worker_permissions``) in the platform
+    account: purging or deleting a stream or a stored message, writing a user's config,
+    publishing as an agent or a signal engine are refused by the server, and nothing
+    changed. It still does a worker's job: a command stored for a user."""
+    assert fleet.chain.worker_user is not None
+    creds = na.write_creds(fleet.folder / "worker.creds", fleet.chain.worker_user)
+    destroy = (*(f"$JS.API.STREAM.{verb}.{stream}" for verb in ("PURGE", "DELETE")
+                 for stream in (subjects.EXECUTIONS_STREAM, subjects.DECISIONS_STREAM, subjects.COMMANDS_STREAM)),
+               f"$JS.API.STREAM.MSG.DELETE.{subjects.EXECUTIONS_STREAM}")
+    forge = (subjects.config_key_subject(VICTIM), subjects.signal_subject("EURUSD"),
+             *(subjects.user_subject(VICTIM, channel) for channel in subjects.Channel if channel.from_agent))
+    before = await state(service, system, fleet)
+    async with connected(fleet, creds, "worker") as worker:
+        for subject in (*destroy, *forge):
+            await worker.nc.publish(subject, b'{"seq": 1}')
+        await worker.refused(*destroy, *forge)
+        command = subjects.user_subject(VICTIM, subjects.Channel.COMMANDS)
+        ack = await worker.nc.jetstream(timeout=5).publish(command, b"cmd", headers={"Nats-Msg-Id": "worker-job"})
+    assert ack.stream == subjects.COMMANDS_STREAM
+    assert without_own(await state(service, system, fleet), (command,)) == without_own(before, (command,))
+
+
 def _server_log(fleet: Fleet) -> str:
     return fleet.server.log_path.read_text(errors="replace")
 

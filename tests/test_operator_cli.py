@@ -16,7 +16,7 @@ def test_trust_chain_writes_private_files_that_fit_together(tmp_path, capsys):
     assert cli.main(["nats", "trust-chain", "--out", str(out), "--server-config", str(config),
                      "--creds-dir", str(creds)]) == 0
     chain = TrustChain.from_json(out.read_text())
-    for path in (out, creds / "service.creds", creds / "system.creds", creds / "signals.creds"):
+    for path in (out, *(creds / f"{user}.creds" for user in ("service", "system", "signals", "worker"))):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     service_jwt, _ = parse_creds((creds / "service.creds").read_text())
     assert decode_user(service_jwt).claims.subject == chain.service_user.public_key
@@ -24,6 +24,10 @@ def test_trust_chain_writes_private_files_that_fit_together(tmp_path, capsys):
     producer = decode_user(parse_creds((creds / "signals.creds").read_text())[0]).claims
     assert producer.issuer_account == chain.producer_account.public_key
     assert (producer.permissions.pub.allow, producer.permissions.sub.allow) == (("signals.>",), ("_INBOX_signals.>",))
+    # The workers' user: the platform account, with destroying and forging denied.
+    worker = decode_user(parse_creds((creds / "worker.creds").read_text())[0]).claims
+    assert worker.issuer_account == chain.app_account.public_key
+    assert "$JS.API.STREAM.PURGE.>" in worker.permissions.pub.deny
     lines = config.read_text().splitlines()
     assert f'operator: "{chain.operator_jwt}"' in lines and "  type: full" in lines
     assert "SU" not in capsys.readouterr().out  # no seed on the terminal

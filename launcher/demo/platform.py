@@ -220,7 +220,7 @@ class Demo:
         service, _ = await self._start_nats(stack)
         clients = await self._start_operator(stack, service)
         self.phase("starting the market-data, feedback, health and catch-up workers")
-        self.endpoints["workers"] = await start_workers(stack, service, self.feed, self.clock)
+        self.endpoints["workers"] = await start_workers(stack, self.worker_settings(service), self.feed, self.clock)
         await self._start_agents(stack, clients)
         self.tick()
         (self.paths.root / "endpoints.txt").write_text(endpoints_text(self.stats.endpoints))
@@ -236,6 +236,9 @@ class Demo:
         self.endpoints["server"] = [Endpoint("nats-server (monitoring JSON)", f"{server.monitor_url}/varz")]
         self.trust_file = write_secret_file(self.paths.private / "trust.json", chain.to_json())
         creds = write_creds(self.paths.private / "service.creds", chain.service_user)
+        # The workers run as the platform's narrower worker user, as in a cluster.
+        assert chain.worker_user is not None  # a chain made here has one
+        write_creds(self.paths.private / "worker.creds", chain.worker_user)
         # The signal feed is a signal engine like any other: its own account, signals.* only.
         write_creds(self.signals_creds, chain.producer_user)
         service = NatsSettings(servers=self.servers, creds_file=str(creds),
@@ -245,11 +248,15 @@ class Demo:
         await watch_traffic(nc, self.stats, self.feed)
         return service, nc
 
+    def worker_settings(self, service: NatsSettings) -> NatsSettings:
+        """The service connection's servers and TLS, as the workers' user."""
+        return dataclasses.replace(service, creds_file=str(self.paths.private / "worker.creds"))
+
     async def _start_operator(self, stack: AsyncExitStack, service: NatsSettings) -> list[TradingClient]:
         """The operator over the run's TradingClients, until it has provisioned them all."""
         self.phase("starting the operator (local mode) and the adjustment-worker pool")
         prepare_clients(self.paths.clients, self.options.users, examples_folder())
-        self.pool = WorkerPool(service, self.clock, self.stats.on_skip)
+        self.pool = WorkerPool(self.worker_settings(service), self.clock, self.stats.on_skip)
         self.operator = await start_operator(stack, self.paths, service, self.trust_file, Path(service.tls_ca),
                                              self.pool, self.clock)
         self.endpoints["operator"] = [self.operator.endpoint]

@@ -5,8 +5,8 @@ a signing key) signs the system account, the platform account ``MT5FLEET`` (JetS
 every stream and bucket, and the fleet's exports from its first JWT on: ``tenancy``) and
 one account per tenant (``tenant_accounts``) and the signal producer's account
 (``signal_producer``, imports ``signals.*`` only); the platform account's signing key signs a
-full-access ``service`` user for the operator, workers and bootstrap, the producer's its
-``signals`` user. The server never sees a
+full-access ``service`` user for the operator and bootstrap and a ``worker`` user for the
+workers (``tenancy.worker_permissions``), the producer's its ``signals`` user. The server never sees a
 password or a user list: it checks a user's JWT against the account JWT it holds, and the
 account JWT carries the revocations. So revoking a user is "sign a new account JWT and
 push it through the system account" (``$SYS.REQ.CLAIMS.UPDATE``).
@@ -51,10 +51,12 @@ from mt5fleet.operator.core.nats_jwt import (
 )
 from mt5fleet.operator.core.tenancy import (
     PRODUCER_USER,
+    WORKER_USER,
     Platform,
     platform_account,
     producer_account,
     producer_permissions,
+    worker_permissions,
 )
 from mt5fleet.proto.runtime.embedded_nats import OperatorMode
 
@@ -292,6 +294,9 @@ class TrustChain:
     producer_signing: NKey | None = None
     producer_account_jwt: str = field(default="", repr=False)
     producer_user: IssuedUser | None = field(default=None, repr=False)
+    # The workers' user in the platform account (``tenancy.worker_permissions``: no stream
+    # purge or delete, no config writes, no agent or signal publishes); None in older chains.
+    worker_user: IssuedUser | None = field(default=None, repr=False)
     # During an operator signing-key rotation: the key being replaced, still trusted by the
     # servers until every account is re-signed (``rotate_operator_signing``).
     previous_operator_signing: NKey | None = None
@@ -369,7 +374,8 @@ class TrustChain:
         """Seeds and JWTs: store as a Secret / 0600 file, never log."""
         keys = {name: getattr(self, name).seed for name in _CHAIN_KEYS if getattr(self, name) is not None}
         users = {name: {"jwt": getattr(self, name).jwt, "seed": getattr(self, name).seed}
-                 for name in ("system_user", "service_user", "producer_user") if getattr(self, name) is not None}
+                 for name in ("system_user", "service_user", "producer_user", "worker_user")
+                 if getattr(self, name) is not None}
         producer = {"producer_account_jwt": self.producer_account_jwt} if self.producer_account_jwt else {}
         return json.dumps({"version": STATE_VERSION, "keys": keys, "operator_jwt": self.operator_jwt,
                            "system_account_jwt": self.system_account_jwt, "app_account_jwt": self.app_account_jwt,
@@ -403,8 +409,8 @@ def _reissued(token: str, seed: str) -> IssuedUser:
 def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: str = APP_ACCOUNT,
                        jetstream: JetStreamLimits | None = None, clock: Clock = now_s) -> TrustChain:
     """New keys all the way down: operator, system account (+ its user), app account
-    (JetStream on, + its full-access service user) and the signal producer's account (+ its
-    ``signals`` user), each with a signing key."""
+    (JetStream on, + its full-access service user and the workers' narrower user) and the
+    signal producer's account (+ its ``signals`` user), each with a signing key."""
     operator, operator_signing = NKey.create(KeyKind.OPERATOR), NKey.create(KeyKind.OPERATOR)
     system, system_signing, app, app_signing, producer, producer_signing = (
         NKey.create(KeyKind.ACCOUNT) for _ in range(6))
@@ -425,8 +431,10 @@ def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: 
         limits=AccountLimits(jetstream=jetstream or JetStreamLimits.unlimited())))
     system_user = AccountAuthority(system_claims, account_signer=system_signing, operator_signer=operator_signing,
                                    clock=clock).issue_user(SYSTEM_USER, UserPermissions())
-    service_user = AccountAuthority(app_claims, account_signer=app_signing, operator_signer=operator_signing,
-                                    clock=clock).issue_user(SERVICE_USER, UserPermissions())
+    app_authority = AccountAuthority(app_claims, account_signer=app_signing, operator_signer=operator_signing,
+                                     clock=clock)
+    service_user = app_authority.issue_user(SERVICE_USER, UserPermissions())
+    worker_user = app_authority.issue_user(WORKER_USER, worker_permissions())
     app_jwt = encode_account(app_claims, operator_signing, issued_at=clock())
     producer_claims = producer_account(producer=producer.public_key, platform=Platform(app.public_key, app_signing),
                                        issued_at=clock(), signing_keys=(producer_signing.public_key,))
@@ -438,7 +446,7 @@ def create_trust_chain(*, operator_name: str = OPERATOR_NAME, app_account_name: 
                       app_account_claims=app_claims, system_user=system_user, service_user=service_user,
                       producer_account=producer, producer_signing=producer_signing,
                       producer_account_jwt=encode_account(producer_claims, operator_signing, issued_at=clock()),
-                      producer_user=producer_user)
+                      producer_user=producer_user, worker_user=worker_user)
 
 
 def write_creds(path: str | os.PathLike[str], user: IssuedUser) -> Path:

@@ -42,7 +42,8 @@ def add_trust_chain(nats_commands: argparse._SubParsersAction) -> None:
         "service, system and signals users")
     parser.add_argument("--out", type=Path, required=True, help="trust chain JSON to create (secret; 0600)")
     parser.add_argument("--server-config", type=Path, help="also write the nats-server config lines for it")
-    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (workers, operator, bootstrap), "
+    parser.add_argument("--creds-dir", type=Path, help="also write service.creds (operator, bootstrap), "
+                        "worker.creds (the workers: no stream purge or delete, no config writes), "
                         "system.creds (account JWT pushes) and signals.creds (the signal engine: publishes "
                         "signals.> from its own account, inbox _INBOX_signals) there, 0600")
     parser.set_defaults(handler=run_trust_chain)
@@ -109,7 +110,7 @@ def run_trust_chain(args: argparse.Namespace) -> int:
 
         args.creds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name, user in (("service", chain.service_user), ("system", chain.system_user),
-                           ("signals", chain.producer_user)):
+                           ("signals", chain.producer_user), ("worker", chain.worker_user)):
             print(f"{name} user credentials written to {write_creds(args.creds_dir / f'{name}.creds', user)}")
     return 0
 

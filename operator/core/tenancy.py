@@ -226,7 +226,25 @@ def producer_permissions(name: str = PRODUCER_USER) -> UserPermissions:
                            sub=Permission(allow=(f"{producer_inbox_prefix(name)}.>",)))
 
 
+WORKER_USER = "worker"
+
+
+def worker_permissions() -> UserPermissions:
+    """The workers' user in the platform account: everything they do (read every stream,
+    publish commands, decision records, market data, create their consumers and the
+    streams and buckets they own) but nothing that destroys or forges what others own.
+    A compromised worker cannot purge or delete a stream or a stored message (the
+    400-day audit trail), rewrite a user's config, or publish as an agent or a signal
+    engine. The operator and ``nats bootstrap`` keep the full-access ``service`` user."""
+    destroy = ("$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>",
+               "$JS.API.ACCOUNT.PURGE.>")
+    forge = (f"$KV.{subjects.CONFIG_BUCKET}.>", f"{subjects.SIGNALS_PREFIX}.>",
+             *(subjects.user_wildcard(channel) for channel in Channel if channel.from_agent))
+    return UserPermissions(pub=Permission(deny=(*destroy, *forge)))
+
+
 __all__ = [
+    "WORKER_USER", "worker_permissions",
     "PRODUCER_ACCOUNT", "PRODUCER_PAYLOAD", "PRODUCER_USER", "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS",
     "TENANT_CONNECTIONS", "Platform", "TenantLimits", "config_direct_get_subject", "config_direct_get_wildcard",
     "config_wildcard", "market_data_wildcard", "platform_account", "platform_exports", "producer_account",
