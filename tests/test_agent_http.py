@@ -17,6 +17,8 @@ EXPECTED_SERIES = {
     "mt5fleet_agent_commands_rejected", "mt5fleet_agent_mt5_errors", "mt5fleet_agent_price_staleness_seconds",
     "mt5fleet_agent_tick_rate", "mt5fleet_agent_outbox_depth", "mt5fleet_agent_invalid_messages",
     "mt5fleet_agent_terminal_server_offset_seconds", "mt5fleet_agent_terminal_server_offset_measured_timestamp_seconds",
+    "mt5fleet_agent_ready", "mt5fleet_agent_not_ready", "mt5fleet_agent_alive", "mt5fleet_agent_catchup_failing",
+    "mt5fleet_agent_commands_held", "mt5fleet_agent_clock_skew_seconds", "mt5fleet_agent_clock_correction_seconds",
 }
 
 
@@ -56,4 +58,6 @@ async def test_metrics_parse_and_carry_the_named_series(fresh_nats_server, tmp_p
     # The simulated broker's server runs on GMT+2 in November, and the agent says so.
     assert samples[("mt5fleet_agent_terminal_server_offset_seconds", ())] == 7200
     assert status["server_time"]["offset_s"] == 7200 and status["server_time"]["source"] == "measured"
+    assert samples[("mt5fleet_agent_not_ready", (("reason", "nats_disconnected"),))] == 0
+    assert status["ready"] and status["alive"] and status["catchup"]["state"] == "done" and "Health:" in html
     assert "UTC+02:00 (GMT+2/+3 New York close, measured)" in html

@@ -4,11 +4,14 @@ trade twice after a crash between order_send and the acknowledgement."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
-from agent_harness import WEDNESDAY_MORNING, AgentHarness, open_positions, stream_messages
+from agent_harness import QUICK_HEALTH, WEDNESDAY_MORNING, AgentHarness, open_positions, stream_messages
 from waiting import wait_for
 
+from mt5fleet.client.app.status_view import agent_status
+from mt5fleet.client.core.health import Reason
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import ManualClock
 from mt5fleet.proto.domain.ids import magic_for
@@ -101,7 +104,8 @@ async def test_a_command_published_while_the_agent_was_offline_executes_after_re
 
 
 async def test_without_the_catch_up_service_the_agent_keeps_asking_and_says_so(fresh_nats_server, tmp_path, caplog):
-    async with AgentHarness(fresh_nats_server, tmp_path) as h:
+    caplog.set_level(logging.INFO, logger="mt5fleet.agent")
+    async with AgentHarness(fresh_nats_server, tmp_path, health=QUICK_HEALTH) as h:
         await h.agent.stop()
         await h.catchup.stop()  # the platform's catch-up service is down
         missed = h.command()
@@ -109,8 +113,16 @@ async def test_without_the_catch_up_service_the_agent_keeps_asking_and_says_so(f
         await h.start_agent()
         failures = h.agent.metrics.catchup_failures.labels("no_responders")
         await wait_for(lambda: failures._value.get() >= 2, "failed catch-up attempts counted")
-        assert "catch-up attempt 1 failed (no_responders" in caplog.text
+        await wait_for(lambda: Reason.CATCHUP_FAILING in {p.reason for p in h.agent.health.not_ready},
+                       "not ready: catchup_failing")
+        status = agent_status(h.agent)
+        assert status.catchup.state == "failing" and status.catchup.attempts >= 2
+        assert "no_responders" in status.catchup.error and h.agent.metrics.catchup_failing._value.get() == 1
+        assert caplog.text.count("catch-up failing (no_responders") == 1  # once, not once per attempt
         assert not h.reports
         await h.start_catchup_service()  # back: the next attempt delivers what was missed
-        assert (await h.report(missed.command_id, timeout=20)).status == FILLED
+        assert (await h.report(missed.command_id, timeout=40)).status == FILLED
         assert h.agent.metrics.catchup_commands._value.get() >= 1
+        assert "catch-up succeeded on attempt" in caplog.text and h.agent.metrics.catchup_failing._value.get() == 0
+        await wait_for(lambda: h.agent.health.ready, "ready again")
+        assert agent_status(h.agent).catchup.state == "done"

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mt5fleet.client.adapters.terminal import Terminal, TerminalError
+from mt5fleet.client.adapters.terminal import Terminal, TerminalError, TerminalUnavailable
 from mt5fleet.client.core import mt5_constants as mt5
 from mt5fleet.client.core import orders
 from mt5fleet.client.core.orders import Found, Outcome
@@ -51,6 +51,7 @@ class Executor:
         self.default_deviation = default_deviation
         self.symbol_map: Mapping[str, str] = {}
         self.hedging = True
+        self._sent = False  # an order_send of the command being executed was attempted
 
     # ---------------------------------------------------------------- reads
     def view(self, canonical: str) -> BrokerView | None:
@@ -70,6 +71,18 @@ class Executor:
 
     # ---------------------------------------------------------------- commands
     def execute(self, cmd: Command) -> Outcome:
+        """The outcome; ``NothingSent`` when the terminal dropped before any order of the
+        command was sent (safe to execute again), ``TerminalUnavailable`` when it dropped
+        after one was (the outcome is unknown: look in the terminal before deciding)."""
+        self._sent = False
+        try:
+            return self._dispatch(cmd)
+        except TerminalUnavailable as exc:
+            if self._sent:
+                raise
+            raise NothingSent(exc.call, exc.code, exc.description) from exc
+
+    def _dispatch(self, cmd: Command) -> Outcome:
         if cmd.type is CommandType.OPEN_POSITION:
             return self._open(cmd)
         if cmd.type is CommandType.CLOSE_POSITION:
@@ -135,6 +148,7 @@ class Executor:
         return combine([self._send(cmd, request, specs.get(request["symbol"])) for request in requests])
 
     def _send(self, cmd: Command, request: Mapping[str, Any], spec: SymbolSpecInfo | None) -> Outcome:
+        self._sent = True
         result = self.terminal.order_send(request)
         outcome = orders.outcome(cmd, request, result, spec)
         if cmd.type.opens and outcome.deal_ticket and outcome.status in ("FILLED", "PARTIAL"):
@@ -175,6 +189,10 @@ class Executor:
 
 class UnknownSymbol(LookupError):
     """The command names a symbol this broker does not offer (under any known name)."""
+
+
+class NothingSent(TerminalUnavailable):
+    """The terminal dropped before any order of the command reached ``order_send``."""
 
 
 

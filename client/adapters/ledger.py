@@ -15,14 +15,17 @@ be published again. ``last_stream_seq()`` is where the catch-up consumer resumes
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mt5fleet.client.adapters.disk import WRITE_ERRORS, DiskUnavailable, WriteHealth
 
 # The commands stream keeps 7 days and dedupes for 1 (proto.subjects): keeping ledger
 # entries 30 days means no command the stream can still deliver is ever forgotten.
@@ -49,6 +52,11 @@ _COLUMNS = "command_id, magic, stream_seq, received_at_ms, state, status, report
 
 class LedgerError(RuntimeError):
     """A ledger call that contradicts what the ledger knows (a bug in the caller), or a bad file."""
+
+
+class LedgerUnavailable(DiskUnavailable, LedgerError):
+    """The file refused a write (disk full, read-only, I/O error); the transaction was rolled
+    back, nothing was recorded: do not execute, retry later."""
 
 
 class LedgerState(enum.StrEnum):
@@ -86,6 +94,7 @@ class CommandLedger:
         self.path = Path(path)
         self._clock_ms = clock_ms
         self._lock = threading.Lock()
+        self.write_health = WriteHealth()
         self._db = _open(self.path)
 
     def get(self, command_id: str) -> LedgerEntry | None:
@@ -106,6 +115,15 @@ class CommandLedger:
             if stream_seq is not None:
                 self._raise_mark(stream_seq)
         return inserted
+
+    def abandon(self, command_id: str) -> bool:
+        """Forget a begun command nothing of which reached the broker (the terminal dropped
+        before ``order_send``), so that it can be executed when the terminal is back. Only
+        an entry without an outcome goes; True if one did."""
+        with self._lock, self._transaction():
+            return self._db.execute(
+                "DELETE FROM commands WHERE command_id = ? AND state = ?", (command_id, LedgerState.BEGUN.value),
+            ).rowcount == 1
 
     def advance_stream_seq(self, stream_seq: int) -> None:
         """Note a stream message handled without a ledger entry (undecodable, invalid), so
@@ -204,11 +222,24 @@ class CommandLedger:
             (stream_seq,),
         )
 
-    def _transaction(self) -> sqlite3.Connection:
-        # With isolation_level=None, `with connection` only commits or rolls back: BEGIN
-        # here makes the statements inside one atomic (and durable, under FULL) commit.
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The statements inside as one atomic (and durable, under FULL) commit. A write the
+        file refuses rolls everything back and raises ``LedgerUnavailable``."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")  # may fail too (SQLITE_FULL): then roll back below
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        except WRITE_ERRORS as exc:
+            self.write_health.failed(exc)
+            raise LedgerUnavailable(f"the command ledger {self.path}", exc) from exc
+        self.write_health.succeeded()
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -57,7 +57,7 @@ class AgentMetrics:
             ["kind"], registry=r)
         self.catchup_failures = Counter(
             "mt5fleet_agent_catchup_failures_total", "Catch-up attempts that failed and will be retried, by reason "
-            "(no_responders, timeout, refused, invalid_page, connection)", ["reason"], registry=r)
+            "(no_responders, timeout, refused, invalid_page, connection, error)", ["reason"], registry=r)
         self.catchup_commands = Counter(
             "mt5fleet_agent_catchup_commands_total", "Stored commands read by catch-up after a (re)connect",
             registry=r)
@@ -85,6 +85,29 @@ class AgentMetrics:
         self.server_offset_measured = Gauge(
             "mt5fleet_agent_terminal_server_offset_measured_timestamp_seconds", "When the terminal's ticks last "
             "confirmed the server time offset (unix seconds; 0: never, the offset is assumed)", registry=r)
+        self.ready = Gauge(
+            "mt5fleet_agent_ready", "1 while the agent does its job within every budget (/readyz 200)", registry=r)
+        self.not_ready = Gauge(
+            "mt5fleet_agent_not_ready", "1 while this reason keeps the agent not ready (prices_not_published, "
+            "nats_disconnected, terminal_disconnected, outbox_not_draining, catchup_failing, storage_unwritable; "
+            "mt5_thread_stuck, loop_stopped fail /healthz)", ["reason"], registry=r)
+        self.not_ready_transitions = Counter(
+            "mt5fleet_agent_not_ready_transitions_total", "Times this reason began to keep the agent not ready",
+            ["reason"], registry=r)
+        self.alive = Gauge(
+            "mt5fleet_agent_alive", "1 unless the agent is wedged beyond its own recovery (/healthz 503)", registry=r)
+        self.catchup_failing = Gauge(
+            "mt5fleet_agent_catchup_failing", "1 while the catch-up after a (re)connect fails and is being retried",
+            registry=r)
+        self.commands_held = Gauge(
+            "mt5fleet_agent_commands_held", "Commands waiting, not yet executed nor refused, by what they wait for "
+            "(terminal, disk)", ["reason"], registry=r)
+        self.clock_skew = Gauge(
+            "mt5fleet_agent_clock_skew_seconds", "The host clock minus the broker's, measured on fresh ticks "
+            "(positive: the host is ahead)", registry=r)
+        self.clock_correction = Gauge(
+            "mt5fleet_agent_clock_correction_seconds", "What the agent subtracts from the host clock to stamp "
+            "messages and judge expiry (0: the host clock is used as it is)", registry=r)
         self.md_refused = Counter(
             "mt5fleet_agent_md_refused_total", "md.<symbol> subscriptions the server refused (permissions "
             "violation); each is asked for once per connection", registry=r)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mt5fleet.client.adapters.disk import WRITE_ERRORS, DiskUnavailable, WriteHealth
+
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # A row costs more than its payload: the other columns, the index and page overhead.
 _ROW_OVERHEAD = 64
@@ -44,6 +46,10 @@ class OutboxError(RuntimeError):
 
 class OutboxFull(OutboxError):
     """Appending would exceed the disk budget; nothing was written."""
+
+
+class OutboxUnavailable(DiskUnavailable, OutboxError):
+    """The file refused a write (disk full, read-only, I/O error); nothing was written: retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class Outbox:
         # The agent may call from the event loop or an executor thread, never both at once:
         # the lock makes that a rule rather than a hope.
         self._lock = threading.Lock()
+        self.write_health = WriteHealth()
         self._db = _open(self.path)
         self._depth, self._bytes = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(subject) + LENGTH(msg_id) + LENGTH(kind)), 0)"
@@ -98,7 +105,8 @@ class Outbox:
                     f"outbox {self.path} is full: {self._depth} messages, {self._bytes} of {self.max_bytes} bytes "
                     f"used; cannot add {kind} {msg_id} ({len(payload)} bytes) until NATS takes some"
                 )
-            cursor = self._db.execute(
+            cursor = self._write(
+                f"{kind} {msg_id}",
                 "INSERT INTO outbox (subject, msg_id, kind, payload, created_at_ms) VALUES (?, ?, ?, ?, ?)",
                 (subject, msg_id, kind, bytes(payload), self._clock_ms()),
             )
@@ -125,7 +133,7 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._write(f"the removal of entry {seq}", "DELETE FROM outbox WHERE seq = ?", (seq,))
             self._depth -= 1
             self._bytes -= row[0] + _ROW_OVERHEAD
 
@@ -145,6 +153,16 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _write(self, what: str, sql: str, parameters: tuple) -> sqlite3.Cursor:
+        """One autocommit statement; a refused write is ``OutboxUnavailable`` (retryable)."""
+        try:
+            cursor = self._db.execute(sql, parameters)
+        except WRITE_ERRORS as exc:
+            self.write_health.failed(exc)
+            raise OutboxUnavailable(f"{what} to the outbox {self.path}", exc) from exc
+        self.write_health.succeeded()
+        return cursor
 
     def __enter__(self) -> Outbox:
         return self

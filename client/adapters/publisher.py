@@ -4,6 +4,10 @@ Two paths: *reliable* (account updates, symbol specs, execution reports) goes th
 disk outbox and is drained in order, each publish carrying its Nats-Msg-Id so a retry after
 a lost ack is deduplicated by the server; *best effort* (prices, heartbeats) is published
 only while connected, quotes waiting in a bounded buffer (newest kept) meanwhile.
+
+A full disk can refuse the outbox's delete after JetStream stored an entry: the entry is
+then remembered as stored (``_stored``) and not published again by this process, so a
+disk full for longer than a stream's duplicate window still adds no second copy.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mt5fleet.client.adapters.disk import DiskUnavailable
 from mt5fleet.client.adapters.metrics import AgentMetrics
 from mt5fleet.client.adapters.outbox import Outbox
 
@@ -35,6 +40,9 @@ class Publisher:
         self._js: Any = None
         self._wake = asyncio.Event()
         self.last_publish_latency_ms = 0.0
+        self.last_error: dict[str, str] = {}     # kind -> why its last publish failed ("" once one succeeds)
+        self._stored: set[int] = set()           # outbox seqs JetStream stored whose removal the disk refused
+        self._progress_at = time.monotonic()     # the last entry stored, or the outbox becoming non-empty
 
     def attach(self, nc: Any) -> None:
         self._nc, self._js = nc, nc.jetstream()
@@ -50,7 +58,11 @@ class Publisher:
 
     # -------------------------------------------------------------- reliable path
     def enqueue(self, kind: str, subject: str, msg_id: str, payload: bytes) -> int:
+        """Into the outbox; raises ``DiskUnavailable`` when the disk refuses (nothing stored)."""
+        was_empty = self.outbox.depth() == 0
         seq = self.outbox.append(subject, msg_id, payload, kind)
+        if was_empty:
+            self._progress_at = time.monotonic()
         self.metrics.outbox_depth.set(self.outbox.depth())
         self._wake.set()
         return seq
@@ -58,10 +70,9 @@ class Publisher:
     async def drain_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            if self.connected:
-                await self.drain_once()
-            if self.outbox.depth() and self.connected:
-                continue  # more than one batch waiting
+            sent = await self.drain_once() if self.connected else 0
+            if sent and self.outbox.depth() and self.connected:
+                continue  # more than one batch waiting; no progress: wait, do not spin
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -72,13 +83,25 @@ class Publisher:
         """Publish pending entries in order; stop at the first failure (order matters)."""
         sent = 0
         for entry in self.outbox.pending(DRAIN_BATCH):
-            if not await self._publish(entry.kind, entry.subject, entry.msg_id, entry.payload):
+            if entry.seq not in self._stored:
+                if not await self._publish(entry.kind, entry.subject, entry.msg_id, entry.payload):
+                    break
+                self._stored.add(entry.seq)
+            try:
+                self.on_stored(entry.kind, entry.msg_id)  # the ledger: may be refused by the disk too
+                self.outbox.mark_sent(entry.seq)
+            except DiskUnavailable as exc:
+                log.debug("stored %s %s, but %s; removed later", entry.kind, entry.msg_id, exc)
                 break
-            self.outbox.mark_sent(entry.seq)
-            self.on_stored(entry.kind, entry.msg_id)
+            self._stored.discard(entry.seq)
+            self._progress_at = time.monotonic()
             sent += 1
         self.metrics.outbox_depth.set(self.outbox.depth())
         return sent
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds entries have waited with none stored (monotonic ``now``); 0 when empty."""
+        return max(now - self._progress_at, 1e-3) if self.outbox.depth() else 0.0
 
     # -------------------------------------------------------------- best-effort path
     async def publish_now(self, kind: str, subject: str, msg_id: str, payload: bytes) -> bool:
@@ -92,7 +115,9 @@ class Publisher:
             await self._js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": msg_id})
         except Exception as exc:  # timeouts, no responders while NATS is away, JetStream errors
             log.debug("publish of %s %s failed: %s", kind, msg_id, exc)
+            self.last_error[kind] = f"{type(exc).__name__} {exc}".strip()
             return False
+        self.last_error[kind] = ""
         elapsed = time.perf_counter() - started
         self.last_publish_latency_ms = elapsed * 1000
         self.metrics.publish_latency.labels(kind).observe(elapsed)

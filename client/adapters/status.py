@@ -1,6 +1,12 @@
 """The agent's local HTTP endpoints: a status page for the trader, /api/status as JSON,
-/metrics for Prometheus and /healthz. Bound to localhost by default: it shows account
-figures and positions, which are nobody else's business."""
+/metrics for Prometheus, /readyz and /healthz. Bound to localhost by default: it shows
+account figures and positions, which are nobody else's business.
+
+``/readyz`` answers 503 with the reasons while the agent does not do its job within its
+budgets (no prices while the market is open, NATS or the terminal away, the outbox not
+draining, the catch-up failing, the disk refusing writes); ``/healthz`` answers 503 only
+when the agent is wedged beyond its own recovery (a stuck MT5 call, a stopped loop): a
+supervisor restarts it then, and only then."""
 
 from __future__ import annotations
 
@@ -71,6 +77,33 @@ class ServerTime:
 
 
 @dataclass(frozen=True)
+class HealthRow:
+    reason: str      # core.health.Reason
+    detail: str
+    for_s: float     # since when it holds
+
+
+@dataclass(frozen=True)
+class CatchupRow:
+    state: str       # idle, running, failing, done
+    attempts: int
+    error: str
+    failing_for_s: float
+    since_ms: int
+    done_at_ms: int
+
+
+@dataclass(frozen=True)
+class ClockRow:
+    """The host clock against the broker's, measured on fresh ticks."""
+
+    skew_s: float | None   # host minus broker (None: not measured yet)
+    correction_s: float    # subtracted from the host clock (0: none)
+    samples: int
+    measured_at_ms: int
+
+
+@dataclass(frozen=True)
 class AgentStatus:
     user_id: str
     version: str
@@ -92,6 +125,14 @@ class AgentStatus:
     indicators: tuple[IndicatorRow, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     server_time: ServerTime | None = None
+    ready: bool = True
+    not_ready: tuple[HealthRow, ...] = ()
+    alive: bool = True
+    wedged: tuple[HealthRow, ...] = ()
+    catchup: CatchupRow | None = None
+    commands_held: int = 0
+    held_for: str = ""       # what held commands wait for ("" when none wait)
+    clock: ClockRow | None = None
 
 
 def build_app(status: Callable[[], AgentStatus], registry: CollectorRegistry) -> web.Application:
@@ -104,15 +145,20 @@ def build_app(status: Callable[[], AgentStatus], registry: CollectorRegistry) ->
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def readyz(_: web.Request) -> web.Response:
+        current = status()
+        body = {"ready": current.ready, "reasons": [dataclasses.asdict(r) for r in current.not_ready + current.wedged]}
+        return web.json_response(body, status=200 if current.ready else 503)
+
     async def healthz(_: web.Request) -> web.Response:
         current = status()
-        healthy = current.nats_connected and current.terminal_connected
-        return web.json_response({"nats": current.nats_connected, "terminal": current.terminal_connected},
-                                 status=200 if healthy else 503)
+        body = {"alive": current.alive, "reasons": [dataclasses.asdict(r) for r in current.wedged],
+                "nats": current.nats_connected, "terminal": current.terminal_connected}
+        return web.json_response(body, status=200 if current.alive else 503)
 
     app = web.Application()
-    app.add_routes([web.get("/", page), web.get("/api/status", api),
-                    web.get("/metrics", metrics), web.get("/healthz", healthz)])
+    app.add_routes([web.get("/", page), web.get("/api/status", api), web.get("/metrics", metrics),
+                    web.get("/readyz", readyz), web.get("/healthz", healthz)])
     return app
 
 
@@ -158,6 +204,29 @@ def _server_time(t: ServerTime | None) -> str:
             "every time shown and published is UTC")
 
 
+def _health(s: AgentStatus) -> str:
+    problems = s.wedged + s.not_ready
+    if not problems:
+        return '<span class="ok">ready</span>'
+    items = "".join(f"<li><b>{html.escape(p.reason)}</b> for {p.for_s:.0f} s: {html.escape(p.detail)}</li>"
+                    for p in problems)
+    return f'<span class="bad">{"not alive" if s.wedged else "not ready"}</span><ul>{items}</ul>'
+
+
+def _activity(s: AgentStatus) -> str:
+    parts = []
+    if s.commands_held:
+        parts.append(f"{s.commands_held} command(s) wait for the {html.escape(s.held_for)}")
+    if s.catchup is not None:
+        c = s.catchup
+        failing = f", failing for {c.failing_for_s:.0f} s: {html.escape(c.error)}" if c.state == "failing" else ""
+        parts.append(f"catch-up {html.escape(c.state)} (attempt {c.attempts}){failing}")
+    if s.clock is not None and s.clock.skew_s is not None:
+        corrected = f", corrected by {s.clock.correction_s:+.1f} s" if s.clock.correction_s else ""
+        parts.append(f"host clock {s.clock.skew_s:+.1f} s against the broker's{corrected}")
+    return " &middot; ".join(parts)
+
+
 def render(s: AgentStatus) -> str:
     quotes = _table(["symbol", "broker symbol", "bid", "ask", "spread (pts)", "age (s)"],
                     [[q.symbol, q.broker_symbol, q.bid, q.ask, q.spread_points, f"{q.age_s:.1f}"] for q in s.quotes])
@@ -183,6 +252,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}th{{background
 &middot; MT5 terminal: {_state(s.terminal_connected)} ({html.escape(s.broker)})
 &middot; outbox {s.outbox_depth} &middot; tier {html.escape(s.tier)} &middot; version {html.escape(s.version)}</p>
 <p>{server_time}</p>
+<div>Health: {_health(s)}</div><p>{_activity(s)}</p>
 <h2>Account</h2><p>balance {s.balance:,.2f} {html.escape(s.currency)} &middot; equity {s.equity:,.2f}
 &middot; free margin {s.margin_free:,.2f} &middot; trading {html.escape(", ".join(s.trading_symbols))}</p>
 <h2>Prices</h2>{quotes}<h2>Positions</h2>{positions}<h2>Recent commands</h2>{commands}

@@ -88,6 +88,7 @@ class Terminal:
         self.on_error = on_error
         self.server_clock = server_clock or ServerClock()
         self.connected = False
+        self.last_error = ""  # the IPC failure that dropped the connection ("" while connected)
 
     # ---------------------------------------------------------------- connection
     def connect(self) -> None:
@@ -103,7 +104,7 @@ class Terminal:
         args = (self.login.path,) if self.login.path else ()
         if not self.api.initialize(*args, **kwargs):
             self._fail("initialize")
-        self.connected = True
+        self.connected, self.last_error = True, ""
         self.server_clock.connected(self.login.server or "")  # perhaps another server: measure afresh
         log.info("MT5 terminal connected (login %s, server %s)", self.login.login, self.login.server)
 
@@ -128,6 +129,8 @@ class Terminal:
     def _fail(self, call: str) -> None:
         code, description = self.api.last_error()
         self.on_error(code, call)
+        if code in IPC_ERRORS or not self.connected:  # why the terminal is not usable, for the status page
+            self.last_error = f"{call}: {code} {description}"
         if code in IPC_ERRORS:
             self.connected = False
             raise TerminalUnavailable(call, code, description)

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from mt5fleet.client.adapters.disk import DiskUnavailable
 from mt5fleet.client.core.risk import RejectCode, StopOutState
 from mt5fleet.client.core.watermarks import Watermarks
 
@@ -26,5 +27,8 @@ def save(path: Path, marks: Watermarks) -> None:
     data = dataclasses.asdict(marks)
     data["stop_out"]["code"] = marks.stop_out.code.value if marks.stop_out.code else None
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)  # atomic: a crash leaves the old file or the new one
+    try:
+        temporary.write_text(json.dumps(data))
+        os.replace(temporary, path)  # atomic: a crash leaves the old file or the new one
+    except OSError as exc:  # the old file stands; the caller keeps the marks and saves again
+        raise DiskUnavailable(f"the watermarks {path}", exc) from exc

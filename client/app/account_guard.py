@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from mt5fleet.client.adapters import watermarks_file
+from mt5fleet.client.adapters.disk import DiskUnavailable
 from mt5fleet.client.adapters.execution import Executor
 from mt5fleet.client.adapters.terminal import Terminal
 from mt5fleet.client.core import guard, risk
@@ -33,17 +34,30 @@ class AccountGuard:
         self.terminal = terminal
         self.executor = executor
         self.marks: Watermarks = watermarks_file.load(path)
+        self._unsaved = False  # the marks in memory are newer than the file (the disk refused)
 
     def observe(self, equity: float, now_ms: int, config: EffectiveConfig) -> list[bytes]:
         """Advance the watermarks with this equity; the close-all commands to submit, if any."""
         step = guard.guard_account(self.marks, config.limits, auto_close_friday=config.auto_close_friday,
                                    equity=equity, now_ms=now_ms)
-        if step.marks != self.marks:
+        if step.marks != self.marks or self._unsaved:
             self.marks = step.marks
-            watermarks_file.save(self.path, self.marks)
+            self._save()
         for close in step.closes:
             log.warning("%s; closing all positions", close.reason)
         return [self._close_all_command(close, now_ms) for close in step.closes]
+
+    def _save(self) -> None:
+        """The marks hold in memory whatever the disk says; a refused save is tried again
+        with the next reading, and said once."""
+        try:
+            watermarks_file.save(self.path, self.marks)
+        except DiskUnavailable as exc:
+            if not self._unsaved:
+                log.warning("%s; the watermarks stay in memory until it can be written", exc)
+            self._unsaved = True
+            return
+        self._unsaved = False
 
     def _close_all_command(self, close: CloseAll, now_ms: int) -> bytes:
         command = commands_pb2.TradingCommand(

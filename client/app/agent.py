@@ -23,7 +23,6 @@ import uuid
 from importlib import metadata
 from typing import Any
 
-from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.client.adapters.execution import Executor
 from mt5fleet.client.adapters.ledger import CommandLedger
 from mt5fleet.client.adapters.metrics import AgentMetrics
@@ -33,14 +32,18 @@ from mt5fleet.client.adapters.server_clock import ServerClock
 from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.terminal import Mt5Login, Terminal
 from mt5fleet.client.app.account_guard import AccountGuard
+from mt5fleet.client.app.catchup_runner import CatchupRunner
 from mt5fleet.client.app.commands import CommandPipeline
 from mt5fleet.client.app.config_watch import ConfigWatch
+from mt5fleet.client.app.health import HealthMonitor, Lasting, agent_facts
 from mt5fleet.client.app.loops import every
 from mt5fleet.client.app.market_data import MarketDataFeed
 from mt5fleet.client.app.mt5_thread import Mt5Thread
 from mt5fleet.client.app.recovery import resolve_in_flight
 from mt5fleet.client.app.streams import Identity, Streams
+from mt5fleet.client.core.clock_skew import CorrectedClock
 from mt5fleet.client.core.effective import EffectiveConfig
+from mt5fleet.client.core.health import HealthBudgets
 from mt5fleet.client.core.watermarks import Watermarks
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
@@ -52,12 +55,13 @@ from mt5fleet.proto.v1 import heartbeat_pb2
 
 log = logging.getLogger("mt5fleet.agent")
 
-# Catch-up starts this long before the connection was lost: clocks differ a little.
-CATCHUP_MARGIN_MS = 30_000
+# Catch-up starts this long before the connection was lost: clocks differ (a host clock up to
+# a minute off, before its skew is measured, still misses nothing; the ledger dedupes the rest).
+CATCHUP_MARGIN_MS = 60_000
 # On a first start (or after a long absence) look back this far: commands expire sooner.
 CATCHUP_WINDOW_MS = 3_600_000
-# Catch-up retries back off up to this wait, and never stop while the agent runs.
-CATCHUP_MAX_WAIT_S = 30.0
+# The loops that run for as long as the agent does: one that stops wedges the agent (/healthz).
+FOREVER = ("nats", "outbox", "commands", "streams", "heartbeat", "health")
 _STARTED = time.monotonic()
 
 
@@ -70,10 +74,14 @@ def agent_version() -> str:
 
 class Agent:
     def __init__(self, settings: AgentSettings, api: Any, *, clock: Clock | None = None,
-                 metrics: AgentMetrics | None = None) -> None:
+                 metrics: AgentMetrics | None = None, health: HealthBudgets | None = None) -> None:
         self.settings = settings
         self.user_id = settings.user_id
-        self.clock = clock or SystemClock()
+        # The host's clock measures the skew against the broker's ticks; everything the agent
+        # stamps or judges (expiry, sessions) uses the corrected one (core.clock_skew).
+        self.host_clock = clock or SystemClock()
+        server_clock = ServerClock(settings.server_time_path, now_ms=lambda: now_ms(self.host_clock))
+        self.clock: Clock = CorrectedClock(self.host_clock, server_clock.skew)
         self.metrics = metrics or AgentMetrics()
         self.version = agent_version()
         self.session_id = uuid.uuid4().hex
@@ -82,7 +90,6 @@ class Agent:
         self.outbox = Outbox(settings.outbox_path)
         self.ledger = CommandLedger(settings.ledger_path)
         self.mt5 = Mt5Thread(f"mt5-{self.user_id}")
-        server_clock = ServerClock(settings.server_time_path, now_ms=lambda: now_ms(self.clock))
         self.terminal = Terminal(api, _login(settings), on_error=self._count_mt5_error, server_clock=server_clock)
         self.executor = Executor(self.terminal, default_deviation=settings.risk.max_deviation_points)
         self.publisher = Publisher(self.outbox, self.metrics, on_stored=self._on_stored)
@@ -93,18 +100,23 @@ class Agent:
         self.market_data = MarketDataFeed(self.metrics)
         self.pipeline = CommandPipeline(
             user_id=self.user_id, clock=self.clock, ledger=self.ledger, publisher=self.publisher,
-            metrics=self.metrics, risk_gate=self._risk_gate, execute=self._execute)
+            metrics=self.metrics, risk_gate=self._risk_gate, execute=self._execute, resolve=self._resolve_in_flight)
         self.streams = Streams(
             identity=Identity(self.user_id, self.session_id, self.version), settings=settings, clock=self.clock,
             metrics=self.metrics, mt5_thread=self.mt5, terminal=self.terminal, executor=self.executor,
             publisher=self.publisher, config=self.config, guard=self.guard, market_data=self.market_data,
             submit=self.pipeline.submit)
+        self.catchup = CatchupRunner(user_id=self.user_id, connection=lambda: self.nc,
+                                     submit=lambda raw: self.pipeline.submit(raw, "catchup"), metrics=self.metrics,
+                                     clock=self.clock)
+        lasting = Lasting()
+        self.health = HealthMonitor(budgets=health or HealthBudgets(), metrics=self.metrics,
+                                    facts=lambda now: agent_facts(self, now, lasting))
         self.nc: Any = None
         self.reconnects = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._lost_at_ms = 0
-        self._catchup: asyncio.Task | None = None
 
     @property
     def effective(self) -> EffectiveConfig:
@@ -118,9 +130,9 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Commands left in flight by a crash are settled from the terminal by the pipeline
+        before any other command runs (and wait for the terminal if it is not there yet)."""
         await self.mt5.run(self._connect_terminal)
-        await resolve_in_flight(ledger=self.ledger, pipeline=self.pipeline, executor=self.executor,
-                                mt5_thread=self.mt5, clock=self.clock)
         self.pipeline.requeue_unreported()
         self._spawn(self._stay_connected(), "nats")
         self._spawn(self.publisher.drain_forever(self._stop), "outbox")
@@ -128,11 +140,13 @@ class Agent:
         self._spawn(self.streams.run(self._stop), "streams")
         self._spawn(every(self._stop, self.settings.intervals.heartbeat_s, self.publish_heartbeat, clock=self.clock,
                           after=self.streams.show_terminal_state), "heartbeat")
+        self._spawn(self.health.run(self._stop), "health")
 
     async def stop(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
+        await self.catchup.stop()
         await cancel_and_wait(self._tasks)
         if self.nc is not None:
             with contextlib.suppress(Exception):
@@ -147,8 +161,15 @@ class Agent:
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}")
         task.add_done_callback(_log_crash)
+        self._tasks = [t for t in self._tasks if not t.done() or _name(t) in FOREVER]  # keep the list short
         self._tasks.append(task)
         return task
+
+    def stopped_loops(self) -> tuple[str, ...]:
+        """The agent's lasting loops that ended while it runs (a bug: nothing restarts them)."""
+        if self._stop.is_set():
+            return ()
+        return tuple(_name(t) for t in self._tasks if _name(t) in FOREVER and t.done())
 
     def _connect_terminal(self) -> None:
         try:
@@ -213,7 +234,7 @@ class Agent:
         self.metrics.nats_connected.set(1)
         log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
         self.publisher.wake()
-        self._start_catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS)
+        self._start_catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS)  # wakes one still retrying
         self._spawn(self.config.load(self._stop), "config")  # puts missed while away
 
     def _first_catchup_start(self) -> int:
@@ -221,32 +242,8 @@ class Agent:
         return now_ms(self.clock) - CATCHUP_WINDOW_MS
 
     def _start_catch_up(self, since_ms: int) -> None:
-        """One catch-up at a time. One still retrying started from an earlier instant and
-        reads to the present on its next attempt, so it covers this reconnect as well."""
-        if self._catchup is not None and not self._catchup.done():
-            return
-        since_ms = max(since_ms, now_ms(self.clock) - CATCHUP_WINDOW_MS)
-        self._catchup = self._spawn(self._catch_up(since_ms), "catchup")
-
-    async def _catch_up(self, since_ms: int) -> None:
-        """Until it succeeds or the agent stops: a command stored while the agent was away
-        must not be lost because the catch-up service was briefly unreachable. Every failed
-        attempt is logged and counted (mt5fleet_agent_catchup_failures_total)."""
-        wait, attempt = 1.0, 0
-        while not self._stop.is_set():
-            attempt += 1
-            try:
-                read = await catch_up(self.nc, self.user_id, since_ms, lambda raw: self.pipeline.submit(raw, "catchup"))
-            except CatchupFailed as exc:
-                self.metrics.catchup_failures.labels(exc.reason).inc()
-                log.warning("catch-up attempt %d failed (%s); next attempt in %.0f s", attempt, exc, wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, CATCHUP_MAX_WAIT_S)
-                continue
-            self.metrics.catchup_commands.inc(read)
-            if attempt > 1:
-                log.info("catch-up done on attempt %d", attempt)
-            return
+        """One catch-up at a time, retried for as long as the agent runs (``CatchupRunner``)."""
+        self.catchup.start(max(since_ms, now_ms(self.clock) - CATCHUP_WINDOW_MS))
 
     # ------------------------------------------------------------------ heartbeat
     async def publish_heartbeat(self) -> None:
@@ -258,7 +255,8 @@ class Agent:
             last_publish_latency_ms=self.publisher.last_publish_latency_ms,
             last_command_latency_ms=self.pipeline.last_latency_ms, timestamp=now, session_id=self.session_id,
             uptime_s=int(time.monotonic() - _STARTED), reconnects=self.reconnects,
-            price_staleness_ms=max((now - q.timestamp for q in quotes), default=0),
+            # A tick stamped by the broker's clock can be a hair ahead of ours: never negative.
+            price_staleness_ms=max(max((now - q.timestamp for q in quotes), default=0), 0),
             tick_rate=len(self.streams.latest) / self.settings.intervals.prices_s,
             commands_executed=self.pipeline.executed, commands_rejected=self.pipeline.rejected)
         await self.publisher.publish_now("heartbeat", subjects.user_subject(self.user_id, subjects.Channel.HEARTBEAT),
@@ -271,6 +269,10 @@ class Agent:
     async def _execute(self, command: Any) -> Any:
         return await self.mt5.run(self.executor.execute, command)
 
+    async def _resolve_in_flight(self) -> int:
+        return await resolve_in_flight(ledger=self.ledger, pipeline=self.pipeline, executor=self.executor,
+                                       mt5_thread=self.mt5, clock=self.clock)
+
     def _on_stored(self, kind: str, msg_id: str) -> None:
         self.pipeline.on_report_stored(kind, msg_id)
 
@@ -278,7 +280,8 @@ class Agent:
         self.metrics.mt5_errors.labels(str(code)).inc()
         if code <= -10000:
             self.metrics.terminal_connected.set(0)
-            log.warning("MT5 IPC failure %d in %s: re-initialising the terminal connection", code, call)
+            if self.terminal.connected:  # the first failure of a working link, not every retry
+                log.warning("MT5 IPC failure %d in %s: re-initialising the terminal connection", code, call)
 
     # ------------------------------------------------------------------ server credentials
     def use_server_credentials(self, sealed: SealedCredentials) -> bool:
@@ -310,6 +313,10 @@ def _login(settings: AgentSettings) -> Mt5Login:
     mt5 = settings.mt5
     return Mt5Login(login=mt5.login, password=mt5.unseal_password(), server=mt5.server,
                     path=mt5.terminal_path, timeout_ms=int(mt5.init_timeout_s * 1000))
+
+
+def _name(task: asyncio.Task) -> str:
+    return task.get_name().rsplit(":", 1)[-1]
 
 
 def _log_crash(task: asyncio.Task) -> None:

@@ -2,22 +2,35 @@
 
 Every command, live or caught up, goes through one queue and one pipeline: decode and
 validate, dedupe against the persistent ledger, refuse if expired, run the client-side risk
-checks, record the intent, execute in the terminal, then put the report in the outbox
-before recording the outcome (a crash in between leaves an in-flight entry that recovery
-resolves from the terminal). The command counts as handled when JetStream stores the
-report (``on_report_stored``).
+checks, record the intent, execute in the terminal, then store the outcome (``outcomes``).
+
+Commands wait, in order, rather than fail while the agent cannot act safely (``Held``):
+
+* the MT5 terminal does not answer: a command waits before its risk check and runs when
+  the terminal is back, or is refused as EXPIRED once its expiry passes meanwhile;
+* the terminal dropped while an order was being sent: its outcome is unknown, so nothing
+  else runs until the terminal's history settles it (``resolve``, as after a crash);
+* the data folder cannot be written: no order is sent whose ledger entry is not on disk,
+  and an outcome already known is kept in memory until it can be stored.
+
+What waits is retried every ``RETRY_S``, logged once when it starts and once when it ends,
+and shown on the status page and in ``mt5fleet_agent_commands_held``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mt5fleet.client.adapters.execution import UnknownSymbol
+from mt5fleet.client.adapters.disk import DiskUnavailable
+from mt5fleet.client.adapters.execution import NothingSent, UnknownSymbol
 from mt5fleet.client.adapters.ledger import CommandLedger, LedgerState
 from mt5fleet.client.adapters.metrics import (
     STAGE_RECEIVED_TO_EXECUTED,
@@ -27,102 +40,239 @@ from mt5fleet.client.adapters.metrics import (
     AgentMetrics,
 )
 from mt5fleet.client.adapters.publisher import Publisher
-from mt5fleet.client.adapters.terminal import TerminalError
+from mt5fleet.client.adapters.terminal import TerminalError, TerminalUnavailable
+from mt5fleet.client.app.outcomes import Handled, Outcomes
 from mt5fleet.client.core.orders import Outcome
 from mt5fleet.client.core.risk import Decision, RejectCode
-from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import Clock, now_ms
-from mt5fleet.proto.domain.ids import command_id_of_report, magic_for, report_message_id
+from mt5fleet.proto.domain.ids import magic_for
 from mt5fleet.proto.domain.trading import Command
-from mt5fleet.proto.v1 import commands_pb2, execution_pb2
+from mt5fleet.proto.v1 import commands_pb2
 from mt5fleet.proto.validation import ValidationError, check_command, decode
 
 log = logging.getLogger("mt5fleet.agent.commands")
 
-EXECUTION_KIND = "execution"
 # A duplicate arriving this long after the original is a resend worth reporting; sooner
 # it is the live copy racing the catch-up copy of the same command.
 DUPLICATE_REPORT_AFTER_MS = 60_000
+RETRY_S = 1.0
+# Beyond this many waiting commands the oldest leaves memory (with a warning): it stays in
+# JetStream, and the catch-up after the next reconnect or restart reads it again.
+MAX_HELD = 1_000
 
-_STATUS = {
-    "FILLED": execution_pb2.EXECUTION_STATUS_FILLED,
-    "PARTIAL": execution_pb2.EXECUTION_STATUS_PARTIAL,
-    "REJECTED": execution_pb2.EXECUTION_STATUS_REJECTED,
-    "EXPIRED": execution_pb2.EXECUTION_STATUS_EXPIRED,
-    "DUPLICATE": execution_pb2.EXECUTION_STATUS_DUPLICATE,
-    "FAILED": execution_pb2.EXECUTION_STATUS_FAILED,
-}
+
+__all__ = ["CommandPipeline", "Handled", "Held", "HoldKind"]
+
+
+class HoldKind(enum.StrEnum):
+    """What commands wait for: a label of ``mt5fleet_agent_commands_held``."""
+
+    TERMINAL = "terminal"
+    DISK = "disk"
 
 
 @dataclass(frozen=True)
-class Handled:
-    """One line of the status page's recent commands."""
+class Held:
+    kind: HoldKind
+    detail: str
+    since: float   # monotonic seconds
 
-    command_id: str
-    type: str
-    symbol: str
-    status: str
-    reason: str
-    fill_price: float
-    slippage_points: float
-    at_ms: int
+
+@dataclass
+class Arrival:
+    raw: bytes
+    source: str
+    received_ms: int      # when it first arrived: its report's received_at
+    waited: bool = False  # it has been held at least once
+
+
+class _Hold(Exception):
+    def __init__(self, kind: HoldKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
 
 
 # (command, now_ms) -> the risk decision, computed on the MT5 thread from live terminal state.
 RiskGate = Callable[[Command, int], Awaitable[Decision]]
 # (command) -> the outcome, run on the MT5 thread.
 Execute = Callable[[Command], Awaitable[Outcome]]
+# Settle what the ledger shows begun without an outcome, from the terminal (recovery).
+Resolve = Callable[[], Awaitable[object]]
+
+
+async def _nothing_to_resolve() -> None:
+    return None
 
 
 class CommandPipeline:
     def __init__(self, *, user_id: str, clock: Clock, ledger: CommandLedger, publisher: Publisher,
-                 metrics: AgentMetrics, risk_gate: RiskGate, execute: Execute) -> None:
-        self.user_id = user_id
-        self.clock = clock
-        self.ledger = ledger
-        self.publisher = publisher
-        self.metrics = metrics
-        self.risk_gate = risk_gate
-        self.execute = execute
+                 metrics: AgentMetrics, risk_gate: RiskGate, execute: Execute, resolve: Resolve = _nothing_to_resolve,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.user_id, self.clock, self.ledger, self.publisher, self.metrics = user_id, clock, ledger, publisher, metrics
+        self.risk_gate, self.execute, self.resolve, self._monotonic = risk_gate, execute, resolve, monotonic
         self.queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
-        self.recent: deque[Handled] = deque(maxlen=50)
+        self.outcomes = Outcomes(user_id=user_id, ledger=ledger, publisher=publisher, metrics=metrics,
+                                 first_sequence=now_ms(clock))
         self.last_latency_ms = 0.0
         self.executed = 0
-        self._report_key = ledger.secret_key("report-ids")
-        self.rejected = 0
-        self._report_subject = subjects.user_subject(user_id, subjects.Channel.EXECUTIONS)
-        self._sequence = now_ms(clock)
+        self._held: deque[Arrival] = deque()
+        self._in_doubt = True  # first settle whatever the ledger shows begun (a crash, a dropped terminal)
+        self.blocked: Held | None = None
+        self._tried_at = -math.inf
 
     # ---------------------------------------------------------------- intake
     def submit(self, raw: bytes, source: str) -> None:
         self.queue.put_nowait((raw, source))
 
+    @property
+    def recent(self) -> deque[Handled]:
+        return self.outcomes.recent
+
+    @property
+    def rejected(self) -> int:
+        return self.outcomes.rejected
+
+    def requeue_unreported(self) -> None:
+        self.outcomes.requeue_unreported()
+
+    def on_report_stored(self, kind: str, msg_id: str) -> None:
+        self.outcomes.on_report_stored(kind, msg_id)
+
+    @property
+    def held(self) -> int:
+        """Commands waiting (not yet executed nor refused)."""
+        return len(self._held)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self._has_work() and (self.blocked is None or self._monotonic() - self._tried_at >= RETRY_S):
+                await self._work()
             try:
-                raw, source = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                raw, source = await asyncio.wait_for(self.queue.get(), timeout=RETRY_S / 2)
             except TimeoutError:
                 continue
-            try:
-                await self.handle(raw, source)
-            except Exception:  # one bad command must not stop the next good one
-                log.exception("command handling failed")
+            self._keep(Arrival(raw, source, now_ms(self.clock)))
 
-    async def handle(self, raw: bytes, source: str) -> None:
-        received = now_ms(self.clock)
-        command = self._parse(raw, received)
+    def _has_work(self) -> bool:
+        return bool(self._held or self.outcomes.pending or self._in_doubt)
+
+    def _keep(self, arrival: Arrival) -> None:
+        self._held.append(arrival)
+        if len(self._held) > MAX_HELD:
+            dropped = self._held.popleft()
+            log.warning("%d commands wait: the oldest (received at %d) leaves memory; the next catch-up reads it "
+                        "again from the stream", MAX_HELD, dropped.received_ms)
+
+    async def _work(self) -> None:
+        """Stored what waits to be stored, settle what is in doubt, then the waiting
+        commands in order; stop at the first that must wait again."""
+        self._tried_at = self._monotonic()
+        try:
+            self._store_unstored()
+            await self._settle_in_doubt()
+            while self._held:
+                await self._attempt(self._held[0])
+                self._held.popleft()
+                self._store_unstored()
+                await self._settle_in_doubt()
+        except _Hold as hold:
+            self._block(hold)
+            if hold.kind is HoldKind.TERMINAL:
+                self._refuse_expired_behind()
+            return
+        self._unblock()
+
+    def _refuse_expired_behind(self) -> None:
+        """Commands waiting behind the first whose expiry passed are refused now, saying
+        why, rather than when the terminal is back: the server learns it in time."""
+        now = now_ms(self.clock)
+        kept = deque(list(self._held)[:1])
+        for arrival in list(self._held)[1:]:
+            arrival.waited = True
+            try:
+                command = self._parse(arrival.raw, arrival.received_ms)
+                if command is None:
+                    continue  # malformed: reported as such
+                if self.ledger.get(command.command_id) is None and command.is_expired(now):
+                    self._refuse(command, "EXPIRED", RejectCode.EXPIRED, self._expiry_reason(command, arrival, now),
+                                 arrival.received_ms)
+                    continue
+            except DiskUnavailable:
+                pass  # it keeps its place in line
+            kept.append(arrival)
+        self._held = kept
+
+    async def _attempt(self, arrival: Arrival) -> None:
+        """Handle one command; ``_Hold`` when it must wait (it stays first in line)."""
+        try:
+            await self.handle(arrival)
+        except _Hold:
+            arrival.waited = True
+            raise
+        except DiskUnavailable as exc:  # before any order: nothing was sent
+            arrival.waited = True
+            raise _Hold(HoldKind.DISK, str(exc)) from exc
+        except Exception:  # one bad command must not stop the next good one
+            log.exception("command handling failed")
+
+    # ---------------------------------------------------------------- holding
+    def _block(self, hold: _Hold) -> None:
+        if self.blocked is None or self.blocked.kind is not hold.kind:
+            log.warning("commands wait (%d held): %s", len(self._held), hold.detail)
+            self.blocked = Held(hold.kind, hold.detail, self._monotonic())
+        else:
+            self.blocked = Held(hold.kind, hold.detail, self.blocked.since)
+        self._show_held()
+
+    def _unblock(self) -> None:
+        if self.blocked is not None:
+            log.info("commands run again after waiting %.0f s for the %s", self._monotonic() - self.blocked.since,
+                     self.blocked.kind.value)
+            self.blocked = None
+        self._show_held()
+
+    def _show_held(self) -> None:
+        for kind in HoldKind:
+            waiting = len(self._held) if self.blocked is not None and self.blocked.kind is kind else 0
+            self.metrics.commands_held.labels(kind.value).set(waiting)
+
+    def _store_unstored(self) -> None:
+        try:
+            self.outcomes.retry()
+        except DiskUnavailable as exc:
+            raise _Hold(HoldKind.DISK, f"a report waits in memory: {exc}") from exc
+
+    async def _settle_in_doubt(self) -> None:
+        if not self._in_doubt:
+            return
+        await self.resolve()
+        left = self.ledger.in_flight()
+        unsettled = [entry.command_id for entry in left if entry.command_id not in self.outcomes.pending]
+        if unsettled:
+            raise _Hold(HoldKind.TERMINAL, f"the outcome of {unsettled[0]} is unknown (the terminal dropped while "
+                                           "it was sent): waiting for the terminal to show it")
+        self._in_doubt = False
+
+    # ---------------------------------------------------------------- one command
+    async def handle(self, arrival: Arrival) -> None:
+        received = arrival.received_ms
+        command = self._parse(arrival.raw, received)
         if command is None:
             return
         entry = self.ledger.get(command.command_id)
         if entry is not None:
-            self._duplicate(command, entry, source, received)
+            self._duplicate(command, entry, arrival.source, received)
             return
-        self._observe_arrival(command, received)
-        if command.is_expired(received):
-            self._refuse(command, "EXPIRED", RejectCode.EXPIRED,
-                         f"arrived {received - command.expires_at_ms} ms after it expired", received)
+        if not arrival.waited:
+            self._observe_arrival(command, received)
+        now = now_ms(self.clock)
+        if command.is_expired(now):
+            self._refuse(command, "EXPIRED", RejectCode.EXPIRED, self._expiry_reason(command, arrival, now), received)
             return
-        decision = await self.risk_gate(command, received)
+        try:
+            decision = await self.risk_gate(command, now)
+        except TerminalError as exc:  # nothing sent: the command waits for the terminal
+            raise _Hold(HoldKind.TERMINAL, f"the MT5 terminal does not answer: {exc}") from exc
         if not decision.allowed:
             status = "EXPIRED" if decision.code is RejectCode.EXPIRED else "REJECTED"
             self._refuse(command, status, decision.code, decision.reason, received)
@@ -131,7 +281,14 @@ class CommandPipeline:
                                  received_at_ms=received):
             return  # raced by another copy of the same command: it owns the execution
         outcome = await self._execute(command)
-        self._finish(command, outcome, received)
+        if outcome is not None:
+            self._finish(command, outcome, received)
+
+    def _expiry_reason(self, command: Command, arrival: Arrival, now: int) -> str:
+        late = now - command.expires_at_ms
+        if arrival.waited and self.blocked is not None:
+            return f"expired {late} ms ago while it waited for the {self.blocked.kind.value}: {self.blocked.detail}"
+        return f"arrived {late} ms after it expired"
 
     # ---------------------------------------------------------------- steps
     def _parse(self, raw: bytes, received: int) -> Command | None:
@@ -159,9 +316,10 @@ class CommandPipeline:
         if self.ledger.get(message.command_id) is not None:
             return
         self.ledger.begin(message.command_id, magic=0, stream_seq=None, received_at_ms=now_ms(self.clock))
-        report = self._report(message.command_id, "REJECTED", received=now_ms(self.clock), reason=str(problem),
-                              reject_code=RejectCode.INVALID.value, message=message)
-        self._store(message.command_id, report, "REJECTED", RejectCode.INVALID.value)
+        report = self.outcomes.reports.build(message.command_id, "REJECTED", received=now_ms(self.clock),
+                                             reason=str(problem), reject_code=RejectCode.INVALID.value,
+                                             message=message)
+        self.outcomes.store_or_keep(message.command_id, report, "REJECTED", RejectCode.INVALID.value)
 
     def _duplicate(self, command: Command, entry: Any, source: str, received: int) -> None:
         self.metrics.commands.labels("duplicate").inc()
@@ -170,38 +328,52 @@ class CommandPipeline:
             return
         log.warning("command %s delivered again %d ms later: not executed twice", command.command_id,
                     received - entry.received_at_ms)
-        report = self._report(command.command_id, "DUPLICATE", received=received, command=command,
-                              reason=f"already handled ({entry.status}); not executed again")
-        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(command.command_id, "duplicate"),
-                               report.SerializeToString())
+        report = self.outcomes.reports.build(command.command_id, "DUPLICATE", received=received, command=command,
+                                             reason=f"already handled ({entry.status}); not executed again")
+        self.outcomes.duplicate(command.command_id, report)
 
     def _refuse(self, command: Command, status: str, code: RejectCode | None, reason: str, received: int) -> None:
         self.ledger.begin(command.command_id, magic=magic_for(command.command_id), stream_seq=None,
                           received_at_ms=received)
-        report = self._report(command.command_id, status, received=received, command=command, reason=reason,
-                              reject_code=code.value if code else "")
-        self._store(command.command_id, report, status, code.value if code else status.lower(), command)
+        report = self.outcomes.reports.build(command.command_id, status, received=received, command=command,
+                                             reason=reason, reject_code=code.value if code else "")
+        self.outcomes.store_or_keep(command.command_id, report, status, code.value if code else status.lower())
 
-    async def _execute(self, command: Command) -> Outcome:
+    async def _execute(self, command: Command) -> Outcome | None:
+        """The outcome; None when it is unknown (settled later from the terminal). A
+        command nothing of which was sent waits for the terminal to come back."""
         try:
             return await self.execute(command)
         except UnknownSymbol as exc:
             return Outcome.no_trade("REJECTED", str(exc))
-        except TerminalError as exc:  # IPC failure mid-send: the outcome is unknown until recovery
+        except NothingSent as exc:
+            try:
+                self.ledger.abandon(command.command_id)
+            except DiskUnavailable:  # still begun: settled from the terminal (no trace: FAILED, never sent twice)
+                self._in_doubt = True
+                return None
+            raise _Hold(HoldKind.TERMINAL, f"the MT5 terminal dropped before the order was sent: {exc}") from exc
+        except TerminalUnavailable as exc:  # dropped mid-send: the terminal's history will say what happened
+            log.warning("the MT5 terminal dropped while %s was sent (%s): its outcome is settled from the terminal",
+                        command.command_id, exc)
+            self._in_doubt = True
+            return None
+        except TerminalError as exc:  # the terminal refused the call itself: no order went out
             return Outcome.no_trade("FAILED", str(exc))
 
     def _finish(self, command: Command, outcome: Outcome, received: int) -> None:
         executed = now_ms(self.clock)
-        report = self._report(command.command_id, outcome.status, received=received, executed=executed,
-                              command=command, outcome=outcome)
-        self._store(command.command_id, report, outcome.status, None, command)
+        report = self.outcomes.reports.build(command.command_id, outcome.status, received=received,
+                                             executed=executed, command=command, outcome=outcome)
+        self.outcomes.store_or_keep(command.command_id, report, outcome.status)
         if outcome.status in ("FILLED", "PARTIAL"):
             self.executed += 1
             self.metrics.command_latency.labels(STAGE_RECEIVED_TO_EXECUTED).observe((executed - received) / 1000)
             if command.signal_created_at_ms:
-                latency = (executed - command.signal_created_at_ms) / 1000
+                # Clocks of two hosts: a fast fill can look negative; the heartbeat must not carry that.
+                latency = max((executed - command.signal_created_at_ms) / 1000, 0.0)
                 self.last_latency_ms = latency * 1000
-                self.metrics.command_latency.labels(STAGE_SIGNAL_TO_EXECUTED).observe(max(latency, 0))
+                self.metrics.command_latency.labels(STAGE_SIGNAL_TO_EXECUTED).observe(latency)
             if outcome.fill_price is not None:
                 for against, points in (("adjusted", outcome.slippage_points),
                                         ("reference", outcome.slippage_reference_points)):
@@ -210,46 +382,15 @@ class CommandPipeline:
         else:
             self.metrics.rejected.labels("broker" if outcome.status == "REJECTED" else "terminal").inc()
 
-    def _store(self, command_id: str, report: execution_pb2.ExecutionReport, status: str,
-               reject_code: str | None, command: Command | None = None) -> None:
-        """Outbox first, ledger second: see the module docstring."""
-        payload = report.SerializeToString()
-        self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(command_id), payload)
-        self.ledger.record_outcome(command_id, status, payload)
-        self.metrics.commands.labels(status.lower()).inc()
-        if reject_code:
-            self.rejected += 1
-            self.metrics.rejected.labels(reject_code).inc()
-        self.recent.appendleft(Handled(
-            command_id, commands_pb2.CommandType.Name(report.command_type), report.symbol, status, report.reason,
-            report.fill_price, report.slippage_points, report.executed_at or report.received_at))
-
     def settle(self, entry: Any, outcome: Outcome, *, executed_ms: int | None = None) -> None:
-        """Report a command left in flight by a crash (see ``recovery``); ``executed_ms``:
-        when the terminal says it was done (UTC), else now."""
-        report = self._report(entry.command_id, outcome.status, received=entry.received_at_ms,
-                              executed=executed_ms or now_ms(self.clock), outcome=outcome)
-        self._store(entry.command_id, report, outcome.status, None)
+        """Report a command left in flight by a crash or a dropped terminal (see ``recovery``);
+        ``executed_ms``: when the terminal says it was done (UTC), else now."""
+        if entry.command_id in self.outcomes.pending:
+            return  # already settled; its report waits for the disk
+        report = self.outcomes.reports.build(entry.command_id, outcome.status, received=entry.received_at_ms,
+                                             executed=executed_ms or now_ms(self.clock), outcome=outcome)
+        self.outcomes.store_or_keep(entry.command_id, report, outcome.status)
 
-    def requeue_unreported(self) -> None:
-        """Reports stored in the ledger whose JetStream ack never came (the agent stopped
-        first): into the outbox again; the message id (keyed per command) dedupes them."""
-        for entry in self.ledger.unreported():
-            if entry.report:
-                self.publisher.enqueue(EXECUTION_KIND, self._report_subject, self._report_id(entry.command_id),
-                                       entry.report)
-
-    def on_report_stored(self, kind: str, msg_id: str) -> None:
-        if kind != EXECUTION_KIND:
-            return
-        command_id, report_kind = command_id_of_report(msg_id)
-        if report_kind == "report":
-            self.ledger.mark_reported(command_id)
-
-    def _report_id(self, command_id: str, kind: str = "report") -> str:
-        return report_message_id(command_id, self._report_key, kind)
-
-    # ---------------------------------------------------------------- reports
     def _observe_arrival(self, command: Command, received: int) -> None:
         if command.created_at_ms:
             self.metrics.command_latency.labels(STAGE_WORKER_TO_AGENT).observe(
@@ -257,36 +398,3 @@ class CommandPipeline:
         if command.signal_created_at_ms:
             self.metrics.command_latency.labels(STAGE_SIGNAL_TO_RECEIVED).observe(
                 max(received - command.signal_created_at_ms, 0) / 1000)
-
-    def _report(self, command_id: str, status: str, *, received: int, executed: int | None = None,
-                command: Command | None = None, outcome: Outcome | None = None, reason: str = "",
-                reject_code: str = "", message: commands_pb2.TradingCommand | None = None,
-                ) -> execution_pb2.ExecutionReport:
-        self._sequence += 1
-        report = execution_pb2.ExecutionReport(
-            command_id=command_id, user_id=self.user_id, status=_STATUS[status], received_at=received,
-            executed_at=executed or received, reason=reason, reject_code=reject_code, sequence=self._sequence)
-        source = message or (_to_wire(command) if command else None)
-        if source is not None:
-            report.symbol, report.command_type, report.order_type = source.symbol, source.type, source.order_type
-            report.signal_id, report.requested_price = source.signal_id, source.entry_price
-            # The price slippage_reference_points is measured against (orders.reference_entry).
-            report.reference_price = source.original_entry or source.reference_price
-            report.command_created_at, report.signal_created_at = source.created_at, source.signal_created_at
-        if outcome is not None:
-            report.retcode, report.reason = outcome.retcode, outcome.reason
-            report.ticket = outcome.position_ticket or 0
-            report.order_ticket, report.deal_ticket = outcome.order_ticket or 0, outcome.deal_ticket or 0
-            report.fill_price, report.filled_volume = outcome.fill_price or 0.0, outcome.filled_volume
-            report.slippage_points = outcome.slippage_points
-            report.slippage_reference_points = outcome.slippage_reference_points
-        return report
-
-
-def _to_wire(command: Command) -> commands_pb2.TradingCommand:
-    return commands_pb2.TradingCommand(
-        command_id=command.command_id, symbol=command.symbol or "", type=command.type.value,
-        order_type=command.order_type.value, entry_price=command.entry_price or 0.0,
-        signal_id=command.signal_id or "", reference_price=command.reference_price or 0.0,
-        original_entry=command.original_entry or 0.0, created_at=command.created_at_ms,
-        signal_created_at=command.signal_created_at_ms or 0)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from mt5fleet.client.adapters.disk import DiskUnavailable
 from mt5fleet.client.adapters.terminal import TerminalError
 from mt5fleet.proto.domain.clock import Clock
 
@@ -19,8 +20,10 @@ async def every(stop: asyncio.Event, seconds: float, action: Callable[[], Awaita
     while not stop.is_set():
         try:
             await action()
-        except TerminalError as exc:
+        except TerminalError as exc:  # said once by the health check (terminal_disconnected)
             log.debug("%s: terminal unavailable: %s", action.__name__, exc)
+        except DiskUnavailable as exc:  # said once by the health check (storage_unwritable)
+            log.debug("%s: %s", action.__name__, exc)
         except Exception:
             log.exception("%s failed", action.__name__)
         if after is not None:

@@ -3,9 +3,19 @@ never from the terminal (the page must not queue behind MT5 calls)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from mt5fleet.client.adapters.status import AgentStatus, CommandRow, IndicatorRow, QuoteRow, ServerTime
+from mt5fleet.client.adapters.status import (
+    AgentStatus,
+    CatchupRow,
+    ClockRow,
+    CommandRow,
+    HealthRow,
+    IndicatorRow,
+    QuoteRow,
+    ServerTime,
+)
 from mt5fleet.proto.domain.clock import now_ms
 
 if TYPE_CHECKING:
@@ -37,4 +47,21 @@ def agent_status(agent: Agent) -> AgentStatus:
         equity=account.equity if account else 0.0, margin_free=account.margin_free if account else 0.0,
         outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.config.effective.tier,
         trading_symbols=agent.config.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
-        commands=commands, indicators=indicators, server_time=server_time)
+        commands=commands, indicators=indicators, server_time=server_time, **_health(agent))
+
+
+def _health(agent: Agent) -> dict:
+    """Readiness, liveness and what the agent is waiting for, as the status page shows them."""
+    health = agent.health
+    catchup = agent.catchup.status(time.monotonic())
+    skew = agent.terminal.server_clock.skew.skew()
+    blocked = agent.pipeline.blocked
+    return dict(
+        ready=health.ready, alive=health.alive,
+        not_ready=tuple(HealthRow(f.reason, f.detail, f.for_s) for f in health.findings(health.not_ready)),
+        wedged=tuple(HealthRow(f.reason, f.detail, f.for_s) for f in health.findings(health.wedged)),
+        catchup=CatchupRow(catchup.state, catchup.attempts, catchup.error, catchup.failing_for_s, catchup.since_ms,
+                           catchup.done_at_ms),
+        commands_held=agent.pipeline.held, held_for=f"{blocked.kind.value}: {blocked.detail}" if blocked else "",
+        clock=ClockRow(None if skew.measured_ms is None else skew.measured_ms / 1000, skew.correction_ms / 1000,
+                       skew.samples, skew.at_ms))

@@ -59,6 +59,8 @@ class Streams:
         self.account: Any = None                 # the latest AccountInfo record
         self.position_rows: tuple[PositionRow, ...] = ()
         self._price_seq = 0
+        # When JetStream last stored a price batch (monotonic; the start until then): /readyz.
+        self.prices_stored_at = time.monotonic()
         self._account_seq = 0
         self._last_account: tuple | None = None
         self._last_account_sent = 0.0
@@ -83,6 +85,10 @@ class Streams:
         self.metrics.terminal_connected.set(1 if self.terminal.connected else 0)
         self.metrics.server_offset.set(self.terminal.server_clock.offset_s())
         self.metrics.server_offset_measured.set(self.terminal.server_clock.offset.at_ms / 1000)
+        skew = self.terminal.server_clock.skew.skew()
+        if skew.measured_ms is not None:
+            self.metrics.clock_skew.set(skew.measured_ms / 1000)
+        self.metrics.clock_correction.set(skew.correction_ms / 1000)
 
     # ------------------------------------------------------------------ symbols (MT5 thread)
     def refresh_symbol_map(self) -> symbols_pb2.SymbolSpecList:
@@ -109,9 +115,9 @@ class Streams:
         specs = await self.mt5.run(self.refresh_symbol_map)
         body = symbols_pb2.SymbolSpecList(specs=specs.specs).SerializeToString(deterministic=True)
         if body != self._last_specs:
-            self._last_specs = body
             self.publisher.enqueue("symbols", self._subject(subjects.Channel.SYMBOLS),
                                    f"{self.identity.session_id}:s:{specs.timestamp}", specs.SerializeToString())
+            self._last_specs = body  # only once stored: a refused write is tried again
 
     # ------------------------------------------------------------------ prices
     def read_quotes(self) -> list[prices_pb2.ClientPrice]:
@@ -165,8 +171,10 @@ class Streams:
             user_id=self.identity.user_id, broker_name=self._broker(),
             account_number=str(self.settings.mt5.login or ""), prices=quotes, batch_timestamp=now,
             sequence=self._price_seq)
-        await self.publisher.publish_now("prices", self._subject(subjects.Channel.PRICES),
-                                         f"{self.identity.session_id}:p:{self._price_seq}", batch.SerializeToString())
+        if await self.publisher.publish_now("prices", self._subject(subjects.Channel.PRICES),
+                                            f"{self.identity.session_id}:p:{self._price_seq}",
+                                            batch.SerializeToString()):
+            self.prices_stored_at = time.monotonic()
 
     def _broker(self) -> str:
         return self.account.company if self.account is not None else ""
@@ -189,17 +197,19 @@ class Streams:
         fingerprint = convert.account_fingerprint(account, positions)
         due = self.clock.now() - self._last_account_sent >= self.settings.intervals.account_s
         if fingerprint != self._last_account or due:
+            self._publish_account(account, positions, now)  # a disk that refuses it raises: tried next round
             self._last_account, self._last_account_sent = fingerprint, self.clock.now()
-            self._publish_account(account, positions, now)
 
     def _publish_account(self, account: Any, positions: int, now: int) -> None:
-        self._account_seq += 1
+        """Numbered only once stored in the outbox: the sequence has no gap for a refused write."""
+        sequence = self._account_seq + 1
         marks = self.guard.marks
         profile = convert.account_profile(
             self.identity.user_id, account, timestamp=now, open_positions=positions,
-            day_start_equity=marks.day_start_equity, peak_equity=marks.peak_equity, sequence=self._account_seq)
+            day_start_equity=marks.day_start_equity, peak_equity=marks.peak_equity, sequence=sequence)
         self.publisher.enqueue("account", self._subject(subjects.Channel.ACCOUNT),
-                               f"{self.identity.session_id}:a:{self._account_seq}", profile.SerializeToString())
+                               f"{self.identity.session_id}:a:{sequence}", profile.SerializeToString())
+        self._account_seq = sequence
 
 
 def _position_row(position: Any) -> PositionRow:
