@@ -67,6 +67,9 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--symbols", default="", help="marketdata: comma-separated canonical symbols")
     worker.add_argument("--oanda-account", default="", help="marketdata: OANDA account id (token: $OANDA_TOKEN)")
     worker.add_argument("--oanda-environment", choices=["practice", "live"], default="practice")
+    worker.add_argument("--jetstream-config", type=Path, help="the TOML given to `mt5fleet nats bootstrap --config` "
+                        "(a stream, bucket or consumer the worker finds missing is re-created as bootstrap made it)")
+    worker.add_argument("--replicas", type=int, help="the --replicas given to `mt5fleet nats bootstrap`")
     worker.set_defaults(handler=_run_worker)
 
 
@@ -81,8 +84,13 @@ def _run_worker(args: argparse.Namespace) -> int:
     nats = NatsSettings(servers=tuple(args.server), name=f"mt5fleet-{args.kind}", creds_file=args.creds,
                         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
     feed, clock = _reference_feed(args) if args.kind == "marketdata" else (None, SystemClock())
+    from mt5fleet.proto.subjects import build_layout
+
+    overrides = tomllib.loads(args.jetstream_config.read_text()) if args.jetstream_config else {}
+    if args.replicas is not None:
+        overrides["replicas"] = args.replicas
     options = WorkerOptions(kind=args.kind, nats=nats, http_host=args.http_host, http_port=args.http_port,
-                            partitions=args.partitions, feed=feed, feed_clock=clock)
+                            partitions=args.partitions, feed=feed, feed_clock=clock, layout=build_layout(overrides))
     asyncio.run(run_worker(options))
     return 0
 

@@ -35,7 +35,7 @@ async def test_heartbeats_become_per_user_metrics(fresh_nats_server):
                                        session_id="s1")
         await js.publish(subjects.user_subject(user, subjects.Channel.HEARTBEAT), beat.SerializeToString())
     await js.publish(subjects.user_subject("carol", subjects.Channel.HEARTBEAT), b"\x00garbage")
-    subscription = await health.follow(js)  # started after the beats: rebuilt from the stream
+    follower = await health.follow(client)  # started after the beats: rebuilt from the stream
     await wait_for(lambda: len(health.beats) == 2 and health.invalid == 1, "two heartbeats and the bad one read",
                    timeout=5)
     samples = _samples(health)
@@ -47,5 +47,5 @@ async def test_heartbeats_become_per_user_metrics(fresh_nats_server):
     samples = _samples(health)
     assert samples[("mt5fleet_fleet_agent_connected", "alice")] == 0.0
     assert samples[("mt5fleet_fleet_heartbeat_age_seconds", "alice")] == 61.0
-    await subscription.unsubscribe()
+    await follower.stop()
     await client.close()

@@ -1,10 +1,12 @@
 """`mt5fleet worker adjust|marketdata|feedback|health|catchup` as Kubernetes runs them: probes and
 real Prometheus metrics answer, each worker turns real input into its output, SIGTERM
-exits 0 within seconds (adjust hands its partitions over at once), and a worker whose
-work fails exits non-zero."""
+exits 0 within seconds (adjust hands its partitions over at once), a worker started before
+the bootstrap creates what it needs from the layout, and a worker whose work fails stops
+with the cause."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +18,10 @@ import urllib.request
 from collections.abc import Callable
 
 import nats
+import pytest
 from factories import execution, heartbeat
+from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import eventually
 
@@ -24,8 +29,10 @@ from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.v1 import market_data_pb2
 from mt5fleet.proto.validation import check_market_data
+from mt5fleet.workers.app.runner import Service, WorkerOptions, run_worker
 
 WEDNESDAY = 1_795_014_000_000  # 10:00 New York: the FX market is open
 
@@ -105,7 +112,8 @@ class WorkerProcess:
 
     def assert_probes(self) -> None:
         assert self.get("/healthz")[0] == 200
-        assert self.get("/readyz") == (200, json.dumps({"nats": True}))
+        status, body = self.get("/readyz")
+        assert status == 200 and json.loads(body) == {"ready": True, "nats": True, "failing": {}}, body
 
     def terminate(self) -> str:
         """SIGTERM; the worker must exit 0 within a few seconds. Returns its output."""
@@ -239,12 +247,41 @@ async def test_catchup_worker_process_answers_an_agents_catch_up(fresh_nats_serv
         await client.close()
 
 
-async def test_a_worker_whose_work_fails_exits_non_zero_with_the_cause(fresh_nats_server):
-    # No bootstrap: the feedback worker's durable consumer does not exist.
-    worker = WorkerProcess("feedback", fresh_nats_server.url)
+async def test_a_feedback_worker_started_before_the_bootstrap_creates_its_consumer(fresh_nats_server, tmp_path):
+    # No bootstrap: the worker creates TC_EXECUTIONS and its durable consumer from the layout
+    # it was given, the same TOML as `mt5fleet nats bootstrap --config` takes.
+    layout = tmp_path / "jetstream.toml"
+    layout.write_text("[streams.TC_EXECUTIONS]\nmax_age_s = 86400\n")
+    client = await nats.connect(fresh_nats_server.url)
+    js = client.jetstream()
+    worker = WorkerProcess("feedback", fresh_nats_server.url, "--jetstream-config", str(layout))
     try:
-        output, _ = worker.process.communicate(timeout=15)
+        await eventually(lambda: js.consumer_info(subjects.EXECUTIONS_STREAM, subjects.EXECUTIONS_CONSUMER),
+                         "the consumer created by the worker", retry_on=(NotFoundError,))
+        assert (await js.stream_info(subjects.EXECUTIONS_STREAM)).config.max_age == 86400
+        now = _now_ms()
+        report = execution(received_at=now - 400, executed_at=now - 300, command_created_at=now - 500,
+                           signal_created_at=now - 1_000)
+        await js.publish(subjects.user_subject("alice", subjects.Channel.EXECUTIONS), report.SerializeToString())
+        await worker.wait_for(lambda s: _value(s, "mt5fleet_fleet_executions_total", status="filled", reason="") == 1,
+                              "the report counted")
+        worker.assert_probes()
+        worker.terminate()
     finally:
         worker.kill()
-    assert worker.process.returncode != 0
-    assert "work ended by itself" in output and "stream not found" in output, output
+        await client.close()
+
+
+async def test_a_worker_whose_work_fails_stops_with_the_cause(fresh_nats_server):
+    # Kubernetes restarts a worker whose work ended by itself: it must not linger looking healthy.
+    async def broken(options: WorkerOptions, nc: object) -> Service:
+        async def run() -> None:
+            raise RuntimeError("the reference feed broke")
+
+        async def stop() -> None:
+            pass
+        return Service(CollectorRegistry(), run, stop)
+    options = WorkerOptions(kind="marketdata", nats=NatsSettings(servers=(fresh_nats_server.url,)),
+                            http_host="127.0.0.1", http_port=_free_port())
+    with pytest.raises(RuntimeError, match="the reference feed broke"):
+        await asyncio.wait_for(run_worker(options, build=broken), 15)

@@ -142,7 +142,10 @@ async def serve_service(stack: AsyncExitStack, name: str, settings: NatsSettings
     stack.push_async_callback(quietly, name, service.stop)
     work = asyncio.create_task(service.run(), name=name)
     stack.push_async_callback(cancel_and_wait, [work])
-    runner = await serve(probe_app(service.registry, nc), LOCALHOST, 0)
+    if service.health is not None:  # transitions logged as in ``mt5fleet worker``
+        watching = asyncio.create_task(service.health.watch(), name=f"{name} health")
+        stack.push_async_callback(cancel_and_wait, [watching])
+    runner = await serve(probe_app(service.registry, nc, service.health), LOCALHOST, 0)
     stack.push_async_callback(runner.cleanup)
     return Endpoint(name, f"http://{LOCALHOST}:{bound_port(runner)}/metrics")
 
@@ -192,7 +195,7 @@ class WorkerPool:
                                           lease_ttl_ms=LEASE_TTL_MS, now_ms=lambda: now_ms(self.clock))
             await worker.start()
             holder.append(worker)
-            return Service(worker.metrics.registry, _forever, worker.stop)
+            return Service(worker.metrics.registry, _forever, worker.stop, worker.health)
 
         stack = AsyncExitStack()
         try:
@@ -214,24 +217,24 @@ async def start_workers(stack: AsyncExitStack, settings: NatsSettings, feed: Ref
     async def marketdata(nc: Any) -> Service:
         ticks = SimulatedFeed(feed, clock=clock)
         worker = MarketDataWorker(nc, ticks, now_ms=clock_ms)
-        return Service(worker.metrics.registry, worker.run, ticks.close)
+        return Service(worker.metrics.registry, worker.run, ticks.close, worker.health)
 
     async def feedback(nc: Any) -> Service:
         worker = FeedbackWorker(nc, now_ms=clock_ms)
 
         async def stop() -> None:
             worker.stop()
-        return Service(worker.metrics.registry, worker.run, stop)
+        return Service(worker.metrics.registry, worker.run, stop, worker.health)
 
     async def health(nc: Any) -> Service:
         exporter = FleetHealth(now_ms=clock_ms)
-        subscription = await exporter.follow(nc.jetstream())
-        return Service(exporter.registry(), _forever, subscription.unsubscribe)
+        follower = await exporter.follow(nc)
+        return Service(exporter.registry(), _forever, follower.stop, exporter.health)
 
     async def catchup(nc: Any) -> Service:
         service = CatchupService(nc)
         await service.start()
-        return Service(service.metrics.registry, _forever, service.stop)
+        return Service(service.metrics.registry, _forever, service.stop, service.health)
 
     return [await serve_service(stack, f"{name} worker", settings, build)
             for name, build in (("marketdata", marketdata), ("feedback", feedback), ("health", health),

@@ -3,6 +3,10 @@
 Idempotent: each resource is read, compared with its ``subjects`` definition on the
 fields this project manages, and created, updated or left alone. A second run with the
 same layout reports every resource ``unchanged``; a changed limit is applied in place.
+
+``create_missing`` is the self-repair path of running processes (workers): one named
+resource of the same layout, created when it is missing and otherwise left exactly as it
+is, because its limits and replicas are bootstrap's to change, not a worker's.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
+from mt5fleet.proto.runtime.follow import StartPosition, deliver_fields
 from mt5fleet.proto.subjects import ConsumerSpec, JetStreamLayout, KvSpec, Storage, StreamSpec
 
 _NS = 1_000_000_000
@@ -142,27 +147,32 @@ async def ensure_bucket(js: JetStreamContext, spec: KvSpec) -> Change:
     try:
         await js.stream_info(spec.stream_name)
     except NotFoundError:
-        await js.create_key_value(config=api.KeyValueConfig(
-            bucket=spec.bucket,
-            description=spec.description,
-            history=spec.history,
-            storage=api.StorageType(spec.storage.value),
-            replicas=spec.replicas,
-            max_value_size=spec.max_value_size,
-            direct=True,
-        ))
+        await _create_bucket(js, spec)
         return Change("kv", spec.bucket, Action.CREATED)
     return await _ensure_stream_config(js, "kv", spec.bucket, bucket_stream_config(spec))
 
 
+async def _create_bucket(js: JetStreamContext, spec: KvSpec) -> None:
+    await js.create_key_value(config=api.KeyValueConfig(
+        bucket=spec.bucket,
+        description=spec.description,
+        history=spec.history,
+        storage=api.StorageType(spec.storage.value),
+        replicas=spec.replicas,
+        max_value_size=spec.max_value_size,
+        direct=True,
+    ))
+
+
 # -------------------------------------------------------------------------- consumers
 
-def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+def consumer_config(spec: ConsumerSpec, start: StartPosition | None = None) -> api.ConsumerConfig:
+    """``start``: where a consumer re-created by a worker resumes (bootstrap: everything)."""
     return api.ConsumerConfig(
         durable_name=spec.durable,
         name=spec.durable,
         description=spec.description,
-        deliver_policy=api.DeliverPolicy.ALL,
+        **(deliver_fields(start) if start is not None else {"deliver_policy": api.DeliverPolicy.ALL}),
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_s,
         max_deliver=spec.max_deliver,
@@ -191,6 +201,63 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> Change:
         return Change("consumer", display, Action.UNCHANGED)
     await js.add_consumer(spec.stream, config=desired)  # same name: the server updates it
     return Change("consumer", display, Action.UPDATED, tuple(differences))
+
+
+# ---------------------------------------------------------------------------- self-repair
+
+async def create_missing(js: JetStreamContext, layout: JetStreamLayout, name: str, *,
+                         start: StartPosition | None = None) -> Change:
+    """Create the stream, bucket or durable consumer ``name`` of ``layout`` if it does not
+    exist (a consumer's stream first); an existing one is left as it is. ``start``: where a
+    re-created consumer begins. Two processes repairing at once both succeed."""
+    if (stream := _find(layout.streams, name, lambda s: s.name)) is not None:
+        return await _create_stream_if_missing(js, "stream", name, lambda: js.add_stream(config=stream_config(stream)))
+    if (bucket := _find(layout.buckets, name, lambda b: (b.bucket, b.stream_name))) is not None:
+        return await _create_stream_if_missing(js, "kv", bucket.bucket, lambda: _create_bucket(js, bucket),
+                                               stream_name=bucket.stream_name)
+    if (consumer := _find(layout.consumers, name, lambda c: c.durable)) is not None:
+        await create_missing(js, layout, consumer.stream)
+        return await _create_consumer_if_missing(js, consumer, start)
+    raise ValueError(f"{name!r} is no stream, bucket or consumer of the JetStream layout")
+
+
+def _find(items: Iterable[Any], name: str, names: Any) -> Any:
+    for item in items:
+        known = names(item)
+        if name == known or (isinstance(known, tuple) and name in known):
+            return item
+    return None
+
+
+async def _create_stream_if_missing(js: JetStreamContext, kind: str, name: str, create: Any, *,
+                                    stream_name: str | None = None) -> Change:
+    try:
+        await js.stream_info(stream_name or name)
+        return Change(kind, name, Action.UNCHANGED)
+    except NotFoundError:
+        pass
+    try:
+        await create()
+    except BadRequestError:  # created meanwhile by another process, with other limits: theirs stand
+        await js.stream_info(stream_name or name)
+        return Change(kind, name, Action.UNCHANGED)
+    return Change(kind, name, Action.CREATED)
+
+
+async def _create_consumer_if_missing(js: JetStreamContext, spec: ConsumerSpec,
+                                      start: StartPosition | None) -> Change:
+    display = f"{spec.stream}/{spec.durable}"
+    try:
+        await js.consumer_info(spec.stream, spec.durable)
+        return Change("consumer", display, Action.UNCHANGED)
+    except NotFoundError:
+        pass
+    try:
+        await js.add_consumer(spec.stream, config=consumer_config(spec, start))
+    except BadRequestError:  # created meanwhile by another replica from another position
+        await js.consumer_info(spec.stream, spec.durable)
+        return Change("consumer", display, Action.UNCHANGED)
+    return Change("consumer", display, Action.CREATED, (f"from {start}",) if start is not None else ())
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -227,6 +294,6 @@ def summarise(changes: Iterable[Change]) -> dict[str, int]:
 
 __all__ = [
     "Action", "BootstrapError", "Change", "Storage", "bootstrap", "bucket_stream_config",
-    "consumer_config", "ensure_bucket", "ensure_consumer", "ensure_stream", "stream_config",
+    "consumer_config", "create_missing", "ensure_bucket", "ensure_consumer", "ensure_stream", "stream_config",
     "stream_differences", "summarise",
 ]

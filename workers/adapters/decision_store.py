@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -37,8 +37,10 @@ class DecisionStore:
     ``on_recorded`` hears each outcome (``STORED`` or ``EXISTING``: the metric)."""
 
     def __init__(self, js: Any, *, worker_version: str = "", worker_replica: str = "",
-                 on_recorded: Callable[[str], None] = lambda _outcome: None) -> None:
+                 on_recorded: Callable[[str], None] = lambda _outcome: None,
+                 publish: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.js = js
+        self.publish = publish or js.publish    # the worker's: re-creates TC_DECISIONS if it is gone
         self.worker_version, self.worker_replica = worker_version, worker_replica
         self.on_recorded = on_recorded
 
@@ -49,7 +51,7 @@ class DecisionStore:
         record = record_message(decision, worker_version=self.worker_version, worker_replica=self.worker_replica)
         headers = {"Nats-Msg-Id": subject, "Nats-Expected-Last-Subject-Sequence": "0"}
         try:
-            ack = await self.js.publish(subject, record.SerializeToString(), timeout=10, headers=headers)
+            ack = await self.publish(subject, record.SerializeToString(), timeout=10, headers=headers)
         except APIError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise

@@ -9,27 +9,37 @@ changes, not per signal: a fan-out over thousands of users reads ready policies.
 that is refused (malformed, nonsense numbers, stored under another user's key) is counted
 and the user keeps the last good policy.
 
-Each stream is read by one ordered consumer that starts with the last message per subject
-and then follows live, so a restarted worker has every user's state within moments. Bad
-messages are counted by kind and skipped; they never stop a stream.
+Each stream (and the config bucket's) is read by one ``Follower`` (proto/runtime/follow.py)
+that starts with the last message per subject (executions: the last 7 days) and then
+follows live, so a restarted worker has every user's state within moments. A follower
+comes back by itself from a NATS restart, a consumer deleted behind its back or a stream
+recreated (a memory stream comes back empty at sequence 1: it starts from the new
+stream's beginning, so prices flow again as soon as the agents republish); it resumes the
+executions after the last report it applied, so no position is forgotten or counted
+twice. Bad messages are counted by kind and skipped; they never stop a stream.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from nats.js import api
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.account import AccountSnapshot
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import CommandType, Execution, ExecutionStatus
-from mt5fleet.proto.runtime.tasks import within
+from mt5fleet.proto.runtime.follow import (
+    Follower,
+    FollowOptions,
+    FromTime,
+    LastPerSubject,
+    StartPosition,
+    wall_ms,
+)
 from mt5fleet.proto.v1 import account_pb2, config_pb2, execution_pb2, prices_pb2, symbols_pb2
 from mt5fleet.proto.validation import (
     ValidationError,
@@ -50,19 +60,24 @@ log = logging.getLogger("mt5fleet.worker.state")
 POSITIONS_LOOKBACK_MS = 7 * 86_400_000
 
 Invalid = Callable[[str, str], None]
+Ensure = Callable[[str], Awaitable[object]]   # a missing stream of the layout, by name, created again
+# The KV header saying an entry was deleted or purged.
+KV_OPERATION = "KV-Operation"
 
 
 class FleetState:
-    def __init__(self, *, now_ms: Callable[[], int], on_invalid: Invalid = lambda kind, why: None) -> None:
+    def __init__(self, *, now_ms: Callable[[], int], on_invalid: Invalid = lambda kind, why: None,
+                 on_applied: Callable[[str], None] = lambda stream: None) -> None:
         self.now_ms = now_ms
         self.on_invalid = on_invalid
+        self.on_applied = on_applied    # one message of a stream handled (the ingest metric)
         self.policies: dict[str, UserPolicy] = {}
         self.quotes: dict[str, dict[str, Quote]] = defaultdict(dict)
         self.specs: dict[str, dict[str, SymbolSpecInfo]] = {}
         self.accounts: dict[str, AccountSnapshot] = {}
         self.positions: dict[str, PositionBook] = {}
         self.stopped_out: dict[str, StopOut] = {}      # user -> the stop-out their agent reported
-        self._subscriptions: list[Any] = []
+        self.followers: dict[str, Follower] = {}       # stream -> its follower
 
     # ------------------------------------------------------------------ queries
     def users(self, partition: int | None = None, partitions: int = subjects.ADJUST_PARTITIONS) -> list[str]:
@@ -84,37 +99,34 @@ class FleetState:
         return stop is not None and stop.is_active(self.now_ms())
 
     # ------------------------------------------------------------------ following JetStream
-    async def follow(self, js: Any) -> None:
-        last = api.DeliverPolicy.LAST_PER_SUBJECT
-        follow = [
-            (subjects.user_wildcard(subjects.Channel.PRICES), self.on_prices, last, None),
-            (subjects.user_wildcard(subjects.Channel.SYMBOLS), self.on_specs, last, None),
-            (subjects.user_wildcard(subjects.Channel.ACCOUNT), self.on_account, last, None),
-            (subjects.user_wildcard(subjects.Channel.EXECUTIONS), self.on_execution, api.DeliverPolicy.BY_START_TIME,
-             dt.datetime.fromtimestamp((self.now_ms() - POSITIONS_LOOKBACK_MS) / 1000, tz=dt.UTC)),
+    async def follow(self, nc: Any, *, ensure: Ensure | None = None, options: FollowOptions | None = None) -> None:
+        """Start one follower per stream; ``ensure(stream)`` re-creates a missing one."""
+        follow: list[tuple[str, Callable[[Any], None], Callable[[], StartPosition]]] = [
+            (subjects.PRICES_STREAM, _guarded(self.on_prices), LastPerSubject),
+            (subjects.SYMBOLS_STREAM, _guarded(self.on_specs), LastPerSubject),
+            (subjects.ACCOUNT_STREAM, _guarded(self.on_account), LastPerSubject),
+            (subjects.EXECUTIONS_STREAM, _guarded(self.on_execution), executions_start),
+            (subjects.config_stream_name(), self.on_config_entry, LastPerSubject),
         ]
-        for subject, handler, policy, start in follow:
-            config = api.ConsumerConfig(opt_start_time=start) if start else None
-            self._subscriptions.append(await js.subscribe(
-                subject, ordered_consumer=True, deliver_policy=policy, config=config, cb=_guarded(handler)))
-        kv = await js.key_value(subjects.CONFIG_BUCKET)
-        self._watcher = await kv.watchall()
-        self._subscriptions.append(self._watcher)
-
-    async def watch_configs(self) -> None:
-        async for entry in self._watcher:
-            if entry is None:
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.policies.pop(entry.key, None)
-                continue
-            self.on_config(entry.key, entry.value)
+        for stream, handler, start in follow:
+            counted = _counted(handler, functools.partial(self.on_applied, stream))
+            self.followers[stream] = await Follower(
+                nc, stream, counted, start=start, options=options,
+                ensure=functools.partial(ensure, stream) if ensure is not None else None).start()
 
     async def close(self) -> None:
-        for subscription in self._subscriptions:  # the connection may already be closing
-            await within(subscription.stop() if hasattr(subscription, "stop") else subscription.unsubscribe(), 2)
+        for follower in self.followers.values():
+            await follower.stop()
 
     # ------------------------------------------------------------------ handlers (also used by tests)
+    def on_config_entry(self, message: Any) -> None:
+        """A KV entry of ``tc-config`` as its stream delivers it: ``$KV.tc-config.<uid>``."""
+        user_id = message.subject.rpartition(".")[2]
+        if (message.headers or {}).get(KV_OPERATION) in ("DEL", "PURGE") or not message.data:
+            self.policies.pop(user_id, None)
+            return
+        self.on_config(user_id, message.data)
+
     def on_config(self, user_id: str, raw: bytes) -> None:
         """``user_id`` is the KV key: a config naming another user is refused."""
         try:
@@ -242,8 +254,21 @@ class PositionBook:
                      if close_command_id(report.signal_id, self.user_id, ticket) == report.command_id), None)
 
 
-def _guarded(handler: Callable[[str, bytes], None]) -> Callable[[Any], Any]:
-    async def callback(message: Any) -> None:
+def executions_start() -> StartPosition:
+    """Where the positions index starts reading (again, if the stream was recreated): the
+    reports the server stored in the last 7 days, by its own clock."""
+    return FromTime(wall_ms() - POSITIONS_LOOKBACK_MS)
+
+
+def _counted(handler: Callable[[Any], None], applied: Callable[[], None]) -> Callable[[Any], None]:
+    def handle(message: Any) -> None:
+        applied()
+        handler(message)
+    return handle
+
+
+def _guarded(handler: Callable[[str, bytes], None]) -> Callable[[Any], None]:
+    def handle(message: Any) -> None:
         try:
             handler(message.subject, message.data)
         except (ValidationError, subjects.InvalidName) as exc:
@@ -252,4 +277,4 @@ def _guarded(handler: Callable[[str, bytes], None]) -> Callable[[Any], Any]:
             state = getattr(handler, "__self__", None)
             if state is not None:
                 state.on_invalid(kind, str(exc))
-    return callback
+    return handle

@@ -40,6 +40,18 @@ class AdjustMetrics:
                                 registry=r)
         self.users = Gauge("mt5fleet_worker_users_known", "Users with a ClientConfig in this worker's state",
                            registry=r)
+        self.state_messages = Counter("mt5fleet_worker_state_messages_total",
+                                      "Messages applied to this worker's view of the fleet, by stream", ["stream"],
+                                      registry=r)
+        self.lease_failures = Counter("mt5fleet_worker_lease_failures_total",
+                                      "Lease renewal rounds that failed (NATS away, bucket missing)", registry=r)
+        self.recreated = recreated_counter(r)
+
+
+def recreated_counter(registry: CollectorRegistry) -> Counter:
+    """Streams, buckets and consumers a worker found missing and created again from the layout."""
+    return Counter("mt5fleet_worker_recreated_total", "JetStream resources found missing and re-created from the "
+                   "layout, by name", ["resource"], registry=registry)
 
 
 class CatchupMetrics:

@@ -13,6 +13,13 @@ Audit: every (signal, user) of a partition, skipped or not, gets one decision re
 (``decision_store``) before its commands are published, and the commands published are
 those of the stored record: on a redelivery, the first delivery's, so a command always
 matches the record that explains it.
+
+Recovery (issue 12): the fleet state's followers come back by themselves from a NATS
+restart, a stream recreated at sequence 1 or a consumer deleted behind their back; a
+missing lease bucket, partition consumer, or stream to publish into is created again from
+the JetStream layout (``bootstrap.create_missing``). ``health`` says on ``/readyz`` when
+this replica has not done its job for longer than its budget: no lease renewed within 3x
+the ttl, no prices seen while the prices stream has them, an owned partition failing.
 """
 
 from __future__ import annotations
@@ -22,19 +29,27 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.trading import Signal
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.errors import describe
+from mt5fleet.proto.runtime.follow import FollowOptions
+from mt5fleet.proto.runtime.probes import Health
 from mt5fleet.proto.runtime.tasks import cancel_and_wait, within
+from mt5fleet.proto.subjects import JetStreamLayout
 from mt5fleet.proto.v1 import commands_pb2, signals_pb2
 from mt5fleet.proto.validation import ValidationError, check_signal, decode
 from mt5fleet.workers.adapters import wire
 from mt5fleet.workers.adapters.decision_store import DecisionStore
+from mt5fleet.workers.adapters.durable import DurablePuller
 from mt5fleet.workers.adapters.fleet_state import FleetState
 from mt5fleet.workers.adapters.leases import LeaseKeeper
 from mt5fleet.workers.adapters.metrics import AdjustMetrics
+from mt5fleet.workers.adapters.streams import StreamPublisher
 from mt5fleet.workers.core.decision import ERROR, Decision, decide
 
 log = logging.getLogger("mt5fleet.worker.adjust")
@@ -49,6 +64,24 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(frozen=True)
+class AdjustBudgets:
+    """How long each part of the job may go undone before ``/readyz`` says so (seconds).
+    Leases have no budget of their own here: 3x the lease ttl."""
+
+    prices_s: float = 15.0       # the prices stream holds batches this replica has not seen
+    state_s: float = 60.0        # the same for symbols, accounts, executions and configs
+    partitions_s: float = 30.0   # pulling from an owned partition keeps failing
+    wedged_s: float = 300.0      # any of these, while NATS is connected: only a restart helps
+
+
+# The fleet-state followers and the readiness check each one answers.
+STATE_CHECKS = {
+    subjects.PRICES_STREAM: "prices", subjects.SYMBOLS_STREAM: "symbols", subjects.ACCOUNT_STREAM: "accounts",
+    subjects.EXECUTIONS_STREAM: "positions", subjects.config_stream_name(): "configs",
+}
+
+
 def _version() -> str:
     try:
         return metadata.version("mt5fleet")
@@ -60,29 +93,41 @@ class AdjustWorker:
     def __init__(self, nc: Any, *, replica_id: str | None = None, partitions: int = subjects.ADJUST_PARTITIONS,
                  lease_ttl_ms: int = 10_000, now_ms: Callable[[], int] = wall_ms,
                  metrics: AdjustMetrics | None = None,
-                 on_skip: Callable[[str, str, str], None] | None = None) -> None:
+                 on_skip: Callable[[str, str, str], None] | None = None,
+                 layout: JetStreamLayout | None = None, follow_options: FollowOptions | None = None,
+                 budgets: AdjustBudgets | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.nc, self.js = nc, nc.jetstream()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.partitions = partitions
         self.lease_ttl_ms = lease_ttl_ms
         self.now_ms = now_ms
         self.metrics = metrics or AdjustMetrics()
+        self.layout = layout or JetStreamLayout()
+        self.follow_options = follow_options
+        self.budgets = budgets or AdjustBudgets()
+        self.clock = clock
         self.on_skip = on_skip or (lambda signal_id, user_id, reason: None)  # (signal, user, reason)
-        self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc())
+        self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc(),
+                                on_applied=lambda stream: self.metrics.state_messages.labels(stream).inc())
+        self.publisher = StreamPublisher(self.js, self.layout, on_recreated=self._recreated)
         self.decisions = DecisionStore(self.js, worker_version=_version(), worker_replica=self.replica_id,
-                                       on_recorded=lambda outcome: self.metrics.decisions.labels(outcome).inc())
+                                       on_recorded=lambda outcome: self.metrics.decisions.labels(outcome).inc(),
+                                       publish=self.publisher.publish)
+        self.health = Health(registry=self.metrics.registry, connected=lambda: nc.is_connected)
         self.owned: dict[int, asyncio.Task] = {}
+        self.pullers: dict[int, DurablePuller] = {}
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._keeper: LeaseKeeper | None = None
+        self._leases_renewed = clock()
+        self._lease_error = ""
         self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
     async def start(self) -> None:
-        await self.state.follow(self.js)
-        self._tasks.append(asyncio.create_task(self.state.watch_configs(), name="configs"))
-        self._keeper = LeaseKeeper(await self.js.key_value(subjects.LEASES_BUCKET), self.replica_id,
-                                   partitions=self.partitions, ttl_ms=self.lease_ttl_ms)
+        await self.state.follow(self.nc, ensure=self._create_missing, options=self.follow_options)
+        self._leases_renewed = self.clock()
         self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
+        self._add_checks()
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop pulling; with ``release`` hand the partitions over at once (SIGTERM)."""
@@ -93,53 +138,111 @@ class AdjustWorker:
             await within(self._keeper.release_all(self.now_ms()), timeout=5)
         await self.state.close()
 
+    async def _create_missing(self, name: str) -> None:
+        if (await bootstrap.create_missing(self.js, self.layout, name)).action is bootstrap.Action.CREATED:
+            self._recreated(name)
+
+    def _recreated(self, name: str) -> None:
+        self.metrics.recreated.labels(name).inc()
+
+    # ------------------------------------------------------------------ health
+    def _add_checks(self) -> None:
+        budgets, wedged = self.budgets, self.budgets.wedged_s
+        self.health.add("leases", self._lease_problem, wedged_after_s=wedged)
+        for stream, check in STATE_CHECKS.items():
+            budget = budgets.prices_s if stream == subjects.PRICES_STREAM else budgets.state_s
+            self.health.add(check, self._follower_check(stream, budget), wedged_after_s=wedged)
+        self.health.add("partitions", self._partition_problem, wedged_after_s=wedged)
+
+    def _lease_problem(self) -> str | None:
+        budget_s = 3 * self.lease_ttl_ms / 1000
+        silent_s = self.clock() - self._leases_renewed
+        if silent_s <= budget_s:
+            return None
+        return f"no lease renewed for {silent_s:.0f} s (budget {budget_s:g} s): {self._lease_error or 'no answer'}"
+
+    def _follower_check(self, stream: str, budget_s: float) -> Callable[[], str | None]:
+        def check() -> str | None:
+            follower = self.state.followers.get(stream)
+            return follower.problem(budget_s) if follower is not None else f"{stream} is not followed"
+        return check
+
+    def _partition_problem(self) -> str | None:
+        problems = [p for puller in list(self.pullers.values())
+                    if (p := puller.problem(self.budgets.partitions_s)) is not None]
+        return "; ".join(problems) or None
+
     # ------------------------------------------------------------------ partitions
     async def _keep_leases(self) -> None:
         while not self._stop.is_set():
-            try:
-                owned = await self._keeper.step(self.now_ms())
-            except Exception as exc:  # NATS away: keep what we have until the leases lapse
-                log.warning("lease renewal failed: %s", exc)
-                owned = set(self.owned)
+            owned = await self._lease_round()
             for partition in set(self.owned) - owned:
                 log.info("replica %s gives up partition %d", self.replica_id, partition)
                 self.owned.pop(partition).cancel()
-            for partition in owned - set(self.owned):
-                log.info("replica %s takes partition %d", self.replica_id, partition)
+            for partition in owned:
+                task = self.owned.get(partition)
+                if task is None:
+                    log.info("replica %s takes partition %d", self.replica_id, partition)
+                elif task.done():  # its puller died of something unforeseen: pull again
+                    why = "cancelled" if task.cancelled() else repr(task.exception())
+                    log.error("partition %d stopped (%s); pulling again", partition, why)
+                else:
+                    continue
                 self.owned[partition] = asyncio.create_task(self._pull(partition), name=f"partition-{partition}")
             self.metrics.partitions.set(len(self.owned))
             self.metrics.users.set(len(self.state.policies))
             await asyncio.sleep(self.lease_ttl_ms / 3000)
 
+    async def _lease_round(self) -> set[int]:
+        """The partitions to own after one renewal; a failed renewal keeps them only until
+        the leases lapse (another replica may take them then), and repairs the bucket."""
+        try:
+            if self._keeper is None:
+                await self._create_missing(subjects.LEASES_BUCKET)
+                self._keeper = LeaseKeeper(await self.js.key_value(subjects.LEASES_BUCKET), self.replica_id,
+                                           partitions=self.partitions, ttl_ms=self.lease_ttl_ms)
+            owned = await self._keeper.step(self.now_ms())
+        except Exception as exc:  # NATS away, or the (memory) bucket gone with a server restart
+            return await self._lease_failed(exc)
+        if self._lease_error:
+            log.info("lease renewal works again")
+        self._leases_renewed, self._lease_error = self.clock(), ""
+        return owned
+
+    async def _lease_failed(self, exc: BaseException) -> set[int]:
+        self.metrics.lease_failures.inc()
+        text = describe(exc)
+        (log.warning if not self._lease_error else log.debug)("lease renewal failed: %s", text)
+        self._lease_error = text
+        if self.nc.is_connected:
+            try:
+                await self._create_missing(subjects.LEASES_BUCKET)
+            except Exception as repair:  # JetStream not ready yet: the next round tries again
+                log.debug("re-creating the lease bucket failed: %s", describe(repair))
+        lapsed = self.clock() - self._leases_renewed > self.lease_ttl_ms / 1000
+        return set() if lapsed else set(self.owned)
+
     async def _pull(self, partition: int) -> None:
-        subscription = await self.js.pull_subscribe_bind(durable=subjects.adjust_consumer(partition),
-                                                         stream=subjects.SIGNALS_STREAM)
-        failures = 0
+        puller = DurablePuller(self.nc, self.layout, subjects.adjust_consumer(partition), clock=self.clock,
+                               on_error=self.metrics.fetch_errors.inc, on_recreated=self._recreated)
+        self.pullers[partition] = puller
         try:
             while self._still_owns(partition):
-                try:
-                    messages = await subscription.fetch(FETCH_BATCH, timeout=1)
-                except TimeoutError:
-                    continue
-                except Exception as exc:  # NATS reconnecting: the consumer keeps our place
-                    failures += 1
-                    # Said once loudly (a missing consumer never heals by itself), then quietly.
-                    (log.warning if failures == 1 else log.debug)("fetch on partition %d: %r", partition, exc)
-                    self.metrics.fetch_errors.inc()
-                    await asyncio.sleep(0.5)
-                    continue
-                failures = 0
-                for message in messages:
-                    await self._handle(partition, message)
+                for message in await puller.fetch(FETCH_BATCH, timeout=1):
+                    if await self._handle(partition, message):
+                        puller.finished(message)
         finally:
-            await within(subscription.unsubscribe(), timeout=2)
+            if self.pullers.get(partition) is puller:
+                del self.pullers[partition]
+            await puller.close()
 
     def _still_owns(self, partition: int) -> bool:
         # Checked as well as cancellation: a library may turn a cancel into an error we retry.
         return not self._stop.is_set() and self.owned.get(partition) is asyncio.current_task()
 
     # ------------------------------------------------------------------ one signal
-    async def _handle(self, partition: int, message: Any) -> None:
+    async def _handle(self, partition: int, message: Any) -> bool:
+        """True once the signal is finished on this partition (acknowledged or refused)."""
         now = self.now_ms()
         try:
             signal = check_signal(decode(signals_pb2.UniversalSignal, message.data), now)
@@ -148,7 +251,7 @@ class AdjustWorker:
             self.metrics.signals.labels("invalid").inc()
             log.warning("refused a signal on %s: %s", message.subject, exc)
             await message.term()  # never redeliver what can never be valid
-            return
+            return True
         self.metrics.signal_to_worker.observe(max(now - signal.created_at_ms, 0) / 1000)
         started = time.perf_counter()
         try:
@@ -157,11 +260,16 @@ class AdjustWorker:
             log.warning("signal %s on partition %d not finished (%s); it will be redelivered",
                         signal.signal_id, partition, exc)
             self.metrics.signals.labels("retry").inc()
-            await message.nak(delay=1)
-            return
-        await message.ack()
+            await within(message.nak(delay=1), timeout=2)
+            return False
+        try:
+            await message.ack()
+        except Exception as exc:  # NATS away: redelivered after the ack wait, and deduplicated
+            log.warning("acknowledging signal %s on partition %d failed: %s", signal.signal_id, partition, exc)
+            return False
         self.metrics.adjust_time.observe(time.perf_counter() - started)
         self.metrics.signals.labels("done").inc()
+        return True
 
     async def _fan_out(self, signal: Signal, partition: int, now: int) -> None:
         """Publish while adjusting, chunk by chunk: the first users' commands leave while
@@ -213,8 +321,8 @@ class AdjustWorker:
 
     async def _publish(self, command: commands_pb2.TradingCommand) -> None:
         async with self._publish_slots:
-            ack = await self.js.publish(subjects.user_subject(command.user_id, subjects.Channel.COMMANDS),
-                                        command.SerializeToString(), timeout=10,
-                                        headers={"Nats-Msg-Id": command.command_id})
+            ack = await self.publisher.publish(subjects.user_subject(command.user_id, subjects.Channel.COMMANDS),
+                                               command.SerializeToString(), timeout=10,
+                                               headers={"Nats-Msg-Id": command.command_id})
         if not ack.duplicate:
             self.metrics.commands.inc()

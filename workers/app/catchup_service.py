@@ -12,6 +12,10 @@ server rewrites a tenant's reply subject to a response subject ``_R_.…`` in th
 account, which leads back into that tenant's account only, whatever the tenant named. A
 platform process asking directly (tests, tools) is answered on ``_INBOX_<uid>.``. Any other
 reply subject is refused: NATS does not check reply subjects against permissions.
+
+``/readyz`` fails while requests keep failing: once the first failure since the last
+served page is older than ``failing_budget_s`` (stored commands unreadable, JetStream
+away). A served page turns it green again; agents retry their catch-up until one is served.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.catchup import CatchupPage, CatchupQuery
+from mt5fleet.proto.runtime.errors import describe
+from mt5fleet.proto.runtime.probes import Health
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1.catchup_pb2 import CatchupRequest
 from mt5fleet.proto.validation import ValidationError, check_catchup_request, decode
@@ -38,6 +46,9 @@ log = logging.getLogger("mt5fleet.worker.catchup")
 MAX_CONCURRENT_PAGES = 32
 # nats-server's prefix for the reply subjects it makes for requests through a service import.
 RESPONSE_IMPORT_PREFIX = "_R_."
+# Requests failing this long (no page served since): not ready; this long while connected: restart.
+FAILING_BUDGET_S = 30.0
+WEDGED_AFTER_S = 300.0
 
 
 class Refused(Exception):
@@ -50,7 +61,8 @@ class Refused(Exception):
 
 class CatchupService:
     def __init__(self, nc: Any, *, metrics: CatchupMetrics | None = None, store: CommandStore | None = None,
-                 default_page: int = DEFAULT_PAGE_COMMANDS, page_bytes: int = PAGE_BYTES) -> None:
+                 default_page: int = DEFAULT_PAGE_COMMANDS, page_bytes: int = PAGE_BYTES,
+                 failing_budget_s: float = FAILING_BUDGET_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.nc = nc
         self.store = store or CommandStore(nc.jetstream())
         self.metrics = metrics or CatchupMetrics()
@@ -59,6 +71,17 @@ class CatchupService:
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PAGES)
         self._tasks: set[asyncio.Task] = set()
         self._subscription: Any = None
+        self.failing_budget_s, self.clock = failing_budget_s, clock
+        self._failing_since: float | None = None
+        self._last_failure = ""
+        self.health = Health(registry=self.metrics.registry, connected=lambda: nc.is_connected)
+        self.health.add("requests", self.requests_problem, wedged_after_s=WEDGED_AFTER_S)
+
+    def requests_problem(self) -> str | None:
+        if self._failing_since is None or self.clock() - self._failing_since <= self.failing_budget_s:
+            return None
+        return (f"catch-up requests failing for {self.clock() - self._failing_since:.0f} s, none served since "
+                f"({self._last_failure})")
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(subjects.user_wildcard(subjects.Channel.CATCHUP),
@@ -109,9 +132,13 @@ class CatchupService:
         except Exception as exc:  # JetStream briefly unavailable: the agent asks again
             self.metrics.requests.labels("failed").inc()
             log.warning("catch-up of %s failed: %r", user_id, exc)
+            if self._failing_since is None:
+                self._failing_since = self.clock()
+            self._last_failure = describe(exc)
             await self._reply(message, CatchupPage.refused(f"stored commands unreadable: {exc!r}"))
             return
         await self._reply(message, page)
+        self._failing_since = None
         self.metrics.requests.labels("served").inc()
         self.metrics.commands.inc(len(page.commands))
 

@@ -3,7 +3,11 @@
 outcomes by status and refusal reason, slippage against the adjusted and the reference
 price, and the latency of each leg (signal -> worker -> agent -> fill). The per-signal
 position index the close/modify fan-out needs is kept by every adjustment worker itself
-(``fleet_state``), from the same stream."""
+(``fleet_state``), from the same stream.
+
+The durable consumer is created from the JetStream layout when it is missing (a worker
+started before ``nats bootstrap``, or the consumer deleted behind its back), resuming after
+the last report this worker acknowledged; ``/readyz`` fails while pulling keeps failing."""
 
 from __future__ import annotations
 
@@ -16,10 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.trading import Execution, ExecutionStatus
-from mt5fleet.proto.runtime.tasks import within
+from mt5fleet.proto.runtime.probes import Health
+from mt5fleet.proto.subjects import JetStreamLayout
 from mt5fleet.proto.v1 import execution_pb2
 from mt5fleet.proto.validation import ValidationError, check_execution, decode
-from mt5fleet.workers.adapters.metrics import LATENCY_BUCKETS
+from mt5fleet.workers.adapters.durable import DurablePuller
+from mt5fleet.workers.adapters.metrics import LATENCY_BUCKETS, recreated_counter
 
 log = logging.getLogger("mt5fleet.worker.feedback")
 SLIPPAGE_BUCKETS = (-20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50)
@@ -42,6 +48,14 @@ class FeedbackMetrics:
                                  "signal_to_fill", ["leg"], buckets=LATENCY_BUCKETS, registry=r)
         self.invalid = Counter("mt5fleet_fleet_invalid_reports_total", "Execution reports refused by validation",
                                registry=r)
+        self.fetch_errors = Counter("mt5fleet_fleet_feedback_fetch_errors_total",
+                                    "Failed pulls from execution-feedback (NATS away, consumer missing)", registry=r)
+        self.recreated = recreated_counter(r)
+
+
+# Pulling failing this long: not ready; this long while connected: restart.
+FETCH_BUDGET_S = 30.0
+WEDGED_AFTER_S = 300.0
 
 
 def record(metrics: FeedbackMetrics, report: Execution) -> None:
@@ -70,34 +84,31 @@ def _span(start_ms: int | None, end_ms: int | None) -> float | None:
 
 
 class FeedbackWorker:
-    def __init__(self, nc: Any, *, metrics: FeedbackMetrics | None = None, now_ms: Any = None) -> None:
-        self.js = nc.jetstream()
+    def __init__(self, nc: Any, *, metrics: FeedbackMetrics | None = None, now_ms: Any = None,
+                 layout: JetStreamLayout | None = None, fetch_budget_s: float = FETCH_BUDGET_S,
+                 clock: Any = time.monotonic) -> None:
         self.metrics = metrics or FeedbackMetrics()
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.puller = DurablePuller(nc, layout or JetStreamLayout(), subjects.EXECUTIONS_CONSUMER, clock=clock,
+                                    on_error=self.metrics.fetch_errors.inc,
+                                    on_recreated=lambda name: self.metrics.recreated.labels(name).inc())
+        self.health = Health(registry=self.metrics.registry, connected=lambda: nc.is_connected)
+        self.health.add("fetching", lambda: self.puller.problem(fetch_budget_s), wedged_after_s=WEDGED_AFTER_S)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
-        # Binding does not check that the consumer exists, and fetching from a missing one
-        # fails like a reconnect, which the loop rides out: without this check a worker
-        # started before the bootstrap would count nothing, forever, and look healthy.
-        await self.js.consumer_info(subjects.EXECUTIONS_STREAM, subjects.EXECUTIONS_CONSUMER)
-        subscription = await self.js.pull_subscribe_bind(durable=subjects.EXECUTIONS_CONSUMER,
-                                                         stream=subjects.EXECUTIONS_STREAM)
         try:
             while not self._stop.is_set():
-                try:
-                    messages = await subscription.fetch(64, timeout=1)
-                except TimeoutError:
-                    continue
-                except Exception as exc:  # NATS reconnecting: the durable consumer keeps our place
-                    log.debug("fetching execution reports: %s", exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                for message in messages:
+                for message in await self.puller.fetch(64, timeout=1):
+                    try:  # acknowledged first: a report that cannot be is redelivered, not counted twice
+                        await message.ack()
+                    except Exception as exc:  # NATS away
+                        log.debug("acknowledging an execution report failed: %s", exc)
+                        continue
+                    self.puller.finished(message)
                     self.handle(message.data)
-                    await message.ack()
         finally:
-            await within(subscription.unsubscribe(), timeout=2)
+            await self.puller.close()
 
     def handle(self, raw: bytes) -> None:
         try:

@@ -3,6 +3,10 @@ metrics per user, because the cluster's Prometheus rarely reaches a trader's VPS
 
 Ages are computed at scrape time (a custom collector), so an agent that went silent shows
 its heartbeat getting older and ``connected`` dropping to 0 without any new message.
+
+Heartbeats are read by a ``Follower`` (last per subject, then live): it comes back by
+itself when ``TC_HEARTBEAT`` (memory) returns empty after a server restart, re-creating the
+stream from the layout if nobody else has, and ``/readyz`` fails while it cannot follow.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nats.js import api
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.account import HeartbeatInfo
+from mt5fleet.proto.runtime import bootstrap
+from mt5fleet.proto.runtime.follow import Follower, FollowOptions
+from mt5fleet.proto.runtime.probes import Health
+from mt5fleet.proto.subjects import JetStreamLayout
 from mt5fleet.proto.v1 import heartbeat_pb2
 from mt5fleet.proto.validation import ValidationError, check_heartbeat, decode
 
@@ -25,6 +32,9 @@ log = logging.getLogger("mt5fleet.worker.health")
 
 # Three missed heartbeats (sent every 5 s) and an agent counts as disconnected.
 STALE_AFTER_S = 15.0
+# Not following the heartbeats this long: not ready; this long while connected: restart.
+FOLLOW_BUDGET_S = 30.0
+WEDGED_AFTER_S = 300.0
 
 
 class FleetHealth:
@@ -33,6 +43,9 @@ class FleetHealth:
         self.stale_after_s = stale_after_s
         self.beats: dict[str, HeartbeatInfo] = {}
         self.invalid = 0
+        self._registry = CollectorRegistry()
+        self._registry.register(self)
+        self.health = Health(registry=self._registry)   # its check is added by follow()
 
     def on_heartbeat(self, subject: str, raw: bytes) -> None:
         try:
@@ -46,11 +59,18 @@ class FleetHealth:
             return
         self.beats[user_id] = beat
 
-    async def follow(self, js: Any) -> Any:
-        async def callback(message: Any) -> None:
-            self.on_heartbeat(message.subject, message.data)
-        return await js.subscribe(subjects.user_wildcard(subjects.Channel.HEARTBEAT), ordered_consumer=True,
-                                  deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, cb=callback)
+    async def follow(self, nc: Any, *, layout: JetStreamLayout | None = None,
+                     options: FollowOptions | None = None, budget_s: float = FOLLOW_BUDGET_S) -> Follower:
+        """Follow every agent's heartbeat; ``health`` says when that has stopped."""
+        js, layout = nc.jetstream(), layout or JetStreamLayout()
+
+        async def ensure() -> None:
+            await bootstrap.create_missing(js, layout, subjects.HEARTBEAT_STREAM)
+        follower = await Follower(nc, subjects.HEARTBEAT_STREAM, lambda m: self.on_heartbeat(m.subject, m.data),
+                                  ensure=ensure, options=options).start()
+        self.health.connected = lambda: nc.is_connected
+        self.health.add("heartbeats", lambda: follower.problem(budget_s), wedged_after_s=WEDGED_AFTER_S)
+        return follower
 
     def collect(self) -> Iterator[Metric]:
         now = self.now_ms()
@@ -84,6 +104,4 @@ class FleetHealth:
                                 value=self.invalid)
 
     def registry(self) -> CollectorRegistry:
-        registry = CollectorRegistry()
-        registry.register(self)
-        return registry
+        return self._registry
