@@ -73,3 +73,17 @@ async def _bootstrap_as(url: str, creds_text: str) -> None:
         await bootstrap.bootstrap(client.jetstream(), subjects.build_layout())
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------- a real Kubernetes API server
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory):
+    """etcd and a real Kubernetes API server (tests/kube/apiserver, built from Debian's
+    packages or reused from the cache: tests/kube_build.py) for the session, started the
+    first time a test asks for it: TLS, RBAC enforced for ServiceAccount tokens, audit log.
+    See kube_harness.KubeCluster for kubectl, kubeconfigs, tokens and the audit log."""
+    from kube_harness import running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster

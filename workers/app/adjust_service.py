@@ -28,10 +28,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
+
+import nats.errors
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.trading import Signal
@@ -55,6 +58,11 @@ from mt5fleet.workers.core.decision import ERROR, Decision, decide
 log = logging.getLogger("mt5fleet.worker.adjust")
 
 FETCH_BATCH = 16
+# A JetStream leader election or a client reconnect takes a few seconds: ~8 s of retries.
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+TRANSIENT_PUBLISH_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                            nats.errors.ConnectionReconnectingError, NoStreamResponseError, ServiceUnavailableError)
+T = TypeVar("T")
 PUBLISH_CONCURRENCY = 256
 # Users adjusted between two chances for their commands to be published.
 FAN_OUT_CHUNK = 256
@@ -315,14 +323,30 @@ class AdjustWorker:
 
     async def _store(self, decision: Decision) -> None:
         """The decision's record first, then the commands of the record that is stored."""
-        async with self._publish_slots:
-            commands = await self.decisions.record(decision)
+        commands = await self._retrying(lambda: self._in_slot(self.decisions.record(decision)))
         await asyncio.gather(*(self._publish(command) for command in commands))
 
     async def _publish(self, command: commands_pb2.TradingCommand) -> None:
-        async with self._publish_slots:
-            ack = await self.publisher.publish(subjects.user_subject(command.user_id, subjects.Channel.COMMANDS),
-                                               command.SerializeToString(), timeout=10,
-                                               headers={"Nats-Msg-Id": command.command_id})
+        subject = subjects.user_subject(command.user_id, subjects.Channel.COMMANDS)
+        ack = await self._retrying(lambda: self._in_slot(self.publisher.publish(
+            subject, command.SerializeToString(), timeout=10, headers={"Nats-Msg-Id": command.command_id})))
         if not ack.duplicate:
             self.metrics.commands.inc()
+
+    async def _in_slot(self, publish: Awaitable[T]) -> T:
+        async with self._publish_slots:
+            return await publish
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retries a publish through a JetStream leader election or a reconnect (seconds)
+        instead of putting the whole signal back: a lost nak would hold it for the ack
+        wait, and it would then be too old. Safe: records and commands carry their ids."""
+        for delay_s in (*RETRY_DELAYS_S, None):
+            try:
+                return await attempt()
+            except TRANSIENT_PUBLISH_ERRORS as exc:
+                if delay_s is None or self._stop.is_set():
+                    raise
+                log.debug("publish failed (%s); retrying in %g s", describe(exc), delay_s)
+                await asyncio.sleep(delay_s)
+        raise AssertionError("unreachable")
