@@ -46,15 +46,15 @@ def test_operator_crd_prints_the_committed_crd(capsys):
     assert capsys.readouterr().out == committed.read_text() == crd.render()
 
 
-def test_the_peering_manifests_match_what_the_operator_uses():
-    import kubernetes_validate
+def test_leader_election_replaces_kopf_peering_in_the_manifests():
+    """Same-priority kopf peers pause each other (issue 13): the operator runs standalone
+    behind a Lease, so no KopfPeering is needed and the Role grants Leases instead."""
     import yaml
 
-    from mt5fleet.operator.app import handlers
-
-    crd_doc, peering = yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/kopf/peering.yaml")
-                                          .read_text())
-    kubernetes_validate.validate(crd_doc, "1.29.0", strict=True)
-    assert (crd_doc["spec"]["group"], crd_doc["spec"]["scope"]) == ("kopf.dev", "Namespaced")
-    assert peering["kind"] == crd_doc["spec"]["names"]["kind"] == "KopfPeering"
-    assert peering["metadata"]["name"] == handlers.configure.__kwdefaults__["peering_name"]
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    assert not (deploy / "kopf" / "peering.yaml").exists()
+    rules = [rule for doc in yaml.safe_load_all((deploy / "rbac/operator-role.yaml").read_text())
+             if doc and doc["kind"] == "Role" for rule in doc["rules"]]
+    assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
+    lease = [r for r in rules if r["resources"] == ["leases"] and r.get("resourceNames")]
+    assert lease and lease[0]["resourceNames"] == ["mt5fleet-operator"]

@@ -302,15 +302,14 @@ async def test_metrics_count_reconciles_by_result_and_clients_by_tier_and_phase(
 
 
 # ---------------------------------------------------------------------- kopf settings and registrations
-def test_configure_sets_our_finalizer_annotation_prefix_and_peering():
+def test_configure_sets_our_finalizer_annotation_prefix_and_no_peering():
     settings = kopf.OperatorSettings()
-    handlers.configure(settings, peering_name="mt5fleet-test")
+    handlers.configure(settings)
     assert settings.persistence.finalizer == "mt5fleet.io/finalizer"
     progress, diffbase = settings.persistence.progress_storage, settings.persistence.diffbase_storage
     assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "mt5fleet.io"
     assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage) and diffbase.prefix == "mt5fleet.io"
-    assert settings.peering.name == "mt5fleet-test" and settings.peering.mandatory
-    assert not settings.peering.clusterwide  # a KopfPeering in the operator's namespace
+    assert settings.peering.standalone  # the Lease elects the one replica that runs kopf (app/elected.py)
 
 
 def test_register_handles_every_cause_of_tradingclients():

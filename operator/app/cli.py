@@ -13,7 +13,8 @@ from pathlib import Path
 def add_operator(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "operator", help="reconcile TradingClients: in a cluster (kopf) or over a folder (--local)",
-        description="Without --local: the kopf operator in its namespace (in-cluster config).")
+        description="Without --local: the kopf operator in its namespace, in a pod (in-cluster config) or "
+        "outside one (--kubeconfig, $KUBECONFIG); of several replicas only the Lease holder reconciles.")
     parser.add_argument("--local", type=Path, metavar="DIR", help="reconcile TradingClient YAML files in DIR")
     parser.add_argument("--state", type=Path, help="local mode: where secrets and account state go "
                         "(default: DIR/.mt5fleet)")
@@ -32,6 +33,16 @@ def add_operator(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--http-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
     parser.add_argument("--namespace", help="cluster mode: namespace to watch (default: $POD_NAMESPACE)")
     parser.add_argument("--worker-deployment", default="", help="cluster mode: adjustment-worker Deployment to scale")
+    parser.add_argument("--kubeconfig", type=Path, help="cluster mode outside a pod: kubeconfig to use "
+                        "(default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--lease", default="mt5fleet-operator", help="cluster mode: the coordination.k8s.io "
+                        "Lease of the leader election (only its holder reconciles)")
+    parser.add_argument("--lease-duration", type=float, default=15.0, metavar="S",
+                        help="seconds a silent leader keeps the Lease (default 15)")
+    parser.add_argument("--lease-renew", type=float, default=5.0, metavar="S",
+                        help="seconds between renewals and followers' looks (default 5)")
+    parser.add_argument("--no-leader-election", action="store_true",
+                        help="cluster mode with exactly one replica: run without a Lease")
     parser.add_argument("--crd", action="store_true", help="print the TradingClient CRD YAML and exit")
     parser.set_defaults(handler=run_operator)
 
@@ -87,8 +98,22 @@ def run_operator(args: argparse.Namespace) -> int:
     if args.local:
         asyncio.run(runtime.run_local(options, args.local, args.state))
     else:
-        runtime.run_cluster(options, namespace=args.namespace, worker_deployment=args.worker_deployment)
+        return runtime.run_cluster(options, namespace=args.namespace, worker_deployment=args.worker_deployment,
+                                   kubeconfig=args.kubeconfig, election=_election(args))
     return 0
+
+
+def _election(args: argparse.Namespace):
+    if args.no_leader_election:
+        return None
+    from mt5fleet.operator.app.elected import Election
+    from mt5fleet.operator.core.leadership import LeaseTiming
+
+    try:
+        timing = LeaseTiming.from_duration(args.lease_duration, args.lease_renew)
+    except ValueError as exc:
+        raise SystemExit(f"mt5fleet operator: {exc}") from None
+    return Election(lease_name=args.lease, timing=timing)
 
 
 def run_trust_chain(args: argparse.Namespace) -> int:

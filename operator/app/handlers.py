@@ -31,15 +31,14 @@ def kopf_event(body: Any, kind: str, reason: str, message: str) -> None:
     (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
 
 
-def configure(settings: kopf.OperatorSettings, *, peering_name: str = "mt5fleet") -> None:
-    """Finalizer and progress annotations under our prefix; peering so that of several
-    operator replicas exactly one is active (HA)."""
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Finalizer and progress annotations under our prefix. No kopf peering: of several
+    replicas, only the holder of the Lease runs kopf at all (``app/elected.py``)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
-    settings.peering.name = peering_name
-    settings.peering.mandatory = True
+    settings.peering.standalone = True
     settings.posting.level = logging.INFO
 
 

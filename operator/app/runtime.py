@@ -204,45 +204,72 @@ def _stop_on_signals() -> asyncio.Event:
 
 # ---------------------------------------------------------------------- cluster (kopf)
 def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worker_deployment: str = "",
-                peering_name: str = "mt5fleet") -> None:
-    """kopf.run with our handlers; the Reconciler is built at start-up into kopf's memo.
+                kubeconfig: Path | None = None, election: Any = "default") -> int:
+    """kopf with our handlers, while this replica holds the Lease (``elected``); the
+    Reconciler is built at start-up into kopf's memo. In a pod or from a kubeconfig: one
+    code path (``kube_config.load``) for our client and kopf's login. ``election``: an
+    ``elected.Election``, the default one, or None for a single replica without a Lease.
 
     Namespaced on purpose: TradingClients, their password Secrets and the agents'
     bootstrap Secrets live in the operator's namespace, so its RBAC is a Role there and
     nothing cluster-wide but what kopf observes (deploy/rbac/operator-role.yaml)."""
-    import kopf
+    from mt5fleet.operator.adapters import kube_config
+    from mt5fleet.operator.app import elected
 
+    access = kube_config.load(kubeconfig)
     home = namespace or os.environ.get("POD_NAMESPACE", "default")
     registry, memo = cluster_operator(options, namespace=home, worker_deployment=worker_deployment,
-                                      peering_name=peering_name)
-    kopf.run(registry=registry, memo=memo, namespaces=[home], peering_name=peering_name, standalone=False)
+                                      login=kopf_login(access), api_client=access.api_client)
+    return asyncio.run(elected.run(registry, memo, home, access,
+                                   elected.Election() if election == "default" else election))
+
+
+def kopf_login(access: Any) -> Callable[..., Any]:
+    """kopf's login handler, from the same client configuration as ours (re-read on every
+    login: an in-cluster token is rotated by its refresh hook)."""
+    import kopf
+
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        config = access.configuration
+        scheme, token = access.bearer()
+        return kopf.ConnectionInfo(
+            server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+            username=config.username or None, password=config.password or None, scheme=scheme, token=token,
+            certificate_path=config.cert_file, private_key_path=config.key_file,
+            trust_env=settings.networking.trust_env)
+
+    return login
 
 
 def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deployment: str = "",
-                     peering_name: str = "mt5fleet", login: Callable[..., Any] | None = None,
+                     login: Callable[..., Any] | None = None,
                      api_client: Callable[[], Any] | None = None) -> tuple[Any, Any]:
     """What kopf runs: the registry (our handlers, start-up, clean-up) and the memo the
-    start-up fills with the Reconciler. How the API server is reached, by default as the
-    pod's service account: ``login``, kopf's login handler; ``api_client``, the
-    Kubernetes client of the secret store and the scaler."""
+    start-up fills with the Reconciler. How the API server is reached: ``login``, kopf's
+    login handler; ``api_client``, the Kubernetes client of the secret store and the
+    scaler (both by default from ``kube_config.load()``: in-cluster, else the kubeconfig)."""
     import kopf
     import kubernetes
 
+    from mt5fleet.operator.adapters import kube_config
     from mt5fleet.operator.adapters.appliers import DeploymentScaler
     from mt5fleet.operator.adapters.secret_store import KubernetesSecretStore
     from mt5fleet.operator.app import handlers
 
+    if login is None or api_client is None:
+        access = kube_config.load()
+        login, api_client = login or kopf_login(access), api_client or access.api_client
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     # A registry of our own has none of the login handlers kopf's default one carries:
     # without one, kopf starts with no credentials.
-    kopf.on.login(registry=registry)(login or kopf.login_via_client)
+    kopf.on.login(registry=registry)(login)
     memo = kopf.Memo()
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        handlers.configure(settings, peering_name=peering_name)
-        client = api_client() if api_client is not None else _in_cluster_client()
+        handlers.configure(settings)
+        client = api_client()
         core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
         scaler = DeploymentScaler(apps, namespace, worker_deployment) if worker_deployment else None
         running = await start(options, KubernetesSecretStore(core, namespace), scaler=scaler)
@@ -257,10 +284,3 @@ def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deploym
             await memo.running.close()
 
     return registry, memo
-
-
-def _in_cluster_client() -> Any:
-    import kubernetes
-
-    kubernetes.config.load_incluster_config()
-    return kubernetes.client.ApiClient()

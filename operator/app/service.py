@@ -15,6 +15,7 @@ from mt5fleet.operator.adapters.appliers import (
     bootstrap_secret_name,
     ensure_worker_replicas,
 )
+from mt5fleet.operator.adapters.errors import describe
 from mt5fleet.operator.adapters.metrics import OperatorMetrics
 from mt5fleet.operator.core import reconcile
 from mt5fleet.operator.core.changes import Applied, Change
@@ -134,8 +135,11 @@ class Reconciler:
             applied.append(await self.appliers.ensure_credentials(
                 user, desired.access if desired.credentials_active else None, rotation=client.key_rotation))
         except Exception as exc:
+            # The whole error (an HTTP exchange, for the API server's) to the log; the status
+            # and its Event get a short, stable form, so a retry failing alike rewrites nothing.
             log.warning("reconciling %s: %s failed: %s", client.key, step, exc)
-            return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False, error=f"{step}: {exc}")
+            return applied, ApplyOutcome(nats_ready=nats_ready, credentials_issued=False,
+                                         error=f"{step}: {describe(exc)}")
         return applied, ApplyOutcome(nats_ready=True, credentials_issued=desired.credentials_active,
                                      credentials_secret=bootstrap_secret_name(user))
 

@@ -246,8 +246,15 @@ def _phase(client: TradingClient, ready: bool, findings: Sequence[TierFinding], 
     return "Degraded" if findings else "Ready"
 
 
+# A condition's message is for a human reading `kubectl describe`: the CRD allows 4,096
+# characters; well under that, whatever a step's error said (the log has the rest).
+MAX_CONDITION_MESSAGE = 1024
+
+
 def _condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
     status = "Unknown" if ok is None else ("True" if ok else "False")
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[: MAX_CONDITION_MESSAGE - 1] + "…"
     return Condition(type=kind, status=status, reason=reason, message=message, last_transition_time="")
 
 
