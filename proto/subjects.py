@@ -316,9 +316,14 @@ def lease_key(partition: int) -> str:
     return f"partition-{partition}"
 
 
+# A signal whose delivery was lost (a fetch answer or an ack gone with a NATS node) comes
+# back after the ack wait: it must be well inside a signal's life (30 s by default). A
+# worker working on one longer than that says so (``in_progress``) every third of it.
+ADJUST_ACK_WAIT_S = 5.0
+
 DEFAULT_CONSUMERS: tuple[ConsumerSpec, ...] = (
     *(ConsumerSpec(SIGNALS_STREAM, adjust_consumer(p), f"Adjustment workers, users of partition {p}",
-                   ack_wait_s=30) for p in range(ADJUST_PARTITIONS)),
+                   ack_wait_s=ADJUST_ACK_WAIT_S) for p in range(ADJUST_PARTITIONS)),
     ConsumerSpec(EXECUTIONS_STREAM, EXECUTIONS_CONSUMER, "Execution feedback: positions, slippage, latency"),
     ConsumerSpec(HEARTBEAT_STREAM, HEARTBEAT_CONSUMER, "Fleet health exporter", ack_wait_s=10, max_deliver=3),
 )

@@ -101,7 +101,7 @@ async def test_create_missing_creates_what_is_missing_and_changes_nothing_that_e
     assert again.action is bootstrap.Action.CREATED
     config = (await js.consumer_info(subjects.SIGNALS_STREAM, consumer)).config
     assert (config.deliver_policy, config.opt_start_seq, config.opt_start_time) == ("by_start_sequence", 17, None)
-    assert config.ack_wait == 30 and config.max_deliver == 20          # the rest as bootstrap defines it
+    assert (config.ack_wait, config.max_deliver) == (subjects.ADJUST_ACK_WAIT_S, 20)  # the rest as bootstrap defines it
     with pytest.raises(ValueError, match="no stream, bucket or consumer"):
         await bootstrap.create_missing(js, layout, "NOT_A_STREAM")
 

@@ -146,7 +146,13 @@ class TenantAccounts:
         if state is stored and state and (state.symbols, state.limits) == (symbols, limits) \
                 and await self._served(state):
             return False
-        state = dataclasses.replace(state or TenantState.create(), symbols=symbols, limits=limits)
+        if stored is None:
+            # A new tenant's keys are kept before its account reaches any server: an operator
+            # stopped between the push and the save would otherwise make a second account for
+            # the tenant on its next start, leaving the first one on the servers for good.
+            stored = TenantState.create()
+            await self._save(user_id, stored)
+        state = dataclasses.replace(state or stored, symbols=symbols, limits=limits)
         await self._push(user_id, state)
         return True
 

@@ -189,7 +189,20 @@ class EmbeddedNats:
     def log_path(self) -> Path:
         return self.workdir / "nats-server.log"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running else None
+
     def start(self) -> EmbeddedNats:
+        if self.running:
+            return self
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> EmbeddedNats:
+        """Start the process and learn its ports, without waiting for JetStream: a node of a
+        cluster is healthy only once its peers are up too (``EmbeddedCluster``)."""
         if self.running:
             return self
         ports_dir = self.workdir / "ports"
@@ -206,7 +219,15 @@ class EmbeddedNats:
             )
         try:
             self._read_ports(ports_dir)
-            self._wait_healthy()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout_s: float | None = None) -> EmbeddedNats:
+        """Until /healthz answers 200 (JetStream up and, in a cluster, current)."""
+        try:
+            self._wait_healthy(timeout_s or self.startup_timeout_s)
         except Exception:
             self.stop()
             raise
@@ -223,6 +244,15 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine or an OOM kill would end it: no flush, no goodbye
+        to clients or peers. ``start()`` brings it back on the same ports and store."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait(timeout=10)
 
     def restart(self) -> EmbeddedNats:
         self.stop()
@@ -277,9 +307,9 @@ class EmbeddedNats:
             time.sleep(0.02)
         raise NatsServerError(f"nats-server wrote no ports file within {self.startup_timeout_s}s{self._log_tail()}")
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, timeout_s: float) -> None:
         """/healthz answers 200 only once JetStream is up (it checks the store too)."""
-        deadline = time.monotonic() + self.startup_timeout_s
+        deadline = time.monotonic() + timeout_s
         last_error = ""
         while time.monotonic() < deadline:
             self._fail_if_exited()
@@ -290,9 +320,7 @@ class EmbeddedNats:
             except (urllib.error.URLError, OSError) as exc:
                 last_error = str(exc)
             time.sleep(0.05)
-        raise NatsServerError(
-            f"nats-server not healthy within {self.startup_timeout_s}s ({last_error}){self._log_tail()}"
-        )
+        raise NatsServerError(f"nats-server not healthy within {timeout_s}s ({last_error}){self._log_tail()}")
 
     def _fail_if_exited(self) -> None:
         if self._process is not None and self._process.poll() is not None:

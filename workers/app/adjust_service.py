@@ -25,10 +25,11 @@ the ttl, no prices seen while the prices stream has them, an owned partition fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
@@ -263,7 +264,8 @@ class AdjustWorker:
         self.metrics.signal_to_worker.observe(max(now - signal.created_at_ms, 0) / 1000)
         started = time.perf_counter()
         try:
-            await self._fan_out(signal, partition, now)
+            async with self._in_progress(message, partition):
+                await self._fan_out(signal, partition, now)
         except Exception as exc:  # some publish failed: let the partition's consumer redeliver it
             log.warning("signal %s on partition %d not finished (%s); it will be redelivered",
                         signal.signal_id, partition, exc)
@@ -278,6 +280,26 @@ class AdjustWorker:
         self.metrics.adjust_time.observe(time.perf_counter() - started)
         self.metrics.signals.labels("done").inc()
         return True
+
+    @contextlib.asynccontextmanager
+    async def _in_progress(self, message: Any, partition: int) -> AsyncIterator[None]:
+        """Tells JetStream the signal is being worked on every third of the ack wait, so a
+        long fan-out is not redelivered to another replica while a short ack wait still
+        brings back, within a signal's life, a delivery lost with a NATS node."""
+        spec = next((c for c in self.layout.consumers if c.durable == subjects.adjust_consumer(partition)), None)
+        interval_s = (spec.ack_wait_s if spec else subjects.ADJUST_ACK_WAIT_S) / 3
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                with contextlib.suppress(Exception):  # NATS away: the redelivery is deduplicated
+                    await message.in_progress()
+
+        task = asyncio.create_task(keep_alive(), name=f"in-progress-{partition}")
+        try:
+            yield
+        finally:
+            await cancel_and_wait([task])
 
     async def _fan_out(self, signal: Signal, partition: int, now: int) -> None:
         """Publish while adjusting, chunk by chunk: the first users' commands leave while
