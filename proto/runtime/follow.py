@@ -207,8 +207,11 @@ class Follower:
         if not due:
             return
         reconnected = reconnects != self._reconnects
+        # What was handled before asking: messages keep arriving while the answer is on its
+        # way, and a stream is not "shorter than what was read" because of those.
+        handled_before = self.last_sequence
         info = await self._stream_info()
-        recreated = self._recreated(info)
+        recreated = self._recreated(info, handled_before)
         reason = reason or ("stream recreated" if recreated else "") or self._stuck()
         if reconnected and not reason:
             reason = await self._consumer_gone()
@@ -250,10 +253,10 @@ class Follower:
             return "consumer gone after a reconnect"
         return ""
 
-    def _recreated(self, info: Any) -> bool:
+    def _recreated(self, info: Any, handled_before: int) -> bool:
         if self._created is None:
             return False
-        return info.created != self._created or info.state.last_seq < self.last_sequence
+        return info.created != self._created or info.state.last_seq < handled_before
 
     def _note_stream(self, info: Any) -> None:
         self._created = info.created
