@@ -363,12 +363,12 @@ class AdjustWorker:
         """Retries a publish through a JetStream leader election or a reconnect (seconds)
         instead of putting the whole signal back: a lost nak would hold it for the ack
         wait, and it would then be too old. Safe: records and commands carry their ids."""
-        for delay_s in (*RETRY_DELAYS_S, None):
+        for delay_s in RETRY_DELAYS_S:
             try:
                 return await attempt()
             except TRANSIENT_PUBLISH_ERRORS as exc:
-                if delay_s is None or self._stop.is_set():
+                if self._stop.is_set():
                     raise
                 log.debug("publish failed (%s); retrying in %g s", describe(exc), delay_s)
                 await asyncio.sleep(delay_s)
-        raise AssertionError("unreachable")
+        return await attempt()  # the last try: its failure puts the signal back
