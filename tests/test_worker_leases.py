@@ -48,3 +48,24 @@ async def test_keepers_never_double_own_and_take_over_after_a_death(fresh_nats_s
     owned_b = await b.step(NOW + 3500)
     assert owned_b == set(range(8))
     await client.close()
+
+
+async def test_renewing_leases_leaves_no_consumers_behind(fresh_nats_server):
+    """Two replicas renewing for a while: the bucket's stream has no consumer afterwards
+    (listing members through kv.keys() left one ordered consumer per step, ~1,000 in 3 min),
+    and a replica that left cleanly no longer counts as a member."""
+    client = await nats.connect(fresh_nats_server.url)
+    js = client.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    kv = await js.key_value(subjects.LEASES_BUCKET)
+    a, b = LeaseKeeper(kv, "a", ttl_ms=3000), LeaseKeeper(kv, "b", ttl_ms=3000)
+    for step in range(30):
+        await a.step(NOW + step * 100)
+        await b.step(NOW + step * 100 + 50)
+    info = await js.stream_info(f"KV_{subjects.LEASES_BUCKET}")
+    assert info.state.consumer_count == 0
+    assert await a._members(NOW + 3000) == 2
+    await b.release_all(NOW + 3000)
+    assert await a._members(NOW + 3000) == 1
+    assert await a.step(NOW + 3100) == set(range(8))  # b's partitions handed over at once
+    await client.close()

@@ -57,18 +57,26 @@ class LeaseKeeper:
 
     async def _members(self, now_ms: int) -> int:
         live = 0
-        for key in await self._keys():
-            if key.startswith(MEMBER_PREFIX):
+        for key in await self._member_keys():
+            try:
                 entry = await self.kv.get(key)
-                if entry.value and json.loads(entry.value)["expires_ms"] > now_ms:
-                    live += 1
+            except KeyNotFoundError:  # also KeyDeletedError: a replica that left cleanly
+                continue
+            if entry.value and json.loads(entry.value)["expires_ms"] > now_ms:
+                live += 1
         return live
 
-    async def _keys(self) -> list[str]:
-        try:
-            return await self.kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
+    async def _member_keys(self) -> list[str]:
+        """The member keys, from the stream's per-subject counts. Not ``kv.keys()``: that
+        opens an ordered consumer on every call, and at one step a second per replica the
+        server piled up ~1,000 consumers within minutes (each lingers until its inactivity
+        threshold). One STREAM.INFO request creates nothing."""
+        prefix = self.kv._pre  # "$KV.<bucket>." — nats-py keeps no public accessor for it
+        # The whole bucket (partitions + members, a few dozen subjects): a wildcard must be a
+        # whole token, and "member-<id>" is one token.
+        info = await self.kv._js.stream_info(self.kv._stream, subjects_filter=f"{prefix}>")
+        keys = (subject[len(prefix):] for subject in (info.state.subjects or {}))
+        return [key for key in keys if key.startswith(MEMBER_PREFIX)]
 
     async def _read(self, partition: int) -> Lease | None:
         try:
