@@ -298,7 +298,6 @@ DEFAULT_BUCKETS: tuple[KvSpec, ...] = (
 ADJUST_PARTITIONS = 8
 ADJUST_CONSUMER_PREFIX = "adjust-p"
 EXECUTIONS_CONSUMER = "execution-feedback"
-HEARTBEAT_CONSUMER = "fleet-health"
 # The catch-up service's replicas share ``tc.*.catchup`` in this queue group: one answers each request.
 CATCHUP_QUEUE = "catchup"
 
@@ -325,7 +324,6 @@ DEFAULT_CONSUMERS: tuple[ConsumerSpec, ...] = (
     *(ConsumerSpec(SIGNALS_STREAM, adjust_consumer(p), f"Adjustment workers, users of partition {p}",
                    ack_wait_s=ADJUST_ACK_WAIT_S) for p in range(ADJUST_PARTITIONS)),
     ConsumerSpec(EXECUTIONS_STREAM, EXECUTIONS_CONSUMER, "Execution feedback: positions, slippage, latency"),
-    ConsumerSpec(HEARTBEAT_STREAM, HEARTBEAT_CONSUMER, "Fleet health exporter", ack_wait_s=10, max_deliver=3),
 )
 
 

@@ -245,10 +245,18 @@ async def test_a_signal_decided_before_gets_the_recorded_commands_and_no_second_
     first, commands = await records_of(js), await commands_of(js)
     assert first["alice"].worker_replica == "died" and first["bob"].worker_replica == "solo"
     assert commands["alice"] == first["alice"].commands[0] and commands["alice"].quote_bid == 1.10001
+    resent: list[bytes] = []  # what an agent's live subscription would see again
+
+    async def hear(msg) -> None:
+        resent.append(msg.data)
+
+    live = await js._nc.subscribe(subjects.user_wildcard(subjects.Channel.COMMANDS), cb=hear)
     for partition in range(subjects.ADJUST_PARTITIONS):
         await js.delete_consumer(subjects.SIGNALS_STREAM, subjects.adjust_consumer(partition))
     await bootstrap.bootstrap(js, subjects.build_layout())
     await wait_for(lambda: settled(js, worker, 2), "every partition done with the signal a second time", timeout=20)
+    await live.unsubscribe()
+    assert resent == []  # stored commands are not published again
     info = await js.stream_info(subjects.DECISIONS_STREAM, subjects_filter=">")
     assert info.state.messages == len(USERS) and set(info.state.subjects.values()) == {1}
     assert await records_of(js) == first and await commands_of(js) == commands

@@ -30,6 +30,7 @@ WRONG_LAST_SEQUENCE = 10071
 FETCH_BATCH = 256
 READ_TIMEOUT_S = 5.0
 STORED, EXISTING = "stored", "existing"  # a new record; a (signal, user) decided before
+CLOCK_MARGIN_MS = 5_000
 
 
 class DecisionStore:
@@ -62,13 +63,33 @@ class DecisionStore:
         return list(record.commands)
 
     async def _earlier(self, subject: str) -> list[commands_pb2.TradingCommand]:
+        """The earlier record's commands that are not in ``TC_COMMANDS`` yet. Those stored
+        already are not published again: JetStream would drop the copy from the stream,
+        but the server still hands it to the agent's live subscription, and the agent
+        would see a command again minutes later (and report it DUPLICATE)."""
         self.on_recorded(EXISTING)
-        return list((await stored_record(self.js, subject)).commands)
+        message = await self.js.get_msg(subjects.DECISIONS_STREAM, subject=subject, direct=True)
+        record = decision_pb2.DecisionRecord.FromString(message.data)
+        if not record.commands:
+            return []
+        # Commands are stored after their record; the margin covers two stream leaders' clocks.
+        since_ms = max(0, _unix_ms(message.time) - CLOCK_MARGIN_MS)
+        stored = await stored_commands(self.js, record.user_id, [c.command_id for c in record.commands], since_ms)
+        return [command for command in record.commands if command.command_id not in stored]
 
 
-async def stored_record(js: Any, subject: str) -> decision_pb2.DecisionRecord:
-    message = await js.get_msg(subjects.DECISIONS_STREAM, subject=subject, direct=True)
-    return decision_pb2.DecisionRecord.FromString(message.data)
+async def stored_commands(js: Any, user_id: str, command_ids: Iterable[str], since_ms: int) -> set[str]:
+    """Which of ``command_ids`` ``TC_COMMANDS`` holds for the user, stored since ``since_ms``."""
+    wanted, found = set(command_ids), set()
+    async for message in scan(js, subjects.COMMANDS_STREAM, subjects.user_subject(user_id, subjects.Channel.COMMANDS),
+                              since_ms=since_ms):
+        try:
+            command_id = commands_pb2.TradingCommand.FromString(message.data).command_id
+        except DecodeError:
+            continue
+        if command_id in wanted:
+            found.add(command_id)
+    return found
 
 
 # ----------------------------------------------------------------------------- reading
