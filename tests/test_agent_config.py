@@ -75,7 +75,8 @@ def test_the_example_documents_every_key() -> None:
         "": {"user_id", "data_dir", "log_level"}, "nats": config._NATS_KEYS,
         **{table: {f.name for f in fields(cls)} for table, cls in (
             ("mt5", config.Mt5Settings), ("simulated", config.SimulatedSettings), ("intervals", config.Intervals),
-            ("metrics", config.Endpoint), ("status", config.Endpoint), ("risk", config.LocalRiskLimits))},
+            ("metrics", config.Endpoint), ("status", config.Endpoint), ("risk", config.LocalRiskLimits),
+            ("health", config.HealthBudgets))},
         "symbols": {"trading", "monitoring"}, "symbols.symbol_map": {"EURUSD"},
     }
     assert documented == schema
@@ -106,8 +107,9 @@ def test_values_are_normalised_and_typed() -> None:
     settings = parse_settings(_with({
         "mt5.backend": "MetaTrader5", "log_level": "debug", "intervals.prices_s": 2,
         "symbols.symbol_map": {"EURUSD": "EURUSD.m"}, "risk.allowed_symbols": ["EURUSD"],
-        "metrics.port": 0,
+        "metrics.port": 0, "health.prices_s": 90, "health.storage_s": 5,
     }))
+    assert (settings.health.prices_s, settings.health.storage_s, settings.health.nats_s) == (90.0, 5.0, 30.0)
     assert settings.mt5.backend is Backend.METATRADER5 and settings.log_level == "DEBUG"
     assert settings.intervals.prices_s == 2.0 and isinstance(settings.intervals.prices_s, float)
     assert dict(settings.symbols.symbol_map) == {"EURUSD": "EURUSD.m"}
@@ -148,6 +150,9 @@ RULES = [
     ({"symbols.symbol_map": {"EURUSD": " EURUSD.m"}}, "symbols.symbol_map.EURUSD: broker name must be a non-empty"),
     ({"symbols.symbol_map": ["EURUSD"]}, "symbols.symbol_map: must be a table"),
     ({"intervals.prices_s": 0}, "intervals.prices_s: must be a number > 0, got 0"),
+    ({"health.prices_s": 0}, "health.prices_s: must be a number > 0, got 0"),
+    ({"health.storage_s": -1}, "health.storage_s: must be a number >= 0 (0: no cap), got -1"),
+    ({"health.nats": 30}, "health.nats: unknown key"),
     ({"intervals.account_s": -60}, "intervals.account_s: must be a number > 0, got -60"),
     ({"intervals.heartbeat_s": "5"}, "intervals.heartbeat_s: must be a number > 0, got '5'"),
     ({"intervals.symbols_refresh_s": True}, "intervals.symbols_refresh_s: must be a number > 0, got True"),
@@ -180,7 +185,7 @@ def test_each_rule_names_the_key_path(changes: dict[str, Any], message: str) -> 
     ({"risk.max_drawdown_pct": 0.2}, "risk.max_drawdown_pct: unknown key (did you mean 'max_drawdown'?)"),
     ({"userid": "alice"}, "userid: unknown key (did you mean 'user_id'?)"),
     ({"symbols.symbol_map.EURUSD": "EURUSD.m", "symbols.map": {}}, "symbols.map: unknown key"),
-    ({"telemetry": {}}, "telemetry: unknown key (known keys: data_dir, intervals, log_level, metrics, mt5, nats"),
+    ({"telemetry": {}}, "telemetry: unknown key (known keys: data_dir, health, intervals, log_level, metrics, mt5, nats"),
 ])
 def test_unknown_keys_are_errors(changes: dict[str, Any], message: str) -> None:
     assert _error(changes).startswith(message)

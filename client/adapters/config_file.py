@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mt5fleet.client.adapters.settings import AgentSettings, Mt5Settings, default_data_dir
+from mt5fleet.client.core.health import HealthBudgets
 from mt5fleet.client.core.settings import (
     LOG_LEVELS,
     RULES,
@@ -78,13 +79,14 @@ def parse_settings(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> A
         metrics=metrics,
         status=status,
         risk=_risk(root.section("risk", LocalRiskLimits)),
+        health=HealthBudgets(**root.section("health", HealthBudgets).numbers(HealthBudgets)),
         log_level=root.text("log_level", "INFO", check=_choice(LOG_LEVELS, str.upper)).upper(),
     )
 
 
 # ------------------------------------------------------------------ sections
 
-_TABLES = ("nats", "mt5", "simulated", "symbols", "intervals", "metrics", "status", "risk")
+_TABLES = ("nats", "mt5", "simulated", "symbols", "intervals", "metrics", "status", "risk", "health")
 _NATS_KEYS = {"servers", "creds_file", "tls_ca", "tls_cert", "tls_key", "connect_timeout_s", "reconnect_wait_s",
               "ping_interval_s"}
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mt5fleet.client.core.health import HealthBudgets
 from mt5fleet.client.core.settings import (
     Backend,
     Endpoint,
@@ -56,6 +57,7 @@ class AgentSettings:
     metrics: Endpoint = Endpoint(port=9464)
     status: Endpoint = Endpoint(port=8470)
     risk: LocalRiskLimits = LocalRiskLimits()
+    health: HealthBudgets = HealthBudgets()   # how long a failure may last before /readyz says so
     log_level: str = "INFO"
 
     @property

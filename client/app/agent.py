@@ -110,7 +110,7 @@ class Agent:
                                      submit=lambda raw: self.pipeline.submit(raw, "catchup"), metrics=self.metrics,
                                      clock=self.clock)
         lasting = Lasting()
-        self.health = HealthMonitor(budgets=health or HealthBudgets(), metrics=self.metrics,
+        self.health = HealthMonitor(budgets=health or settings.health, metrics=self.metrics,
                                     facts=lambda now: agent_facts(self, now, lasting))
         self.nc: Any = None
         self.reconnects = 0

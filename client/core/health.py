@@ -21,6 +21,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mt5fleet.client.core.settings import rule_field
+
 
 class Reason(enum.StrEnum):
     """Why the agent is not ready (or not alive): a label of ``mt5fleet_agent_not_ready``.
@@ -48,14 +50,14 @@ class HealthBudgets:
     Defaults suit production: longer than a NATS reconnect, a terminal restart or a catch-up
     retry, shorter than a trader would want to find out. Tests pass small ones."""
 
-    prices_s: float = 30.0          # no price batch stored by JetStream while the market is open
-    nats_s: float = 30.0            # disconnected from every NATS server
-    terminal_s: float = 30.0        # the MT5 terminal does not answer
-    outbox_s: float = 120.0         # entries waiting and none stored for this long
-    catchup_s: float = 60.0         # the catch-up after a (re)connect keeps failing
-    storage_s: float = 0.0          # the data folder cannot be written: trading stops at once
-    mt5_call_s: float = 300.0       # liveness: one MT5 call running this long (initialize times out at 60)
-    check_every_s: float = 1.0      # how often the agent evaluates all of the above
+    prices_s: float = rule_field(30.0, "positive")     # no price batch stored by JetStream while the market is open
+    nats_s: float = rule_field(30.0, "positive")       # disconnected from every NATS server
+    terminal_s: float = rule_field(30.0, "positive")   # the MT5 terminal does not answer
+    outbox_s: float = rule_field(120.0, "positive")    # entries waiting and none stored for this long
+    catchup_s: float = rule_field(60.0, "positive")    # the catch-up after a (re)connect keeps failing
+    storage_s: float = rule_field(0.0, "cap")          # the data folder cannot be written: 0 stops trading at once
+    mt5_call_s: float = rule_field(300.0, "positive")  # liveness: one MT5 call this long (initialize times out at 60)
+    check_every_s: float = rule_field(1.0, "positive")  # how often the agent evaluates all of the above
 
 
 @dataclass(frozen=True)
