@@ -76,6 +76,29 @@ async def test_a_follower_behind_its_stream_says_so_until_it_has_caught_up(nc):
         await follower.stop()
 
 
+async def test_caught_up_waits_for_what_the_stream_holds_and_wakes_a_follower_that_lost_its_consumer(nc):
+    """Read-your-writes: a fill stored just now is handled before a close is decided on it,
+    even when the follower's consumer vanished (a lost node) and it has not noticed yet."""
+    js = nc.jetstream()
+    await js.add_stream(name="FILLS", subjects=["fills.>"])
+    seen: list[bytes] = []
+    slow_to_notice = FollowOptions(idle_heartbeat_s=5.0, check_interval_s=30.0)
+    follower = await Follower(nc, "FILLS", lambda m: seen.append(m.data), start=FromFirst,
+                              options=slow_to_notice).start()
+    try:
+        await js.publish("fills.alice", b"open")
+        assert await follower.caught_up(5) and seen == [b"open"]
+        await js.delete_consumer("FILLS", follower.consumer)   # gone behind its back
+        await js.publish("fills.alice", b"fill")
+        assert await follower.caught_up(8) and seen == [b"open", b"fill"]
+        assert follower.resets == 1
+        await follower.stop()                                 # one that cannot catch up says so in time
+        await js.publish("fills.alice", b"later")
+        assert not await follower.caught_up(0.3)
+    finally:
+        await follower.stop()
+
+
 def test_sequences_are_read_from_both_reply_subject_forms():
     assert sequences("$JS.ACK.AUDIT.c1.1.42.7.1700000000000000000.0") == (42, 7)
     assert sequences("$JS.ACK.hub.ACCHASH.AUDIT.c1.1.42.7.1700000000000000000.0.xyz") == (42, 7)

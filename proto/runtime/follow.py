@@ -166,6 +166,38 @@ class Follower:
                     f"{self.position}, stored up to {self._stream_last})")
         return None
 
+    async def caught_up(self, timeout_s: float, poll_s: float = 0.01, nudge_after_s: float = 0.5) -> bool:
+        """Waits until everything the stream held when asked has been handled: read-your-
+        writes for a decision that depends on it (a close signal right after its open's
+        fill). A follower making no progress for ``nudge_after_s`` checks its consumer at
+        once instead of waiting for its heartbeats to go missing (a consumer lost with a
+        node, or deleted). False if ``timeout_s`` passed first."""
+        started = self.clock()
+        target = (await self.js.stream_info(self.stream)).state.last_seq
+        progress, progressed_at = self.position, started
+        while self.position < target:
+            now = self.clock()
+            if now - started >= timeout_s:
+                return False
+            if self.position != progress:
+                progress, progressed_at = self.position, now
+            elif now - progressed_at >= nudge_after_s:
+                await self._nudge()
+                progressed_at = now
+            await asyncio.sleep(poll_s)
+        return True
+
+    async def _nudge(self) -> None:
+        if not self.following:
+            self._wake.set()
+            return
+        try:
+            reason = await self._consumer_gone()
+        except Exception as exc:  # its node gone: the consumer cannot deliver either
+            reason = f"consumer not answering ({exc.__class__.__name__})"
+        if reason:
+            self._request_reset(reason)
+
     @property
     def resets(self) -> int:
         """Consumers created after the first: how often this follower had to start over."""

@@ -38,7 +38,7 @@ import nats.errors
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from mt5fleet.proto import subjects
-from mt5fleet.proto.domain.trading import Signal
+from mt5fleet.proto.domain.trading import CommandType, Signal
 from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.runtime.errors import describe
 from mt5fleet.proto.runtime.follow import FollowOptions
@@ -61,6 +61,10 @@ log = logging.getLogger("mt5fleet.worker.adjust")
 FETCH_BATCH = 16
 # A JetStream leader election or a client reconnect takes a few seconds: ~8 s of retries.
 RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Signals decided on the user's open positions, and how long they wait for the positions
+# follower to read what the stream holds (a node loss takes it ~4 s to notice and resume).
+POSITION_ACTIONS = frozenset({CommandType.CLOSE_POSITION, CommandType.MODIFY_POSITION, CommandType.CLOSE_ALL})
+POSITIONS_WAIT_S = 8.0
 TRANSIENT_PUBLISH_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                             nats.errors.ConnectionReconnectingError, NoStreamResponseError, ServiceUnavailableError)
 T = TypeVar("T")
@@ -305,6 +309,8 @@ class AdjustWorker:
         """Publish while adjusting, chunk by chunk: the first users' commands leave while
         the rest of the partition is still being adjusted. Returns once every record and
         command is stored; raises the first failure (the caller naks: ids make the retry safe)."""
+        if signal.action in POSITION_ACTIONS:
+            await self._positions_current(signal)
         users = self.state.users(partition, self.partitions)
         publishing: list[asyncio.Task] = []
         try:
@@ -319,6 +325,22 @@ class AdjustWorker:
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise failure
+
+    async def _positions_current(self, signal: Signal) -> None:
+        """A close or modify is decided on the positions the stream holds now, not on what
+        a follower recovering from a lost node has read so far: a fill stored a moment ago
+        would otherwise make the user look flat (``no_position``) and their position stay
+        open. Bounded: past the wait the signal is decided on what is known."""
+        follower = self.state.followers.get(subjects.EXECUTIONS_STREAM)
+        if follower is None:
+            return
+        try:
+            if await follower.caught_up(POSITIONS_WAIT_S):
+                return
+        except Exception as exc:  # the stream's info unavailable: decide on what is known
+            log.debug("positions follower not checked: %s", describe(exc))
+        log.warning("signal %s decided on positions read up to sequence %d: the follower is behind",
+                    signal.signal_id, follower.position)
 
     def decisions_for_users(self, signal: Signal, users: list[str], now: int) -> list[Decision]:
         """One decision per user; skips (and users whose odd state made the adjustment fail)
