@@ -185,7 +185,7 @@ def test_each_rule_names_the_key_path(changes: dict[str, Any], message: str) -> 
     ({"risk.max_drawdown_pct": 0.2}, "risk.max_drawdown_pct: unknown key (did you mean 'max_drawdown'?)"),
     ({"userid": "alice"}, "userid: unknown key (did you mean 'user_id'?)"),
     ({"symbols.symbol_map.EURUSD": "EURUSD.m", "symbols.map": {}}, "symbols.map: unknown key"),
-    ({"telemetry": {}}, "telemetry: unknown key (known keys: data_dir, health, intervals, log_level, metrics, mt5, nats"),
+    ({"telemetry": {}}, "telemetry: unknown key (known keys: data_dir, health, intervals, log_level, metrics, mt5"),
 ])
 def test_unknown_keys_are_errors(changes: dict[str, Any], message: str) -> None:
     assert _error(changes).startswith(message)
