@@ -87,3 +87,22 @@ def kube_cluster(tmp_path_factory):
 
     with running_cluster(tmp_path_factory.mktemp("kube")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def crd(kube_cluster):
+    """The TradingClient CRD applied to the real API server and Established."""
+    crds = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "mt5fleet" / "crds"
+    kube_cluster.kubectl("apply", "-f", str(crds))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "crd/tradingclients.mt5fleet.io", "--timeout=30s")
+    return kube_cluster
+
+
+@pytest.fixture
+def namespace(kube_cluster):
+    """A new namespace of the test's own on the real API server."""
+    import uuid
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    return name

@@ -15,8 +15,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,8 @@ LEASE = "mt5fleet-operator"
 def rbac_for(namespace: str) -> list[dict]:
     """deploy/rbac/operator-role.yaml moved to ``namespace`` (its header says how), with
     the cluster-scoped names suffixed so that tests in several namespaces coexist."""
-    docs = [doc for doc in yaml.safe_load_all(RBAC_FILE.read_text()) if doc]
+    # Not its Namespace: the test makes its own.
+    docs = [doc for doc in yaml.safe_load_all(RBAC_FILE.read_text()) if doc and doc["kind"] != "Namespace"]
     for doc in docs:
         meta = doc["metadata"]
         if "namespace" in meta:
@@ -50,6 +54,12 @@ def rbac_for(namespace: str) -> list[dict]:
         for subject in doc.get("subjects", []):
             subject["namespace"] = namespace
     return docs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def worker_deployment() -> dict:
@@ -123,10 +133,11 @@ class OperatorProcess:
                  *extra: str) -> None:
         self.name, self.kubeconfig = name, kubeconfig
         self.log_path = folder / f"{name}.log"
+        self.http_port = free_port()   # /metrics and the probes, served by followers too
         command = [sys.executable, "-m", "mt5fleet.launcher.cli", "operator", "--nats", nats.url,
                    "--creds", str(nats.creds), "--trust", str(nats.trust), "--namespace", namespace,
-                   "--kubeconfig", str(kubeconfig), "--worker-deployment", WORKERS, "--http-port", "0",
-                   "--lease-duration", "4", "--lease-renew", "1", *extra]
+                   "--kubeconfig", str(kubeconfig), "--worker-deployment", WORKERS,
+                   "--http-port", str(self.http_port), "--lease-duration", "4", "--lease-renew", "1", *extra]
         env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
         env.update(POD_NAME=name, PYTHONUNBUFFERED="1")
         with self.log_path.open("ab") as log:
@@ -135,6 +146,26 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def http_get(self, path: str) -> tuple[int, str] | None:
+        """(status, body) of ``GET path`` on the process's HTTP port; None while it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return None
+
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled sample on /metrics; None while it does not answer."""
+        answer = self.http_get("/metrics")
+        if answer is None or answer[0] != 200:
+            return None
+        for line in answer[1].splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
 
     def alive(self) -> bool:
         return self.process.poll() is None

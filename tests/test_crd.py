@@ -99,6 +99,12 @@ def spec_schema() -> dict[str, Any]:
     return openapi_schema()["properties"]["spec"]
 
 
+def model_rules(schema: Mapping[str, Any]) -> list[dict[str, str]]:
+    """An object's rules but the generated one refusing unknown fields."""
+    unknown = crd.unknown_field_rule(list(schema["properties"]))
+    return [rule for rule in schema["x-kubernetes-validations"] if rule != unknown]
+
+
 def example_clients() -> list[dict[str, Any]]:
     return [doc for doc in example_documents() if doc.get("kind") == models.KIND]
 
@@ -170,13 +176,14 @@ def test_printer_columns_point_at_fields_of_the_schema() -> None:
         assert node["type"] == column["type"], column
 
 
-# What a structural schema node may carry here: no $ref, allOf/anyOf/oneOf/not, uniqueItems,
-# patternProperties or preserved unknown fields (none is needed).
+# What a structural schema node may carry here: no $ref, allOf/anyOf/oneOf/not, uniqueItems
+# or patternProperties (none is needed). Unknown fields are preserved in the spec's objects
+# only, for their rule to refuse them (test_every_spec_object_refuses_unknown_fields).
 STRUCTURAL_KEYS = {
     "description", "type", "format", "enum", "default", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "pattern", "minLength", "maxLength", "minItems", "maxItems", "maxProperties",
     "minProperties", "items", "properties", "required", "additionalProperties", "x-kubernetes-validations",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
 }
 TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
 
@@ -197,7 +204,7 @@ def test_every_schema_node_is_structural(path: str, node: Mapping[str, Any]) -> 
     assert node.get("type") in TYPES, f"{path}: every node needs a type"
     if node["type"] == "object":
         assert ("properties" in node) != ("additionalProperties" in node) or path == ".metadata", path
-        assert node.get("additionalProperties", {}) is not False, f"{path}: unknown fields are pruned, not refused"
+        assert node.get("additionalProperties", {}) is not False, f"{path}: the API server refuses the CRD"
         assert set(node.get("required", ())) <= set(node.get("properties", {})), path
     if node["type"] == "array":
         assert isinstance(node.get("items"), Mapping), f"{path}: an array needs items"
@@ -227,8 +234,8 @@ def test_status_has_no_server_side_defaults() -> None:
 def test_schema_shape_follows_the_models() -> None:
     spec = spec_schema()
     assert spec["required"] == ["userId", "tier", "broker", "account", "symbols"]
-    assert [(r["rule"], r["message"], r["fieldPath"]) for r in spec["x-kubernetes-validations"]] == [
-        (rule.rule, rule.message, rule.field_path) for rule in models.CEL_RULES]
+    assert [(r["rule"], r["message"], r["fieldPath"], r["reason"]) for r in model_rules(spec)] == [
+        (rule.rule, rule.message, rule.field_path, rule.reason) for rule in models.CEL_RULES]
     assert spec["properties"]["risk"]["default"] == {}  # the API server fills in each risk default
     assert spec["properties"]["account"]["properties"]["login"]["format"] == "int64"
     trading = spec["properties"]["symbols"]["properties"]["trading"]
@@ -246,6 +253,31 @@ def test_every_symbol_list_bounds_its_strings_for_cel() -> None:
     for path, node in schema_nodes(spec_schema()):
         if node["type"] == "array" and node["items"]["type"] == "string":
             assert "maxItems" in node and "maxLength" in node["items"], path
+
+
+def test_every_spec_object_refuses_unknown_fields() -> None:
+    """Preserved (not pruned) so that the object's first rule sees and refuses them on every
+    path; tests/test_kube_crd_validation.py shows it on the real API server."""
+    import celpy
+
+    spec = apply_defaults(spec_schema(), full_spec())
+    objects = [(path, node) for path, node in schema_nodes(spec_schema(), "spec") if "properties" in node]
+    assert {path for path, _ in objects} == {"spec", "spec.broker", "spec.account", "spec.account.passwordSecretRef",
+                                             "spec.symbols", "spec.risk", "spec.preferences"}
+    env = celpy.Environment()
+    for path, node in objects:
+        assert node["x-kubernetes-preserve-unknown-fields"] is True, path
+        rule = node["x-kubernetes-validations"][0]
+        assert rule == crd.unknown_field_rule(list(node["properties"])) and "fieldPath" not in rule, path
+        assert rule["reason"] == "FieldValueForbidden" and ", ".join(node["properties"]) in rule["message"]
+        value = spec
+        for part in path.split(".")[1:]:
+            value = value[part]
+        program = env.program(env.compile(rule["rule"]))
+        assert program.evaluate({"self": celpy.json_to_cel(value)}) == celpy.celtypes.BoolType(True), path
+        assert program.evaluate({"self": celpy.json_to_cel({**value, "typo": 1})}) == celpy.celtypes.BoolType(False)
+    status = openapi_schema()["properties"]["status"]
+    assert not [path for path, node in schema_nodes(status) if "x-kubernetes-preserve-unknown-fields" in node]
 
 
 # ---------------------------------------------------------------------- (c) the demo's examples
@@ -577,7 +609,7 @@ def meant_refusals(spec: Mapping[str, Any]) -> set[str]:
 
 def test_every_rule_blames_a_field_of_the_schema() -> None:
     # The API server refuses a CRD whose fieldPath names no field of the schema.
-    for rule in spec_schema()["x-kubernetes-validations"]:
+    for rule in model_rules(spec_schema()):
         node = spec_schema()
         for part in rule["fieldPath"].strip(".").split("."):
             node = node["properties"][part]

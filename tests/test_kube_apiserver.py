@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,6 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 # A cold cache builds the server inside the first test's set-up (./dev test builds it
 # before pytest starts, so this only matters for a bare pytest run on a new machine).
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def crd(kube_cluster):
-    kube_cluster.kubectl("apply", "-f", str(CRDS))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "crd/tradingclients.mt5fleet.io", "--timeout=30s")
-    return kube_cluster
-
-
-@pytest.fixture
-def namespace(kube_cluster):
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", name)
-    return name
 
 
 def tradingclient(name: str, **spec_changes) -> dict:

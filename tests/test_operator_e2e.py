@@ -7,7 +7,9 @@ nats-server in JWT mode; TradingClients applied and deleted with the real kubect
 * RBAC from evidence: the server's audit log of that run against deploy/rbac: nothing
   refused, nothing granted that was not used;
 * three replicas, then two: exactly one (the Lease holder) makes any request but reading
-  the Lease; kill -9 the leader and another takes over and reconciles; nothing twice.
+  the Lease, yet every replica serves /metrics and the probes and only the holder reports
+  ``mt5fleet_operator_leader 1``; kill -9 the leader and another takes over and reconciles;
+  nothing twice.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ async def test_of_three_replicas_one_acts_and_another_takes_over_when_it_dies(cl
             first = holder(cluster, namespace).split("_")[0]
             assert first in replicas
             assert_only_the_leader_acted(cluster, namespace, replicas, first)
+            assert_every_replica_serves_metrics_and_one_leads(replicas, first)
             secret_before = get(cluster, "secret", bootstrap_secret_name("alice"), "-n", namespace)
 
             # Three, then two: kill -9 the leader; one of the others takes the Lease.
@@ -238,3 +241,14 @@ def assert_only_the_leader_acted(cluster, namespace: str, replicas: dict, leader
             # get; create only in the race to create the Lease at the start (a 409)
             assert requests <= {("coordination.k8s.io", "leases", "get"),
                                 ("coordination.k8s.io", "leases", "create")}, (name, requests)
+
+
+def assert_every_replica_serves_metrics_and_one_leads(replicas: dict, leader: str) -> None:
+    """Followers serve /metrics and the probes too (ready: standing by is their job); the
+    leader gauge is 1 on the Lease holder only."""
+    leading = {}
+    for name, (process, _) in replicas.items():
+        assert process.http_get("/healthz") == (200, '{"alive": true}'), name
+        assert process.http_get("/readyz")[0] == 200, name
+        leading[name] = process.metric("mt5fleet_operator_leader")
+    assert leading == {name: 1.0 if name == leader else 0.0 for name in replicas}, leading

@@ -49,6 +49,8 @@ DIGEST_KEY = "permissions-digest"
 AGENT_KEY_KEY = "agent.key"
 BOOTSTRAP_KEY = "bootstrap.json"
 CA_KEY = "ca.crt"
+# A password Secret applied with its TradingClient may reach the watch a moment after it.
+PASSWORD_WAIT_S = 3.0
 
 
 def bootstrap_secret_name(user_id: str) -> str:
@@ -226,7 +228,7 @@ class UserAppliers:
         existing ciphertext is kept when it still opens to the same password (sealing
         draws a fresh nonce, and a new ciphertext would look like a config change)."""
         secret_name, secret_key = password_ref
-        source = await self.secrets.get(secret_name)
+        source = await self.secrets.get(secret_name, wait_s=PASSWORD_WAIT_S)
         if source is None or secret_key not in source:
             raise LookupError(f"Secret {secret_name} has no key {secret_key!r} (the MT5 password)")
         password = mt5_credentials.Secret(source[secret_key].decode())

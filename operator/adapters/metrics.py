@@ -25,6 +25,9 @@ class OperatorMetrics:
                                registry=r)
         self.worker_replicas = Gauge("mt5fleet_operator_worker_replicas",
                                      "Adjustment-worker replicas the operator asked for", registry=r)
+        # Every replica serves /metrics, the followers too: this says which one reconciles.
+        self.leader = Gauge("mt5fleet_operator_leader",
+                            "1 while this replica holds the Lease and reconciles, 0 while it stands by", registry=r)
         self._seen: set[tuple[str, str]] = set()
 
     def set_clients(self, tiers_and_phases: Iterable[tuple[str, str]]) -> None:

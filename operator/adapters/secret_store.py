@@ -11,15 +11,23 @@ import base64
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mt5fleet.operator.core.changes import Change
+from mt5fleet.operator.core.secret_cache import CachedSecret
+
+if TYPE_CHECKING:
+    from mt5fleet.operator.adapters.secret_informer import SecretInformer
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mt5fleet-operator"}
+# How long a write refused because the cache was behind waits for the watch to catch up.
+CATCH_UP_S = 5.0
 
 
 class SecretStore(Protocol):
-    async def get(self, name: str) -> dict[str, bytes] | None: ...
+    async def get(self, name: str, *, wait_s: float = 0.0) -> dict[str, bytes] | None:
+        """``wait_s``: how long a Secret that is not there yet may take to appear (one
+        the user applied together with the TradingClient that names it)."""
 
     async def put(self, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None) -> Change: ...
 
@@ -45,7 +53,7 @@ class DirectorySecretStore:
             raise ValueError(f"not a secret name or key: {name!r} {key!r}")
         return self.root / name if key is None else self.root / name / key
 
-    async def get(self, name: str) -> dict[str, bytes] | None:
+    async def get(self, name: str, *, wait_s: float = 0.0) -> dict[str, bytes] | None:
         if name in self._given:
             return dict(self._given[name])
         folder = self.path(name)
@@ -86,52 +94,84 @@ def _write_private(path: Path, value: bytes) -> None:
 
 class KubernetesSecretStore:
     """Secrets of one namespace through the official client (run in a thread: the client
-    is synchronous). NotFound on delete counts as done."""
+    is synchronous). NotFound on delete counts as done.
 
-    def __init__(self, core_api: Any, namespace: str) -> None:
-        self.api, self.namespace = core_api, namespace
+    Reads come from ``cache`` (a watch-fed ``SecretInformer``: no request per read) when
+    given, else one GET each. Writes always go to the API server; with a cache their
+    response goes into it at once, since a reconcile reads back what it just wrote. A write
+    refused because the cache was behind (409: changed or created meanwhile; 404: deleted)
+    is tried once more after the watch has told what happened."""
 
-    async def get(self, name: str) -> dict[str, bytes] | None:
+    def __init__(self, core_api: Any, namespace: str, cache: SecretInformer | None = None) -> None:
+        self.api, self.namespace, self.cache = core_api, namespace, cache
+
+    async def get(self, name: str, *, wait_s: float = 0.0) -> dict[str, bytes] | None:
         secret = await self._read(name)
-        return None if secret is None else _decoded(secret)
+        if secret is None and self.cache is not None and wait_s > 0:
+            # Created a moment ago, the watch may not have told yet: wait for it, not a resync.
+            await self.cache.changed_since(name, None, wait_s)
+            secret = await self._read(name)
+        return None if secret is None else dict(secret.data)
 
     async def put(self, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None) -> Change:
         current = await self._read(name)
+        try:
+            return await self._write(name, data, labels, current)
+        except Exception as exc:
+            if self.cache is None or _status(exc) not in (404, 409) or \
+                    not await self.cache.changed_since(name, current, CATCH_UP_S):
+                raise
+        return await self._write(name, data, labels, await self._read(name))
+
+    async def _write(self, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None,
+                     current: CachedSecret | None) -> Change:
         wanted = {**MANAGED_BY, **(labels or {})}
         if current is not None:
             # A put without labels (the credentials into the bootstrap Secret) keeps the
             # labels an earlier put or someone else set: a replace would drop them.
-            kept = dict(current.metadata.labels or {})
-            if _decoded(current) == dict(data) and kept.items() >= wanted.items():
+            kept = dict(current.labels)
+            if dict(current.data) == dict(data) and kept.items() >= wanted.items():
                 return Change.UNCHANGED
             wanted = {**kept, **wanted}
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": name, "namespace": self.namespace, "labels": wanted},
                 "data": {key: base64.b64encode(value).decode() for key, value in data.items()}}
         if current is None:
-            await asyncio.to_thread(self.api.create_namespaced_secret, self.namespace, body)
+            self._wrote(await asyncio.to_thread(self.api.create_namespaced_secret, self.namespace, body))
             return Change.CREATED
         # The version read: a Secret changed since then is a conflict (retried), not overwritten.
-        body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        await asyncio.to_thread(self.api.replace_namespaced_secret, name, self.namespace, body)
+        body["metadata"]["resourceVersion"] = current.version
+        self._wrote(await asyncio.to_thread(self.api.replace_namespaced_secret, name, self.namespace, body))
         return Change.UPDATED
 
-    async def _read(self, name: str) -> Any:
+    async def _read(self, name: str) -> CachedSecret | None:
+        if self.cache is not None:
+            return self.cache.get(name)
         try:
-            return await asyncio.to_thread(self.api.read_namespaced_secret, name, self.namespace)
+            secret = await asyncio.to_thread(self.api.read_namespaced_secret, name, self.namespace)
         except Exception as exc:
             if _status(exc) == 404:
                 return None
             raise
+        return CachedSecret(name=name, version=secret.metadata.resource_version or "", data=_decoded(secret),
+                            labels=dict(secret.metadata.labels or {}))
+
+    def _wrote(self, secret: Any) -> None:
+        if self.cache is not None:
+            self.cache.wrote(self.api.api_client.sanitize_for_serialization(secret))
 
     async def delete(self, name: str) -> Change:
         try:
             await asyncio.to_thread(self.api.delete_namespaced_secret, name, self.namespace)
         except Exception as exc:
-            if _status(exc) == 404:
-                return Change.UNCHANGED
-            raise
-        return Change.DELETED
+            if _status(exc) != 404:
+                raise
+            change = Change.UNCHANGED
+        else:
+            change = Change.DELETED
+        if self.cache is not None:
+            self.cache.deleted(name)
+        return change
 
 
 def _decoded(secret: Any) -> dict[str, bytes]:

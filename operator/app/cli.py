@@ -33,6 +33,10 @@ def add_operator(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--http-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
     parser.add_argument("--namespace", help="cluster mode: namespace to watch (default: $POD_NAMESPACE)")
     parser.add_argument("--worker-deployment", default="", help="cluster mode: adjustment-worker Deployment to scale")
+    parser.add_argument("--users-per-worker", type=int, default=2000, metavar="N",
+                        help="users one adjustment worker serves: the pool is sized from it (default 2000)")
+    parser.add_argument("--resync", type=float, default=60.0, metavar="S",
+                        help="cluster mode: seconds between drift repairs of each TradingClient (default 60)")
     parser.add_argument("--kubeconfig", type=Path, help="cluster mode outside a pod: kubeconfig to use "
                         "(default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--lease", default="mt5fleet-operator", help="cluster mode: the coordination.k8s.io "
@@ -86,6 +90,8 @@ def run_operator(args: argparse.Namespace) -> int:
         return 0
     if not args.nats or not args.trust:
         raise SystemExit("mt5fleet operator: --nats URL and --trust FILE are required")
+    if args.users_per_worker < 1 or args.resync <= 0:
+        raise SystemExit("mt5fleet operator: --users-per-worker must be at least 1 and --resync positive")
     from mt5fleet.operator.app import runtime
     from mt5fleet.proto.runtime.natsconn import NatsSettings
 
@@ -94,12 +100,12 @@ def run_operator(args: argparse.Namespace) -> int:
         nats=NatsSettings(servers=tuple(args.nats), name="mt5fleet-operator", creds_file=args.creds,
                           tls_ca=args.tls_ca),
         trust_file=args.trust, agent_nats_urls=tuple(args.agent_nats), agent_ca_file=args.agent_ca,
-        tiers_file=args.tiers, http_port=args.http_port, layout=_layout(args))
+        tiers_file=args.tiers, http_port=args.http_port, layout=_layout(args), users_per_worker=args.users_per_worker)
     if args.local:
         asyncio.run(runtime.run_local(options, args.local, args.state))
     else:
         return runtime.run_cluster(options, namespace=args.namespace, worker_deployment=args.worker_deployment,
-                                   kubeconfig=args.kubeconfig, election=_election(args))
+                                   kubeconfig=args.kubeconfig, election=_election(args), resync_s=args.resync)
     return 0
 
 

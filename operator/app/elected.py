@@ -5,7 +5,8 @@ each see the other and pause *all* operators ("Pausing all operators, including 
 two replicas reconcile nothing (issue 13). Why not gating each handler on a flag: kopf would
 still watch, patch its progress annotations and run timers in every replica, and a handler
 skipped on a follower counts as handled. So the follower does not run kopf at all: it only
-reads the Lease every ``renew_every_s``. The leader runs ``kopf.operator`` with a
+reads the Lease every ``renew_every_s`` (and serves /metrics and the probes, started by the
+caller before the election: ``runtime.run_cluster``). The leader runs ``kopf.operator`` with a
 ``stop_flag`` the elector sets when leadership is lost; the process then exits (non-zero,
 so the pod restarts as a follower), as client-go's leader election does: a replica never
 carries state from one term into the next. On SIGTERM the leader stops kopf (kopf's own
@@ -25,6 +26,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +52,19 @@ class Election:
     timing: LeaseTiming = LeaseTiming()
 
 
-async def run(registry: Any, memo: Any, namespace: str, access: KubeAccess, election: Election | None) -> int:
-    """The process's exit code: 0 after a signal, LOST_LEADERSHIP_EXIT after losing the Lease."""
+async def run(registry: Any, memo: Any, namespace: str, access: KubeAccess, election: Election | None,
+              leading: Callable[[bool], None] = lambda _: None) -> int:
+    """The process's exit code: 0 after a signal, LOST_LEADERSHIP_EXIT after losing the Lease.
+    ``leading`` is told when this replica starts and stops reconciling (the leader gauge)."""
     import kopf
 
+    leading(False)
     if election is None:  # one replica by construction (tests, a single VM)
-        await kopf.operator(registry=registry, memo=memo, namespaces=[namespace], standalone=True)
+        leading(True)
+        try:
+            await kopf.operator(registry=registry, memo=memo, namespaces=[namespace], standalone=True)
+        finally:
+            leading(False)
         return 0
     import kubernetes
 
@@ -67,11 +76,13 @@ async def run(registry: Any, memo: Any, namespace: str, access: KubeAccess, elec
         return 0
     stop_kopf = asyncio.Event()
     keeper = asyncio.create_task(_keep(elector, signalled, stop_kopf))
+    leading(True)
     try:
         # kopf installs its own SIGINT/SIGTERM handlers now: a signal stops it gracefully.
         await kopf.operator(registry=registry, memo=memo, namespaces=[namespace], standalone=True,
                             stop_flag=stop_kopf)
     finally:
+        leading(False)
         lost = keeper.done() and keeper.result()
         keeper.cancel()
     if lost:

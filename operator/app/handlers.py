@@ -93,7 +93,7 @@ async def on_timer(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> N
         client = parse_resource(body, rules=False)  # the API server ran the CEL rules
     except SpecError:
         return  # on_change has said why
-    shared, checked = await _shared_streams(reconciler)
+    shared, checked = await _shared_streams(reconciler, getattr(memo, "resync_s", RESYNC_INTERVAL_S))
     result = await reconciler.reconcile(client, previous, streams_checked=checked)
     if result.status != previous:
         patch.status.update(to_mapping(result.status))
@@ -101,12 +101,12 @@ async def on_timer(body: Any, status: Any, patch: Any, memo: Any, **_: Any) -> N
     await reconciler.resize_pool()  # a recount at most every POOL_RECOUNT_S, whatever the fleet's size
 
 
-async def _shared_streams(reconciler: Reconciler) -> tuple[tuple[Applied, ...], bool]:
+async def _shared_streams(reconciler: Reconciler, interval_s: float) -> tuple[tuple[Applied, ...], bool]:
     """The streams all users share, checked by whichever timer comes first in each resync
     interval (not by every user's); if that fails, the user's reconcile checks them and its
     status says why."""
     try:
-        applied = await reconciler.ensure_streams(unless_within_s=RESYNC_INTERVAL_S)
+        applied = await reconciler.ensure_streams(unless_within_s=interval_s)
     except Exception as exc:
         log.warning("checking the shared streams failed: %s", exc)
         return (), False

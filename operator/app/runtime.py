@@ -172,7 +172,21 @@ async def serve_http(metrics: OperatorMetrics, nc: Any, host: str, port: int) ->
     runner = web.AppRunner(probe_app(metrics.registry, nc), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    log.info("metrics and probes on %s", ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses))
     return runner
+
+
+@dataclass
+class NatsLink:
+    """What /readyz reports on in cluster mode: the leader's NATS connection, once its
+    start-up has made one. A replica without one is a follower, which only reads the Lease:
+    it is ready, standing by is its job (a follower reported unready would also stall a
+    rolling update)."""
+    nc: Any = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is None or bool(self.nc.is_connected)
 
 
 # ---------------------------------------------------------------------- local mode
@@ -181,6 +195,7 @@ async def run_local(options: OperatorOptions, folder: Path, state_dir: Path | No
     state_dir = state_dir or folder / ".mt5fleet"
     secrets = DirectorySecretStore(state_dir / "secrets")
     running = await start(options, secrets, scaler=scaler)
+    running.metrics.leader.set(1)   # one process over one folder: it always reconciles
     runner = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
     local = LocalOperator(folder, running.reconciler, secrets)
     stop = stop or _stop_on_signals()
@@ -204,11 +219,12 @@ def _stop_on_signals() -> asyncio.Event:
 
 # ---------------------------------------------------------------------- cluster (kopf)
 def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worker_deployment: str = "",
-                kubeconfig: Path | None = None, election: Any = "default") -> int:
+                kubeconfig: Path | None = None, election: Any = "default", resync_s: float | None = None) -> int:
     """kopf with our handlers, while this replica holds the Lease (``elected``); the
     Reconciler is built at start-up into kopf's memo. In a pod or from a kubeconfig: one
     code path (``kube_config.load``) for our client and kopf's login. ``election``: an
     ``elected.Election``, the default one, or None for a single replica without a Lease.
+    /metrics and the probes are served from the start, by followers too.
 
     Namespaced on purpose: TradingClients, their password Secrets and the agents'
     bootstrap Secrets live in the operator's namespace, so its RBAC is a Role there and
@@ -218,10 +234,21 @@ def run_cluster(options: OperatorOptions, *, namespace: str | None = None, worke
 
     access = kube_config.load(kubeconfig)
     home = namespace or os.environ.get("POD_NAMESPACE", "default")
+    metrics, link = OperatorMetrics(), NatsLink()
     registry, memo = cluster_operator(options, namespace=home, worker_deployment=worker_deployment,
-                                      login=kopf_login(access), api_client=access.api_client)
-    return asyncio.run(elected.run(registry, memo, home, access,
-                                   elected.Election() if election == "default" else election))
+                                      login=kopf_login(access), api_client=access.api_client, metrics=metrics,
+                                      link=link, resync_s=resync_s)
+    chosen = elected.Election() if election == "default" else election
+
+    async def serve_and_run() -> int:
+        runner = await serve_http(metrics, link, options.http_host, options.http_port)
+        try:
+            return await elected.run(registry, memo, home, access, chosen,
+                                     leading=lambda held: metrics.leader.set(1 if held else 0))
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(serve_and_run())
 
 
 def kopf_login(access: Any) -> Callable[..., Any]:
@@ -243,16 +270,21 @@ def kopf_login(access: Any) -> Callable[..., Any]:
 
 def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deployment: str = "",
                      login: Callable[..., Any] | None = None,
-                     api_client: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+                     api_client: Callable[[], Any] | None = None, metrics: OperatorMetrics | None = None,
+                     link: NatsLink | None = None, resync_s: float | None = None) -> tuple[Any, Any]:
     """What kopf runs: the registry (our handlers, start-up, clean-up) and the memo the
     start-up fills with the Reconciler. How the API server is reached: ``login``, kopf's
     login handler; ``api_client``, the Kubernetes client of the secret store and the
-    scaler (both by default from ``kube_config.load()``: in-cluster, else the kubeconfig)."""
+    scaler (both by default from ``kube_config.load()``: in-cluster, else the kubeconfig).
+    ``metrics`` and ``link`` are what the caller serves on /metrics and /readyz (its HTTP
+    server outlives kopf, which runs only while this replica leads); ``resync_s``: the
+    timer's interval (drift repair, AgentConnected)."""
     import kopf
     import kubernetes
 
     from mt5fleet.operator.adapters import kube_config
     from mt5fleet.operator.adapters.appliers import DeploymentScaler
+    from mt5fleet.operator.adapters.secret_informer import SecretInformer
     from mt5fleet.operator.adapters.secret_store import KubernetesSecretStore
     from mt5fleet.operator.app import handlers
 
@@ -260,11 +292,12 @@ def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deploym
         access = kube_config.load()
         login, api_client = login or kopf_login(access), api_client or access.api_client
     registry = kopf.OperatorRegistry()
-    handlers.register(registry)
+    handlers.register(registry, interval_s=resync_s or handlers.RESYNC_INTERVAL_S)
     # A registry of our own has none of the login handlers kopf's default one carries:
     # without one, kopf starts with no credentials.
     kopf.on.login(registry=registry)(login)
     memo = kopf.Memo()
+    memo.resync_s = resync_s or handlers.RESYNC_INTERVAL_S
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -272,15 +305,20 @@ def cluster_operator(options: OperatorOptions, *, namespace: str, worker_deploym
         client = api_client()
         core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
         scaler = DeploymentScaler(apps, namespace, worker_deployment) if worker_deployment else None
-        running = await start(options, KubernetesSecretStore(core, namespace), scaler=scaler)
+        # Secrets are read from a watch-fed cache, listed before anything reads one.
+        memo.informer = SecretInformer(client.configuration, namespace)
+        await memo.informer.start()
+        secrets = KubernetesSecretStore(core, namespace, cache=memo.informer)
+        running = await start(options, secrets, scaler=scaler, metrics=metrics)
         memo.reconciler, memo.running = running.reconciler, running
-        memo.http = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
+        if link is not None:
+            link.nc = running.nc
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        if getattr(memo, "http", None):
-            await memo.http.cleanup()
         if getattr(memo, "running", None):
             await memo.running.close()
+        if getattr(memo, "informer", None):
+            await memo.informer.stop()
 
     return registry, memo

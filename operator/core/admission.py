@@ -10,8 +10,10 @@ reproduced here, each in a few lines, because no library does it:
 * structural defaulting before validation (and before CEL): ``null`` dropped from a field
   that is not nullable, then each absent field with a ``default`` gets it, inside defaults
   too (``risk: {}`` gets every risk default);
-* strict field validation (``kubectl apply`` refuses unknown fields since 1.27): every
-  object that lists its properties is closed before jsonschema sees it;
+* unknown fields refused: every object that lists its properties is closed before
+  jsonschema sees it, so the problem names the key (``spec.risk.maxLotSize: unknown
+  field``); the API server refuses them through a rule on each object (``crd.py``:
+  ``unknown_field_rule``), which cannot name the key and is not evaluated here;
 * patterns matched as Go's RE2 does (``google-re2``, which cel-python uses for
   ``matches()``): Python's ``$`` would also accept a trailing newline;
 * field paths as the API server names them (``spec.symbols.trading[1]``,
@@ -163,7 +165,7 @@ def closed(schema: Any) -> Any:
 def cel_problems(schema: Mapping[str, Any], value: Any, where: str) -> Iterator[str]:
     """Every ``x-kubernetes-validations`` rule of the schema that the value breaks, with
     ``self`` bound to the value at the rule's place, as the API server binds it."""
-    rules = schema.get("x-kubernetes-validations", ())
+    rules = [rule for rule in schema.get("x-kubernetes-validations", ()) if not _is_unknown_field_rule(schema, rule)]
     activation = {"self": celpy.json_to_cel(value)} if rules else {}
     for rule in rules:
         verdict = _evaluate(rule["rule"], activation)
@@ -181,6 +183,17 @@ def cel_problems(schema: Mapping[str, Any], value: Any, where: str) -> Iterator[
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for index, item in enumerate(value):
             yield from cel_problems(schema["items"], item, f"{where}[{index}]")
+
+
+def _is_unknown_field_rule(schema: Mapping[str, Any], rule: Mapping[str, str]) -> bool:
+    # The closed schema has refused unknown keys already, naming them (and cel-python would
+    # spend milliseconds per object on a rule that then always holds).
+    return "properties" in schema and rule == _unknown_field_rule(tuple(schema["properties"]))
+
+
+@functools.cache
+def _unknown_field_rule(properties: tuple[str, ...]) -> dict[str, str]:
+    return crd.unknown_field_rule(properties)
 
 
 def _rule_message(rule: Mapping[str, str], activation: Mapping[str, Any]) -> str:

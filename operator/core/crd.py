@@ -78,21 +78,62 @@ def openapi_schema() -> dict[str, Any]:
 
 
 def cel_rule(rule: models.CelRule) -> dict[str, str]:
-    """A rule as ``x-kubernetes-validations`` states it (``fieldPath``: Kubernetes 1.28+)."""
+    """A rule as ``x-kubernetes-validations`` states it (``fieldPath`` and ``reason``:
+    Kubernetes 1.28+; the server's error then names ``spec.risk.allowedSymbols``, not ``spec``)."""
     entry = {"rule": rule.rule, "message": rule.message}
     if rule.message_expression:
         entry["messageExpression"] = rule.message_expression
     entry["fieldPath"] = rule.field_path
+    entry["reason"] = rule.reason
     return entry
+
+
+# Unknown fields. The API server prunes a field its schema does not declare, before any
+# validation: refused only when the request asks for strict field validation (kubectl's
+# default, and server-side apply always), with a warning on a plain API call, silently with
+# ``kubectl --validate=false``; a misspelt risk limit then becomes its default. So every
+# object of the spec keeps unknown fields (``x-kubernetes-preserve-unknown-fields``) and a
+# rule refuses them, on every path. CEL hides undeclared fields (an object iterates over
+# its declared properties only) but ``size()`` of the object as a map counts every key: more
+# keys than declared properties present means an unknown one. No server mechanism can name
+# that key once it is preserved, so the error names the object and lists its fields; the
+# operator's reader (``admission.py``) names the key itself.
+UNKNOWN_FIELD_MESSAGE = "unknown field (not one of: {fields})"
+UNKNOWN_FIELD_REASON = "FieldValueForbidden"
+
+
+def unknown_field_rule(properties: Sequence[str]) -> dict[str, str]:
+    """The rule refusing any key of an object but ``properties`` (preserved, see above)."""
+    present = ", ".join(f"has(self.{name})" for name in properties)
+    return {"rule": f"dyn(self).size() == [{present}].filter(known, known).size()",
+            "message": UNKNOWN_FIELD_MESSAGE.format(fields=", ".join(properties)),
+            "reason": UNKNOWN_FIELD_REASON}
+
+
+def refusing_unknown_fields(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with every object that lists its properties refusing other keys on every
+    path (see ``unknown_field_rule``), its own rules after that one."""
+    out = dict(schema)
+    if isinstance(schema.get("items"), Mapping):
+        out["items"] = refusing_unknown_fields(schema["items"])
+    if isinstance(schema.get("additionalProperties"), Mapping):
+        out["additionalProperties"] = refusing_unknown_fields(schema["additionalProperties"])
+    if "properties" in schema:
+        out["properties"] = {name: refusing_unknown_fields(sub) for name, sub in schema["properties"].items()}
+        rules = [unknown_field_rule(list(schema["properties"])), *schema.get("x-kubernetes-validations", ())]
+        out.pop("x-kubernetes-validations", None)
+        out["x-kubernetes-preserve-unknown-fields"] = True
+        out["x-kubernetes-validations"] = rules
+    return out
 
 
 def resource_schema() -> dict[str, Any]:
     """The whole object's schema: apiVersion/kind/metadata as every resource has them."""
-    spec = {
+    spec = refusing_unknown_fields({
         "description": "what the user's trading client should be",
         **object_schema(models.TradingClientSpec, defaults=True),
         "x-kubernetes-validations": [cel_rule(rule) for rule in models.CEL_RULES],
-    }
+    })
     # Status is the operator's to write: no server-side defaults, which would report a
     # phase or generation the operator never set.
     status = {"description": "what the operator observed and provisioned",

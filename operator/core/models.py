@@ -151,11 +151,14 @@ class CelRule:
     """A cross-field rule the schema alone cannot state: an ``x-kubernetes-validations``
     entry of the spec. The API server evaluates it in a cluster, ``admission.py`` with
     cel-python in local mode; ``field_path`` (relative to the spec) names the field blamed,
-    ``message_expression`` (CEL, optional) a message naming the culprit."""
+    ``message_expression`` (CEL, optional) a message naming the culprit, ``reason`` how the
+    server words the error (``FieldValueInvalid``: "Invalid value: <message>";
+    ``FieldValueForbidden``, ``FieldValueRequired``; ``FieldValueDuplicate`` drops the message)."""
     rule: str
     message: str
     field_path: str
     message_expression: str = ""
+    reason: str = "FieldValueInvalid"
 
 
 CEL_RULES: tuple[CelRule, ...] = (
