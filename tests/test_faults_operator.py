@@ -27,6 +27,7 @@ from operator_harness import jwt_nats
 from waiting import wait_for
 
 from mt5fleet.launcher.demo.users import examples_folder, prepare_clients, read_clients
+from mt5fleet.operator.adapters import tenant_accounts
 from mt5fleet.operator.adapters.appliers import CREDS_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.nats_accounts import (
     CLAIMS_LIST_SUBJECT,
@@ -107,13 +108,11 @@ class ClaimsWatch:
 
     def __init__(self) -> None:
         self.tenant_pushes: list[tuple[str, str]] = []   # (user id, account public key)
-        self.on_tenant_push = lambda: None
 
     async def on_message(self, message: Any) -> None:
         claims = decode_account(message.data.decode()).claims
         if subjects.USER_ID_RE.fullmatch(claims.name or ""):  # tenant accounts are named by their user id
             self.tenant_pushes.append((claims.name, claims.subject))
-            self.on_tenant_push()
 
 
 async def accounts_by_name(system: Any) -> dict[str, list[str]]:
@@ -141,7 +140,28 @@ async def snapshot(service: Any, system: Any, secrets_dir: Path) -> dict[str, An
     return {"config": entries, "secrets": files, "accounts": accounts}
 
 
-async def test_the_operator_restarted_mid_reconcile_converges_and_then_changes_nothing(tmp_path):
+class PushCounter:
+    """The operator's own tenant-account pushes, counted where they return: a crash at the
+    N-th happens in the operator's flow, right after the server took the account (a crash
+    from the claims-update subscription came too late on a loaded machine: the operator had
+    finished every tenant before the notice was handled)."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.pushed = 0
+        self.crash_at: tuple[int, Operator] | None = None
+        real = tenant_accounts.push_account_jwt
+
+        async def push(*args: Any, **kwargs: Any) -> Any:
+            result = await real(*args, **kwargs)
+            self.pushed += 1
+            if self.crash_at is not None and self.pushed >= self.crash_at[0]:
+                self.crash_at[1].crash()
+                await asyncio.sleep(0)   # the cancellation lands here, inside the reconcile
+            return result
+        monkeypatch.setattr(tenant_accounts, "push_account_jwt", push)
+
+
+async def test_the_operator_restarted_mid_reconcile_converges_and_then_changes_nothing(tmp_path, monkeypatch):
     folder, secrets_dir = tmp_path / "clients", tmp_path / "state" / "secrets"
     prepare_clients(folder, USERS, examples_folder())
     users = [c.spec.user_id for c in read_clients(folder)]
@@ -154,18 +174,18 @@ async def test_the_operator_restarted_mid_reconcile_converges_and_then_changes_n
         await system.subscribe(CLAIMS_UPDATE_SUBJECT, cb=watch.on_message)
         deployment = Deployment(replicas=1)
         secrets = DirectorySecretStore(secrets_dir)
+        counter = PushCounter(monkeypatch)
         try:
             # Two crashes, each the moment the server receives a tenant account: the first start
             # dies at its first tenant, the second after three more.
             for pushes in (1, 4):
-                operator = await Operator(options, folder, secrets, deployment).start()
-                seen = len(watch.tenant_pushes)
-                watch.on_tenant_push = lambda op=operator, at=seen + pushes: (
-                    op.crash() if len(watch.tenant_pushes) >= at else None)
+                operator = Operator(options, folder, secrets, deployment)
+                counter.crash_at = (counter.pushed + pushes, operator)
+                await operator.start()
                 await wait_for(lambda op=operator: op.crashed, "the operator stopped mid-reconcile", timeout=30)
                 await operator.dead()
                 assert not operator.provisioned(), "the operator finished before it was stopped"
-            watch.on_tenant_push = lambda: None
+            counter.crash_at = None
 
             # The third start converges.
             operator = await Operator(options, folder, secrets, deployment).start()
