@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from waiting import eventually
 
 from mt5fleet.operator.adapters.nats_accounts import TrustChain, create_trust_chain, write_creds
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
@@ -186,3 +187,47 @@ class OperatorProcess:
                 self.process.wait(timeout=10)
                 raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.log()[-3000:]}") from None
         return self.process.returncode
+
+
+# ---------------------------------------------------------------------- reading the cluster in e2e tests
+START_S = 60.0       # a process start: imports, kopf's start-up, NATS, the first reconcile
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def get(cluster, *args: str) -> dict | None:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    return json.loads(result.stdout)
+
+
+def phase(cluster, namespace: str, name: str) -> tuple[str | None, int | None]:
+    body = get(cluster, "tradingclient", name, "-n", namespace) or {}
+    status = body.get("status") or {}
+    return status.get("phase"), status.get("observedGeneration")
+
+
+def holder(cluster, namespace: str) -> str:
+    lease = get(cluster, "lease", LEASE, "-n", namespace) or {}
+    return (lease.get("spec") or {}).get("holderIdentity") or ""
+
+
+def operator_events(cluster, namespace: str) -> list[dict]:
+    return cluster.audit_events(user=f"system:serviceaccount:{namespace}:{ACCOUNT}")
+
+
+def what(event: dict) -> tuple[str, str, str]:
+    ref = event.get("objectRef") or {}
+    resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    return ref.get("apiGroup", ""), resource, event["verb"]
+
+
+async def until(read, what_: str, timeout: float = START_S, processes: tuple[OperatorProcess, ...] = ()):
+    """``eventually`` that shows the operators' logs when it times out."""
+    def describe() -> str:
+        logs = "\n".join(f"--- {p.name} (alive: {p.alive()})\n{p.log()[-4000:]}" for p in processes)
+        return f"{what_}\n{logs}"
+
+    return await eventually(read, describe, timeout, interval=0.25)

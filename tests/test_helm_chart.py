@@ -5,9 +5,10 @@ helm-sdkpy has Lint, Install, Upgrade and Uninstall but no `helm template`, so r
 Install into ``CaptureServer``: a stand-in API server that answers discovery for every kind the
 chart may render (PodDisruptionBudget, NetworkPolicy and the prometheus-operator kinds
 included) and stores what it is sent. The real API server (``kube_cluster``) then takes a real
-install, upgrade and uninstall; it serves neither policy/v1 nor networking.k8s.io, so that
-install turns PodDisruptionBudgets and NetworkPolicies off and gets minimal CRDs for the
-monitoring.coreos.com kinds.
+install, upgrade and uninstall of the chart as it is by default (PodDisruptionBudgets and
+NetworkPolicies included: that server serves policy/v1 and networking.k8s.io/v1), with
+minimal CRDs for the monitoring.coreos.com kinds. tests/test_helm_operator_e2e.py installs
+it there too and runs the operator as the installed Deployment says.
 """
 
 from __future__ import annotations
@@ -16,178 +17,26 @@ import asyncio
 import copy
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-try:
-    import helm_sdkpy as helm
-except ImportError as missing:  # a failure, not a skip: the chart would go untested
-    raise ImportError("helm-sdkpy is missing: ./dev test installs it "
-                      "(pip install --ignore-requires-python helm-sdkpy==0.1.32)") from missing
-
-REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "deploy" / "helm" / "mt5fleet"
-RBAC_FILE = REPO / "deploy" / "rbac" / "operator-role.yaml"
-ACCOUNT_ID = {"marketdata": {"oanda": {"accountId": "101-004-1234567-001"}}}  # the one required value
-MONITORING_ON = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
-                                "dashboards": {"enabled": True}}}
-KUBE_VERSION = "1.36.0"
-
-
-def merged(*layers: dict) -> dict:
-    out: dict = {}
-    for layer in layers:
-        for key, value in layer.items():
-            out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-# ---------------------------------------------------------------------- a stand-in API server
-RESOURCES = {  # group/version: [(plural, kind, namespaced)]
-    "v1": [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True), ("secrets", "Secret", True),
-           ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True), ("events", "Event", True)],
-    "apps/v1": [("deployments", "Deployment", True)],
-    "rbac.authorization.k8s.io/v1": [("roles", "Role", True), ("rolebindings", "RoleBinding", True),
-                                     ("clusterroles", "ClusterRole", False),
-                                     ("clusterrolebindings", "ClusterRoleBinding", False)],
-    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
-    "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True)],
-    "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
-    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True), ("podmonitors", "PodMonitor", True),
-                                 ("prometheusrules", "PrometheusRule", True)],
-}
-KINDS = {plural: kind for resources in RESOURCES.values() for plural, kind, _ in resources}
-
-
-class CaptureServer:
-    """Just enough of the Kubernetes API for `helm install`: discovery, and create/get/list/
-    update of whatever it is sent, kept in memory (Helm's release Secret included)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.objects: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.kubeconfig = folder / "capture.kubeconfig"
-        server = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "capture",
-            "clusters": [{"name": "capture", "cluster": {"server": server}}],
-            "users": [{"name": "capture", "user": {"token": "capture"}}],
-            "contexts": [{"name": "capture", "context": {"cluster": "capture", "user": "capture"}}]}))
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        capture = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> dict:
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "json" not in (self.headers.get("Content-Type") or ""):
-                    # client-go sends built-in kinds (Helm's release Secret) as protobuf: kept as
-                    # an opaque object, which is all Helm needs back (it also accepts JSON).
-                    name = f"opaque-{uuid.uuid4().hex[:8]}"
-                    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}
-                return json.loads(data or b"{}")
-
-            def do_GET(self) -> None:
-                path, _, query = self.path.partition("?")
-                if (found := capture.discovery(path)) is not None:
-                    return self._send(200, found)
-                with capture.lock:
-                    if path in capture.objects:
-                        return self._send(200, capture.objects[path])
-                    if path.rsplit("/", 1)[-1] in KINDS:  # a list, filtered by an equality label selector
-                        wanted = dict(pair.split("=", 1) for pair in _query(query, "labelSelector").split(",") if pair)
-                        items = [o for p, o in capture.objects.items() if p.rsplit("/", 1)[0] == path
-                                 and wanted.items() <= (o["metadata"].get("labels") or {}).items()]
-                        return self._send(200, {"kind": "List", "apiVersion": "v1", "items": items,
-                                                "metadata": {"resourceVersion": "1"}})
-                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                                 "code": 404, "message": f"{path} not found"})
-
-            def do_POST(self) -> None:
-                body = self._body()
-                meta = body.setdefault("metadata", {})
-                meta.setdefault("name", meta.get("generateName", "x") + uuid.uuid4().hex[:5])
-                meta.update(uid=str(uuid.uuid4()), resourceVersion="1", creationTimestamp="2026-01-01T00:00:00Z")
-                with capture.lock:
-                    capture.objects[f"{self.path.partition('?')[0]}/{meta['name']}"] = body
-                self._send(201, body)
-
-            def do_PUT(self) -> None:
-                body = self._body()
-                with capture.lock:
-                    capture.objects[self.path.partition("?")[0]] = body
-                self._send(200, body)
-
-            def do_PATCH(self) -> None:
-                with capture.lock:
-                    current = capture.objects.get(self.path.partition("?")[0], {})
-                self._send(200 if current else 404, current or {"kind": "Status", "code": 404})
-
-            def do_DELETE(self) -> None:
-                with capture.lock:
-                    capture.objects.pop(self.path.partition("?")[0], None)
-                self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-        return Handler
-
-    def discovery(self, path: str) -> dict | None:
-        if path == "/version":
-            major, minor, _ = KUBE_VERSION.split(".")
-            return {"major": major, "minor": minor, "gitVersion": f"v{KUBE_VERSION}", "platform": "linux/amd64"}
-        if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
-        if path == "/apis":
-            groups = [gv.split("/") for gv in RESOURCES if "/" in gv]
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups]}
-        group_version = path.removeprefix("/api/").removeprefix("/apis/")
-        if group_version in RESOURCES and path.startswith("/api"):
-            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [
-                {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs}
-                for plural, kind, namespaced in RESOURCES[group_version]]}
-        return None
-
-    def render(self, values: dict, release: str = "mt5fleet", namespace: str = "mt5fleet") -> tuple[list[dict], str]:
-        """The chart's objects for ``values``, and its NOTES.txt, as `helm template` would give them."""
-        with self.lock:
-            self.objects.clear()
-        config = helm.Configuration(namespace=namespace, kubeconfig=str(self.kubeconfig))
-        release_info = asyncio.run(helm.Install(config).run(release, str(CHART), values=values, wait=False))
-        documents = [doc for doc in yaml.safe_load_all(release_info["manifest"]) if doc]
-        return documents, release_info.get("info", {}).get("notes", "")
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _query(query: str, name: str) -> str:
-    from urllib.parse import parse_qs
-
-    return (parse_qs(query).get(name) or [""])[0]
+from helm_chart import (
+    ACCOUNT_ID,
+    CHART,
+    KUBE_VERSION,
+    MONITORING_CRDS,
+    MONITORING_ON,
+    RBAC_FILE,
+    REPO,
+    CaptureServer,
+    by_kind,
+    helm,
+    install_on,
+    merged,
+)
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +54,6 @@ def defaults(capture) -> list[dict]:
 @pytest.fixture(scope="module")
 def monitored(capture) -> list[dict]:
     return capture.render(merged(ACCOUNT_ID, MONITORING_ON))[0]
-
-
-def by_kind(documents: list[dict], kind: str) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == kind}
 
 
 def containers(documents: list[dict]) -> Iterator[tuple[str, dict, dict]]:
@@ -511,34 +356,104 @@ def test_notes_tell_how_to_create_a_tradingclient_and_hand_over_the_agent_files(
     assert {"free", "pro", "enterprise"} <= tiers
 
 
+# ---------------------------------------------------------------------- the platform guide
+GUIDE = REPO / "docs" / "getting-started-platform-operator.md"
+
+
+def _paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """The key paths to the leaves of ``tree`` (keys may hold dots: label names)."""
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from _paths(value, (*prefix, key))
+    else:
+        yield list(prefix)
+
+
+def _has_value(tree: Any, path: list[str]) -> bool:
+    for depth, key in enumerate(path):
+        if not isinstance(tree, dict):
+            return False
+        if key not in tree:
+            return tree == {} and depth > 0  # a free-form map (resources, selectors, tiers)
+        tree = tree[key]
+    return True
+
+
+def test_the_platform_guide_starts_with_helm_install_and_names_only_values_the_chart_has(capture):
+    text = GUIDE.read_text()
+    first = text.split("\n## ")[1]
+    assert first.startswith("1. Install with Helm")
+    assert "helm install mt5fleet deploy/helm/mt5fleet -n mt5fleet --create-namespace -f my-values.yaml" in first
+    assert "helm install nats nats/nats -n nats --create-namespace -f nats-values.yaml" in first
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # Every value the guide names in backticks (`operator.usersPerWorker`, `crds.install: false`).
+    named = {m for m in re.findall(r"`([a-z][A-Za-z]*(?:\.[A-Za-z]+)+)(?::[^`]*)?`", text)
+             if m.split(".")[0] in values and not m.endswith((".com", ".local"))}
+    assert len(named) > 10 and [n for n in sorted(named) if not _has_value(values, n.split("."))] == []
+    # my-values.yaml: only existing values, accepted by the schema, and the Secrets the guide
+    # creates are the ones the chart then mounts.
+    [block] = re.findall(r"```yaml\n(# my-values.yaml\n.*?)```", text, re.S)
+    mine = yaml.safe_load(block)
+    assert [path for path in _paths(mine) if not _has_value(values, path)] == []
+    documents, _ = capture.render(mine)
+    created = set(re.findall(r"kubectl -n mt5fleet create secret generic (\S+)", first))
+    mounted = {v["secret"]["secretName"] for _, pod, _ in containers(documents) for v in pod["volumes"]
+               if "secret" in v}
+    mounted |= {e["valueFrom"]["secretKeyRef"]["name"] for _, _, c in containers(documents) for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})}
+    assert mounted == created
+    keys = dict(re.findall(r"secret generic (\S+) --from-(?:file|literal)=(?:\S+/)?([\w.]+)", first))
+    assert keys["mt5fleet-trust"] == values["credentials"]["trust"]["key"]
+    assert keys["mt5fleet-service-creds"] == values["credentials"]["operator"]["key"]
+    assert keys["mt5fleet-worker-creds"] == values["credentials"]["workers"]["key"]
+    assert keys["mt5fleet-oanda"] == values["marketdata"]["oanda"]["tokenSecret"]["key"]
+
+
+def test_the_guide_s_nats_values_script_writes_the_trust_chain_into_the_official_chart_s_values(tmp_path):
+    import runpy
+    from contextlib import chdir
+
+    from mt5fleet.operator.adapters.nats_accounts import create_trust_chain
+
+    [script] = re.findall(r"```python\n(.*?nats-values\.yaml.*?)```", GUIDE.read_text(), re.S)
+    chain = create_trust_chain()
+    (tmp_path / "trust.json").write_text(chain.to_json())
+    (tmp_path / "nats-values.py").write_text(script)
+    with chdir(tmp_path):
+        runpy.run_path("nats-values.py")
+    written = yaml.safe_load((tmp_path / "nats-values.yaml").read_text())
+    config = written["config"]
+    assert config["jetstream"]["enabled"] and config["cluster"] == {"enabled": True, "replicas": 3}
+    assert config["merge"]["operator"] == chain.operator_jwt
+    assert config["merge"]["system_account"] == chain.system_account.public_key
+    assert {chain.system_account.public_key, chain.app_account.public_key} <= set(config["merge"]["resolver_preload"])
+    assert config["resolver"]["enabled"] and config["resolver"]["merge"]["type"] == "full"
+
+
 # ---------------------------------------------------------------------- the real API server
-MONITORING_CRDS = [
-    {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-     "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-     "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-              "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
-              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                  "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
-    for plural, kind, _ in RESOURCES["monitoring.coreos.com/v1"]]
-# The server serves neither policy/v1 nor networking.k8s.io (tests/kube/apiserver).
-UNSERVED_OFF = {"networkPolicy": {"enabled": False}, **{c: {"pdb": {"enabled": False}} for c in
-                ("operator", "adjust", "marketdata", "feedback", "catchup", "health")}}
-
-
 def test_install_upgrade_and_uninstall_on_a_real_api_server(kube_cluster):
     namespace = f"helm-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                                  "items": MONITORING_CRDS}))
-    config = helm.Configuration(namespace=namespace, kubeconfig=str(kube_cluster.admin_kubeconfig))
-    values = merged(ACCOUNT_ID, MONITORING_ON, UNSERVED_OFF)
+    values = merged(ACCOUNT_ID, MONITORING_ON)
 
     def get(kind: str, name: str) -> dict:
         return kube_cluster.kubectl_json("get", kind, name, "-n", namespace)
 
-    # No kubelet runs pods here: nothing to wait for beyond the API server's answers.
-    installed = asyncio.run(helm.Install(config).run("mt5fleet", str(CHART), values=values,
-                                                     create_namespace=True, wait=False))
-    assert installed["info"]["status"] == "deployed"
+    config, _ = install_on(kube_cluster, namespace, values)
+    deployments = kube_cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    components = {d["metadata"]["name"] for d in deployments}
+    assert len(components) == 6
+    # The budgets and policies, as the server stored them (defaulted, validated).
+    budgets = {b["metadata"]["name"]: b for b in kube_cluster.kubectl_json("get", "pdb", "-n", namespace)["items"]}
+    assert set(budgets) == components
+    assert all(b["spec"]["maxUnavailable"] == 1 and b["metadata"]["generation"] == 1 for b in budgets.values())
+    policies = {p["metadata"]["name"]: p
+                for p in kube_cluster.kubectl_json("get", "networkpolicy", "-n", namespace)["items"]}
+    assert set(policies) == components
+    operator_egress = policies["mt5fleet-operator"]["spec"]["egress"]
+    assert {"port": 6443, "protocol": "TCP"} in [p for rule in operator_egress for p in rule["ports"]]
+    assert policies["mt5fleet-adjust"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert get("deployment", "mt5fleet-operator")["spec"]["replicas"] == 2
     assert get("deployment", "mt5fleet-adjust")["spec"]["replicas"] == 1  # the server's default; then the operator's
     role = get("role", "mt5fleet-operator")

@@ -1,6 +1,7 @@
 """The real Kubernetes API server of the test suite (kube_harness), driven by the real
 kubectl: the project's CRD and examples, the built-in kinds the operator uses (Secrets,
-Deployments and their scale subresource, Leases), watches, conflicts, RBAC for
+Deployments and their scale subresource, Leases) and those the chart installs
+(PodDisruptionBudgets, NetworkPolicies), watches, conflicts, RBAC for
 ServiceAccount tokens and the audit log."""
 
 from __future__ import annotations
@@ -167,6 +168,82 @@ def test_a_lease_is_created_renewed_watched_and_a_stale_write_conflicts(kube_clu
     assert conflict.returncode != 0 and "Conflict" in conflict.stderr
     holder = k.kubectl_json("get", "lease", "mt5fleet-operator", "-n", namespace)["spec"]["holderIdentity"]
     assert holder == "replica-b"
+
+
+PDB = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "adjust"},
+       "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "adjust"}}}}
+
+
+def test_a_pod_disruption_budget_is_stored_with_a_status_endpoint_and_checked(kube_cluster, namespace):
+    k = kube_cluster
+    k.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(PDB))
+    stored = k.kubectl_json("get", "pdb", "adjust", "-n", namespace)  # the short name, as on a cluster
+    assert stored["spec"]["maxUnavailable"] == 1 and stored["metadata"]["generation"] == 1
+    k.kubectl("patch", "pdb", "adjust", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxUnavailable":"50%"}}')
+    k.kubectl("patch", "pdb", "adjust", "-n", namespace, "--subresource=status", "--type=merge",
+              "-p", '{"status":{"disruptionsAllowed":1,"currentHealthy":2,"desiredHealthy":1,"expectedPods":2}}')
+    patched = k.kubectl_json("get", "pdb", "adjust", "-n", namespace)
+    assert patched["spec"]["maxUnavailable"] == "50%" and patched["metadata"]["generation"] == 2
+    assert patched["status"]["disruptionsAllowed"] == 1
+    for spec, field in [({"minAvailable": 1, "maxUnavailable": 1}, "minAvailable and maxUnavailable cannot be both"),
+                        ({"maxUnavailable": "150%"}, "spec.maxUnavailable"),
+                        ({"minAvailable": -1}, "spec.minAvailable"),
+                        ({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "a b"}}}, "spec.selector")]:
+        bad = {**PDB, "metadata": {"name": "bad"}, "spec": spec}
+        result = k.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
+        assert result.returncode != 0 and "is invalid" in result.stderr and field in result.stderr, result.stderr
+
+
+NETWORK_POLICY = {
+    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "adjust"},
+    "spec": {"podSelector": {"matchLabels": {"app": "adjust"}},
+             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                          "ports": [{"port": 8080}]}],
+             "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                         "ports": [{"port": 4222, "endPort": 4223}, {"port": 53, "protocol": "UDP"}]}]}}
+
+
+def test_a_network_policy_is_defaulted_as_on_a_cluster_and_checked(kube_cluster, namespace):
+    k = kube_cluster
+    k.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(NETWORK_POLICY))
+    stored = k.kubectl_json("get", "netpol", "adjust", "-n", namespace)
+    spec = stored["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]  # defaulted: there are egress rules
+    assert spec["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert [p["protocol"] for p in spec["egress"][0]["ports"]] == ["TCP", "UDP"]
+    assert stored["metadata"]["generation"] == 1
+    ingress_only = {**NETWORK_POLICY, "metadata": {"name": "ingress-only"},
+                    "spec": {"podSelector": {}, "ingress": NETWORK_POLICY["spec"]["ingress"]}}
+    k.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(ingress_only))
+    assert k.kubectl_json("get", "netpol", "ingress-only", "-n", namespace)["spec"]["policyTypes"] == ["Ingress"]
+    k.kubectl("patch", "netpol", "adjust", "-n", namespace, "--type=json",
+              "-p", '[{"op":"replace","path":"/spec/ingress/0/ports/0/port","value":9090}]')
+    assert k.kubectl_json("get", "netpol", "adjust", "-n", namespace)["metadata"]["generation"] == 2
+
+    def refused(spec_change: dict, field: str) -> None:
+        bad = {**NETWORK_POLICY, "metadata": {"name": "bad"}, "spec": {**NETWORK_POLICY["spec"], **spec_change}}
+        result = k.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
+        assert result.returncode != 0 and "is invalid" in result.stderr and field in result.stderr, result.stderr
+
+    refused({"policyTypes": ["Ingress", "Sideways"]}, "spec.policyTypes[1]")
+    refused({"ingress": [{"ports": [{"port": 70000}]}]}, "spec.ingress[0].ports[0].port")
+    refused({"ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}, "spec.ingress[0].ports[0].protocol")
+    refused({"egress": [{"ports": [{"port": 90, "endPort": 80}]}]}, "spec.egress[0].ports[0].endPort")
+    refused({"egress": [{"to": [{}]}]}, "spec.egress[0].to[0]")
+    refused({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]},
+            "spec.egress[0].to[0].ipBlock.except[0]")
+    refused({"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}, "spec.egress[0].to[0]")
+
+
+def test_kubectl_explain_and_discovery_know_the_policy_kinds(kube_cluster):
+    resources = kube_cluster.kubectl("api-resources", "-o", "wide").stdout
+    assert re.search(r"^poddisruptionbudgets\s+pdb\s+policy/v1\s+true\s+PodDisruptionBudget", resources, re.M)
+    assert re.search(r"^networkpolicies\s+netpol\s+networking.k8s.io/v1\s+true\s+NetworkPolicy", resources, re.M)
+    explained = kube_cluster.kubectl("explain", "pdb.spec").stdout
+    assert re.search(r"KIND:\s+PodDisruptionBudget", explained) and "maxUnavailable" in explained, explained
+    explained = kube_cluster.kubectl("explain", "networkpolicy.spec.egress.ports").stdout
+    assert re.search(r"GROUP:\s+networking.k8s.io\s+KIND:\s+NetworkPolicy", explained), explained
+    assert "endPort" in explained
 
 
 # ---------------------------------------------------------------------- RBAC and the audit log

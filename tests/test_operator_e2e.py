@@ -15,80 +15,40 @@ nats-server in JWT mode; TradingClients applied and deleted with the real kubect
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from operator_process import (
-    ACCOUNT,
     CRDS,
     EXAMPLES,
-    LEASE,
     WORKERS,
+    WRITES,
     OperatorProcess,
+    get,
+    holder,
     nats_for_operator,
+    operator_events,
     operator_kubeconfig,
+    phase,
     prepare_namespace,
     rbac_for,
     token_uid,
+    until,
+    what,
 )
-from waiting import eventually
 
 from mt5fleet.operator.adapters.appliers import CREDS_KEY, bootstrap_secret_name
 
 # A cold cache builds the server inside the first set-up (./dev test builds it first).
 pytestmark = pytest.mark.timeout(900)
 
-START_S = 60.0       # a process start: imports, kopf's start-up, NATS, the first reconcile
-WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-
-
 @pytest.fixture(scope="module")
 def cluster(kube_cluster):
     kube_cluster.kubectl("apply", "-f", str(CRDS))
     kube_cluster.kubectl("wait", "--for=condition=Established", "crd/tradingclients.mt5fleet.io", "--timeout=30s")
     return kube_cluster
-
-
-def get(cluster, *args: str) -> dict | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        if "NotFound" in result.stderr:
-            return None
-        raise AssertionError(result.stderr)
-    return json.loads(result.stdout)
-
-
-def phase(cluster, namespace: str, name: str) -> tuple[str | None, int | None]:
-    body = get(cluster, "tradingclient", name, "-n", namespace) or {}
-    status = body.get("status") or {}
-    return status.get("phase"), status.get("observedGeneration")
-
-
-def holder(cluster, namespace: str) -> str:
-    lease = get(cluster, "lease", LEASE, "-n", namespace) or {}
-    return (lease.get("spec") or {}).get("holderIdentity") or ""
-
-
-def operator_events(cluster, namespace: str) -> list[dict]:
-    return cluster.audit_events(user=f"system:serviceaccount:{namespace}:{ACCOUNT}")
-
-
-def what(event: dict) -> tuple[str, str, str]:
-    ref = event.get("objectRef") or {}
-    resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-    return ref.get("apiGroup", ""), resource, event["verb"]
-
-
-async def until(read, what_: str, timeout: float = START_S, processes: tuple[OperatorProcess, ...] = ()):
-    """``eventually`` that shows the operators' logs when it times out."""
-    def describe() -> str:
-        logs = "\n".join(f"--- {p.name} (alive: {p.alive()})\n{p.log()[-4000:]}" for p in processes)
-        return f"{what_}\n{logs}"
-
-    return await eventually(read, describe, timeout, interval=0.25)
 
 
 # ---------------------------------------------------------------------- one replica, whole lifecycle

@@ -29,14 +29,18 @@ from operator_process import (
     CRDS,
     EXAMPLES,
     WORKERS,
+    WRITES,
     NatsForOperator,
     OperatorProcess,
+    get,
     nats_for_operator,
     operator_kubeconfig,
+    phase,
     prepare_namespace,
     token_uid,
+    until,
+    what,
 )
-from test_operator_e2e import WRITES, get, phase, until, what
 
 from mt5fleet.operator.adapters.appliers import CREDS_KEY, PUBLIC_KEY_KEY, bootstrap_secret_name
 from mt5fleet.operator.adapters.nats_accounts import fetch_account_jwt, write_creds

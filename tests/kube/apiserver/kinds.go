@@ -9,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/api/validation/path"
@@ -35,6 +37,7 @@ type kind struct {
 	validate   func(obj, old runtime.Object) field.ErrorList // the kind's own checks; old is nil on create
 	fields     func(obj runtime.Object) fields.Set           // selectable fields beyond metadata.name/namespace
 	ttlSeconds uint64                                        // etcd lease on every write (Events)
+	spec       func(obj runtime.Object) any                  // a kind with a spec and no status: tracks metadata.generation
 
 	status         *statusAccess // nil: no spec/status split
 	statusEndpoint bool          // serve <resource>/status
@@ -79,6 +82,14 @@ var builtinKinds = []*kind{
 		prepare: typed(defaultDeployment), validate: typedCheck(validateDeployment),
 		status: &deploymentStatus, statusEndpoint: true,
 		subresources: map[string]func(*genericregistry.Store) rest.Storage{"scale": newScaleREST}},
+	{gv: policyv1.SchemeGroupVersion, resource: "poddisruptionbudgets", singular: "poddisruptionbudget", namespaced: true,
+		shortNames: []string{"pdb"},
+		newObj:     func() runtime.Object { return &policyv1.PodDisruptionBudget{} }, newList: func() runtime.Object { return &policyv1.PodDisruptionBudgetList{} },
+		validate: typedCheck(validatePodDisruptionBudget), status: &podDisruptionBudgetStatus, statusEndpoint: true},
+	{gv: networkingv1.SchemeGroupVersion, resource: "networkpolicies", singular: "networkpolicy", namespaced: true,
+		shortNames: []string{"netpol"},
+		newObj:     func() runtime.Object { return &networkingv1.NetworkPolicy{} }, newList: func() runtime.Object { return &networkingv1.NetworkPolicyList{} },
+		prepare: typed(defaultNetworkPolicy), validate: typedCheck(validateNetworkPolicy), spec: networkPolicySpec},
 	{gv: coordinationv1.SchemeGroupVersion, resource: "leases", singular: "lease", namespaced: true,
 		newObj: func() runtime.Object { return &coordinationv1.Lease{} }, newList: func() runtime.Object { return &coordinationv1.LeaseList{} }},
 	{gv: rbacv1.SchemeGroupVersion, resource: "roles", singular: "role", namespaced: true,

@@ -42,9 +42,9 @@ func (s strategy) WarningsOnUpdate(context.Context, runtime.Object, runtime.Obje
 func (s strategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
 	if st := s.k.status; st != nil {
 		st.keepStatus(s.k.newObj(), obj)
-		if st.spec != nil {
-			mustMeta(obj).SetGeneration(1)
-		}
+	}
+	if s.k.specOf() != nil {
+		mustMeta(obj).SetGeneration(1)
 	}
 	if s.k.prepare != nil {
 		s.k.prepare(obj, nil)
@@ -59,10 +59,10 @@ func (s strategy) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
 	}
 	if st := s.k.status; st != nil {
 		st.keepStatus(old, obj)
-		if st.spec != nil && !apiequality.Semantic.DeepEqual(st.spec(obj), st.spec(old)) {
-			m := mustMeta(obj)
-			m.SetGeneration(mustMeta(old).GetGeneration() + 1)
-		}
+	}
+	if spec := s.k.specOf(); spec != nil && !apiequality.Semantic.DeepEqual(spec(obj), spec(old)) {
+		m := mustMeta(obj)
+		m.SetGeneration(mustMeta(old).GetGeneration() + 1)
 	}
 }
 
@@ -108,6 +108,14 @@ func (s statusStrategy) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set
 	return map[fieldpath.APIVersion]*fieldpath.Set{
 		fieldpath.APIVersion(s.k.gv.String()): fieldpath.NewSet(fieldpath.MakePathOrDie("spec")),
 	}
+}
+
+// specOf reaches the spec of a kind whose metadata.generation is tracked; nil for the others.
+func (k *kind) specOf() func(obj runtime.Object) any {
+	if k.status != nil && k.status.spec != nil {
+		return k.status.spec
+	}
+	return k.spec
 }
 
 func mustMeta(obj runtime.Object) metav1.Object {
