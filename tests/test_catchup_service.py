@@ -6,14 +6,18 @@ nothing lost or repeated across pages; bad requests are answered with a reason a
 from __future__ import annotations
 
 import asyncio
+import random
 
 import nats
 import pytest
 from waiting import wait_for
 
 from mt5fleet.client.adapters.catchup import CatchupFailed, catch_up
+from mt5fleet.client.adapters.metrics import AgentMetrics
+from mt5fleet.client.app import catchup_runner
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.catchup import CatchupQuery
+from mt5fleet.proto.domain.clock import SystemClock
 from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1.catchup_pb2 import CatchupBatch, CatchupRequest
 from mt5fleet.proto.validation_catchup import catchup_batch_message
@@ -143,3 +147,55 @@ async def test_without_a_service_the_agent_is_told_there_is_none(agents):
     with pytest.raises(CatchupFailed) as failure:
         await catch_up(agents["alice"], "alice", 0, lambda raw: None, timeout_s=1)
     assert failure.value.reason == "no_responders"
+
+
+class SlowStore(CommandStore):
+    """The real store, each read held up as on a loaded JetStream."""
+
+    async def next_from(self, subject: str, sequence: int):
+        await asyncio.sleep(0.3)
+        return await super().next_from(subject, sequence)
+
+
+async def test_a_herd_of_requests_is_answered_in_time_or_shed_never_answered_too_late(nc, agents):
+    """A fleet reconnecting together asks more than a replica answers in time: the requests
+    that waited too long for a page slot are dropped (their agents have given up and ask again
+    later), so every page the replica reads is one its agent still waits for."""
+    await bootstrap.bootstrap(nc.jetstream(), subjects.build_layout())
+    await store(nc, "alice", [b"alice-herd"])
+    service = CatchupService(nc, store=SlowStore(nc.jetstream()), concurrent_pages=1, shed_after_s=1.0)
+    await service.start()
+    try:
+        results = await asyncio.gather(*(catch_up(agents["alice"], "alice", 0, lambda raw: None, timeout_s=3)
+                                         for _ in range(12)), return_exceptions=True)
+        answered = [r for r in results if r == 1]
+        gave_up = [r for r in results if isinstance(r, CatchupFailed)]
+        assert len(answered) + len(gave_up) == 12 and answered and gave_up
+        await wait_for(lambda: served(service) + served(service, "shed") == 12, "every request served or shed")
+        assert served(service) == len(answered)          # nothing read for an agent that had given up
+        assert served(service, "shed") == len(gave_up)
+    finally:
+        await service.stop()
+
+
+async def test_agents_retry_their_catch_up_at_jittered_not_synchronised_moments():
+    waits: dict[int, list[float]] = {}
+
+    for seed in (1, 2):
+        runner = catchup_runner.CatchupRunner(user_id="alice", connection=lambda: None, submit=lambda raw: None,
+                                              metrics=AgentMetrics(), clock=SystemClock(),
+                                              rng=random.Random(seed))
+
+        async def sleep(wait: float, seed=seed) -> None:
+            waits.setdefault(seed, []).append(wait)
+            if len(waits[seed]) == 6:
+                raise asyncio.CancelledError
+
+        runner._sleep = sleep
+        runner.start(0)
+        with pytest.raises(asyncio.CancelledError):
+            await runner._task
+    backoff = [1, 2, 4, 8, 16, 30]
+    for seed in (1, 2):
+        assert all(0.5 * b <= w <= 1.5 * b for w, b in zip(waits[seed], backoff, strict=True)), waits[seed]
+    assert waits[1] != waits[2]

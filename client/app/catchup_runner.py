@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ log = logging.getLogger("mt5fleet.agent.catchup")
 
 FIRST_WAIT_S = 1.0
 MAX_WAIT_S = 30.0
+# Each wait is drawn from [1 - JITTER, 1 + JITTER] times the back-off: a fleet that lost NATS at
+# the same moment does not ask again at the same moments (a synchronised herd kept the
+# catch-up service answering requests already given up on).
+JITTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,11 @@ class CatchupStatus:
 
 class CatchupRunner:
     def __init__(self, *, user_id: str, connection: Callable[[], Any], submit: Callable[[bytes], None],
-                 metrics: AgentMetrics, clock: Clock, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 metrics: AgentMetrics, clock: Clock, monotonic: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.user_id, self.connection, self.submit = user_id, connection, submit
         self.metrics, self.clock, self._monotonic = metrics, clock, monotonic
+        self._rng = rng or random.Random()
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._since_ms = 0
@@ -93,8 +100,9 @@ class CatchupRunner:
             try:
                 read = await self._attempt()
             except CatchupFailed as exc:
-                self._failed(exc, wait)
-                await self._sleep(wait)
+                jittered = wait * self._rng.uniform(1 - JITTER, 1 + JITTER)
+                self._failed(exc, jittered)
+                await self._sleep(jittered)
                 wait = min(wait * 2, MAX_WAIT_S)
                 continue
             self._succeeded(read)

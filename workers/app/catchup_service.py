@@ -13,6 +13,10 @@ account, which leads back into that tenant's account only, whatever the tenant n
 platform process asking directly (tests, tools) is answered on ``_INBOX_<uid>.``. Any other
 reply subject is refused: NATS does not check reply subjects against permissions.
 
+Under a fleet reconnecting together a replica answers what it can while the asker still
+waits: a request that waited longer than ``SHED_AFTER_S`` for one of its page slots is
+dropped (counted ``shed``); the agent asks again after its jittered back-off.
+
 ``/readyz`` fails while requests keep failing: once the first failure since the last
 served page is older than ``failing_budget_s`` (stored commands unreadable, JetStream
 away). A served page turns it green again; agents retry their catch-up until one is served.
@@ -46,6 +50,12 @@ log = logging.getLogger("mt5fleet.worker.catchup")
 MAX_CONCURRENT_PAGES = 32
 # nats-server's prefix for the reply subjects it makes for requests through a service import.
 RESPONSE_IMPORT_PREFIX = "_R_."
+# A request that waited this long for a free slot is dropped unanswered: its agent has given up
+# on it (the agent's page timeout is 3 s) and asks again after its back-off. Serving it anyway
+# is how a fleet reconnecting together keeps a replica busy with answers nobody reads, while
+# every fresh request times out behind them (the 1,000-agent soak: 999 agents failing their
+# catch-up for 13 minutes after a nats-server restart, 50 commands never executed).
+SHED_AFTER_S = 2.0
 # Requests failing this long (no page served since): not ready; this long while connected: restart.
 FAILING_BUDGET_S = 30.0
 WEDGED_AFTER_S = 300.0
@@ -62,13 +72,15 @@ class Refused(Exception):
 class CatchupService:
     def __init__(self, nc: Any, *, metrics: CatchupMetrics | None = None, store: CommandStore | None = None,
                  default_page: int = DEFAULT_PAGE_COMMANDS, page_bytes: int = PAGE_BYTES,
-                 failing_budget_s: float = FAILING_BUDGET_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 failing_budget_s: float = FAILING_BUDGET_S, clock: Callable[[], float] = time.monotonic,
+                 concurrent_pages: int = MAX_CONCURRENT_PAGES, shed_after_s: float = SHED_AFTER_S) -> None:
         self.nc = nc
         self.store = store or CommandStore(nc.jetstream())
         self.metrics = metrics or CatchupMetrics()
         self.default_page = default_page
         self.page_bytes = page_bytes
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_PAGES)
+        self._slots = asyncio.Semaphore(concurrent_pages)
+        self.shed_after_s = shed_after_s
         self._tasks: set[asyncio.Task] = set()
         self._subscription: Any = None
         self.failing_budget_s, self.clock = failing_budget_s, clock
@@ -86,6 +98,7 @@ class CatchupService:
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(subjects.user_wildcard(subjects.Channel.CATCHUP),
                                                      queue=subjects.CATCHUP_QUEUE, cb=self._on_request)
+        await self.nc.flush()  # subscribed at the server once started: no "no responders" just after
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -100,16 +113,19 @@ class CatchupService:
         await asyncio.Event().wait()
 
     async def _on_request(self, message: Any) -> None:
-        # The callback only admits: each page is read in its own task, so one slow read
-        # does not hold up every other agent's request.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._answer(message), name="catchup-page")
+        # The callback only admits, without waiting: a callback that waited for a slot would
+        # leave the rest queued inside the client, where their age cannot be seen. Each
+        # request waits for a slot in its own task, and is dropped if that took too long.
+        task = asyncio.create_task(self._admit(message, self.clock()), name="catchup-page")
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._tasks.discard)
 
-    def _finished(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+    async def _admit(self, message: Any, arrived: float) -> None:
+        async with self._slots:
+            if self.clock() - arrived > self.shed_after_s:
+                self.metrics.requests.labels("shed").inc()
+                return
+            await self._answer(message)
 
     async def _answer(self, message: Any) -> None:
         with self.metrics.page_time.time():
