@@ -2,15 +2,20 @@
 injected at random, then the books: commands sent, executed, duplicated (must be 0), lost (must
 be 0), stale-quote skips, and the memory of every process over time. Not a test, not in CI.
 
-    python bench/soak.py                                   # 1,000 agents, 30 min of market time
-    python bench/soak.py --agents 100 --minutes 4 --speed 2 --fault-every 15
+    python bench/soak.py --agents 1000 --minutes 30 --prices-every 1.5 --adjust-replicas 2 --fault-every 60
+    python bench/soak.py --agents 100 --minutes 4 --speed 2 --fault-every 15 --agent-processes 0
 
 The platform is the demo's own (``launcher/demo``: the operator in local mode scaling the
 adjustment-worker pool, the market-data, feedback, health and catch-up workers, one real agent
 per user on a simulated terminal of its broker, the signal engine), in this process, with the
-nats-server (JWT operator mode, TLS) as a process of its own. The market clock starts on a
-weekday 10:00 New York and runs ``--speed`` times faster than the wall clock; the agents'
-intervals (prices every 0.5 s, account every 5 s, heartbeat every 2 s) are market seconds.
+nats-server (JWT operator mode, TLS) as a process of its own. The agents run in
+``--agent-processes`` child processes (``bench/_soak_agents.py``; 0: in this process, for small
+runs), each with its share of real agents and their simulated terminals, with the settings and
+credentials the operator issued, on the same market clock and reference feed. The market clock
+starts on a weekday 10:00 New York and runs ``--speed`` times faster than the wall clock; the
+agents' intervals (prices every ``--prices-every``, 0.5 s as in the demo; account every 5 s,
+heartbeat every 2 s) are market seconds. ``--adjust-replicas`` sizes the adjustment pool (every
+replica reads every user's prices, so in one process 8 replicas cost 8 times the price load).
 
 Faults, one every ``--fault-every`` wall seconds, chosen at random (seeded) from ``--faults``:
 * ``nats-restart``: the nats-server killed (SIGKILL), down for ``--nats-down`` s, restarted on
@@ -19,13 +24,16 @@ Faults, one every ``--fault-every`` wall seconds, chosen at random (seeded) from
   is, its leases not handed over, its connection closed), a new replica started in its place
   as a Deployment would;
 * ``agent-kill``: an agent stopped dead (tasks cancelled, connection closed without a flush),
-  a new agent started on the same data folder and terminal after ``--agent-down`` s;
+  a new agent started on the same data folder and terminal after ``--agent-down`` s (by the
+  child process that runs it, told over a pipe);
 * ``ipc-drop``: an agent's MT5 terminal connection failing (IPC error) for ``--ipc-down`` s.
 
 At the end the signal engine stops, every fault is repaired, and once everything settled (or
 ``--settle`` s passed) the streams are read: every signal stored was decided once for every
 user, every recorded command stored once and answered by one execution report, and no
-terminal executed an order of one command twice.
+terminal executed an order of one command twice (each child counts its terminals' orders per
+command). The RSS of this process, of every agent process and of the nats-server is sampled
+every ``--sample-every`` s.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import random
 import signal
 import sys
@@ -50,16 +59,24 @@ from pathlib import Path
 from typing import Any
 
 from _common import OUT, command_line, machine, raise_nofile, rss_mb
+from _soak_agents import (
+    AgentSlot,
+    child_main,
+    drop_ipc,
+    new_slot,
+    restart_after_kill,
+    soak_settings,
+    start_slot,
+    terminal_orders,
+)
 
-from mt5fleet.client.app.agent import Agent
-from mt5fleet.client.core import mt5_constants as mt5
-from mt5fleet.client.sim.broker import BROKERS
-from mt5fleet.client.sim.terminal import SimulatedMetaTrader5
 from mt5fleet.launcher.demo import platform as demo_platform
-from mt5fleet.launcher.demo.agents import DemoUser, agent_settings
-from mt5fleet.launcher.demo.platform import Demo, DemoOptions, route_logging
+from mt5fleet.launcher.demo import services as demo_services
+from mt5fleet.launcher.demo.agents import DemoUser, demo_users
+from mt5fleet.launcher.demo.platform import Demo, DemoOptions, route_logging, wait_until, workers_see_everyone
 from mt5fleet.launcher.demo.services import RunPaths, quietly
 from mt5fleet.launcher.demo.view import DemoStats, Endpoint
+from mt5fleet.operator.core.models import TradingClient
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.sessions import NEW_YORK
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
@@ -72,7 +89,6 @@ log = logging.getLogger("mt5fleet.soak")
 FAULTS = ("nats-restart", "worker-kill", "agent-kill", "ipc-drop")
 FILLED = (execution_pb2.EXECUTION_STATUS_FILLED, execution_pb2.EXECUTION_STATUS_PARTIAL)
 DUPLICATE = execution_pb2.EXECUTION_STATUS_DUPLICATE
-NOT_BY_A_COMMAND = (mt5.DEAL_REASON_SL, mt5.DEAL_REASON_TP, mt5.DEAL_REASON_SO)
 MB = 1024 * 1024
 
 
@@ -99,17 +115,6 @@ class SoakStats(DemoStats):
 
 
 @dataclass
-class AgentSlot:
-    """One user's agent and the simulated terminal (its broker account) it runs against: the
-    terminal outlives an agent killed and started again, as a real MT5 terminal would."""
-    user: DemoUser
-    settings: Any
-    terminal: SimulatedMetaTrader5
-    agent: Agent | None = None
-    restarts: int = 0
-
-
-@dataclass
 class MemorySample:
     at_s: float
     market: str
@@ -123,16 +128,133 @@ class FaultLog:
     events: list[tuple[float, str, str]] = field(default_factory=list)   # (wall s, fault, detail)
 
 
+# ---------------------------------------------------------------------- the agents
+class LocalAgents:
+    """The agents in the platform's own process (``--agent-processes 0``): small runs."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, AgentSlot] = {}
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self.slots)
+
+    def pids(self) -> dict[str, int]:
+        return {}
+
+    async def kill(self, uid: str, down_s: float, clock: Any) -> str:
+        return await restart_after_kill(self.slots[uid], clock, down_s)
+
+    async def ipc(self, uid: str, down_s: float) -> str:
+        return await drop_ipc(self.slots[uid], down_s)
+
+    async def books(self) -> dict[str, Any]:
+        executed, twice, evidence = terminal_orders(self.slots.values())
+        return {"executed": executed, "twice": twice, "evidence": evidence, "processes": {}}
+
+
+@dataclass
+class AgentChild:
+    name: str
+    process: Any
+    conn: Any
+    uids: list[str]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    async def ask(self, request: tuple[str, str | None, float] | None, timeout: float) -> dict[str, Any]:
+        """Send ``request`` (None: only wait for the next answer) and wait for the answer."""
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            if request is not None:
+                self.conn.send(request)
+            deadline = time.monotonic() + timeout
+            while not await loop.run_in_executor(None, self.conn.poll, 0.5):
+                if not self.process.is_alive():
+                    raise RuntimeError(f"{self.name} (pid {self.process.pid}) died, exit code {self.process.exitcode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} (pid {self.process.pid}) did not answer in {timeout:g} s")
+            answer = self.conn.recv()
+        if "error" in answer:
+            raise RuntimeError(f"{self.name} (pid {self.process.pid}): {answer['error']}")
+        return answer
+
+
+class ChildAgents:
+    """The agents spread over spawned child processes (``bench/_soak_agents.py``): user ``i``
+    in child ``i mod N``; faults aimed at an agent go to its child over a pipe."""
+
+    def __init__(self) -> None:
+        self.children: list[AgentChild] = []
+        self.owner: dict[str, AgentChild] = {}
+        self.stopped: dict[str, Any] = {}
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self.owner)
+
+    def pids(self) -> dict[str, int]:
+        return {child.name: child.process.pid for child in self.children}
+
+    async def start(self, shares: list[list[tuple[int, DemoUser]]], spec: dict[str, Any], logs: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        for p, share in enumerate(shares):
+            name = f"agents-{p + 1}"
+            parent, child = context.Pipe()
+            process = context.Process(target=child_main, name=name, daemon=True,
+                                      args=(child, {**spec, "share": share, "log_file": str(logs / f"{name}.log")}))
+            process.start()
+            child.close()
+            agent_child = AgentChild(name, process, parent, [u.user_id for _, u in share])
+            self.children.append(agent_child)
+            self.owner.update({uid: agent_child for uid in agent_child.uids})
+        for child, ready in zip(self.children, await asyncio.gather(*(c.ask(None, 3600) for c in self.children)),
+                                strict=True):
+            child.ready = ready
+
+    async def kill(self, uid: str, down_s: float, clock: Any) -> str:
+        child = self.owner[uid]
+        return (await child.ask(("kill", uid, down_s), 120 + down_s))["detail"] + f" (in {child.name})"
+
+    async def ipc(self, uid: str, down_s: float) -> str:
+        child = self.owner[uid]
+        return (await child.ask(("ipc", uid, down_s), 120 + down_s))["detail"] + f" (in {child.name})"
+
+    async def books(self) -> dict[str, Any]:
+        answers = await asyncio.gather(*(c.ask(("books", None, 0), 600) for c in self.children))
+        return {"executed": sum(a["executed"] for a in answers), "twice": sum(a["twice"] for a in answers),
+                "evidence": [e for a in answers for e in a["evidence"]],
+                "processes": {c.name: {"pid": c.process.pid, "agents": len(c.uids), "start_s": c.ready.get("start_s"),
+                                       "restarts": a["restarts"], "rss_own_samples": a["rss"]}
+                              for c, a in zip(self.children, answers, strict=True)}}
+
+    async def stop(self) -> None:
+        """Every agent stopped cleanly by its child, then the children gone."""
+        async def one(child: AgentChild) -> None:
+            try:
+                self.stopped[child.name] = await child.ask(("stop", None, 0), 180)
+            except Exception as exc:
+                log.warning("stopping %s: %r", child.name, exc)
+            await asyncio.to_thread(child.process.join, 30)
+            if child.process.is_alive():
+                log.warning("%s did not exit: killed", child.name)
+                child.process.kill()
+        await asyncio.gather(*(one(c) for c in self.children))
+        for name, answer in self.stopped.items():
+            print(f"{name}: {answer.get('stopped', 0)} agents stopped in {answer.get('stop_s', 0):g} s", flush=True)
+
+
 # ---------------------------------------------------------------------- the platform
 class SoakPlatform(Demo):
     """The demo, keeping the handles faults need: the nats-server, every agent and terminal."""
 
-    def __init__(self, options: DemoOptions, paths: RunPaths, stats: SoakStats, speed: float) -> None:
+    def __init__(self, options: DemoOptions, paths: RunPaths, stats: SoakStats, args: argparse.Namespace) -> None:
         super().__init__(options, paths, stats)
-        self.clock.factor = speed
+        self.args = args
+        self.clock.factor = args.speed
         self.server: EmbeddedNats | None = None
         self.view_nc: Any = None                  # the demo's own service connection
-        self.slots: dict[str, AgentSlot] = {}
+        self.fleet: LocalAgents | ChildAgents = ChildAgents() if args.agent_processes > 0 else LocalAgents()
 
     async def _start_nats(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         with self._keeping_the_server():
@@ -154,14 +276,55 @@ class SoakPlatform(Demo):
         finally:
             demo_platform.start_nats = start
 
+    async def _start_operator(self, stack: AsyncExitStack, service: Any) -> list[TradingClient]:
+        """The demo gives the operator 30 s to provision everyone: a thousand users need longer."""
+        chosen, demo_sizing = self.args.adjust_replicas, demo_services.USERS_PER_WORKER
+        if chosen:  # the operator sizes the pool as ceil(users / users_per_worker)
+            demo_services.USERS_PER_WORKER = max(1, -(-self.options.users // chosen))
+        try:
+            clients = await super()._start_operator(stack, service)
+        finally:
+            demo_services.USERS_PER_WORKER = demo_sizing
+        await wait_until(lambda: self._provisioned(clients), "the operator to provision every user", 900)
+        return clients
+
+    @property
+    def intervals(self) -> dict[str, float]:
+        return {"prices_s": self.args.prices_every, "heartbeat_s": self.args.heartbeat_every,
+                "account_s": self.args.account_every}
+
+    async def _start_agents(self, stack: AsyncExitStack, clients: list[TradingClient]) -> None:
+        if isinstance(self.fleet, LocalAgents):
+            await super()._start_agents(stack, clients)
+            return
+        processes = min(self.args.agent_processes, len(clients))
+        self.phase(f"starting {len(clients)} agents with simulated MT5 terminals in {processes} processes")
+        self.users = await demo_users(clients, self.operator)
+        shares: list[list[tuple[int, DemoUser]]] = [[] for _ in range(processes)]
+        for index, user in enumerate(self.users):
+            shares[index % processes].append((index, user))
+        spec = {"clock": (self.clock.start, self.clock._origin, self.clock.factor), "started": self.args.started,
+                "run_root": str(self.paths.root), "secrets_root": str(self.operator.secrets.root),
+                "servers": list(self.servers), "intervals": self.intervals,
+                "switch_interval_s": self.args.gil_switch_ms / 1000,
+                "concurrency": self.args.start_concurrency, "sample_every": self.args.sample_every}
+        stack.push_async_callback(self.fleet.stop)
+        await self.fleet.start(shares, spec, self.paths.root)
+        self.endpoints["agents"] = []
+        for child in self.fleet.children:
+            print(f"[{time.monotonic() - self.args.started:7.1f}s] {child.name} (pid {child.process.pid}): "
+                  f"{child.ready['ready']} agents started in {child.ready['start_s']:g} s", flush=True)
+        self.phase("waiting until the adjustment workers see every agent")
+        await wait_until(lambda: workers_see_everyone(self.pool, [u.user_id for u in self.users]),
+                         "the workers to see every agent's quotes, specs and account", 600)
+
     async def _start_agent(self, stack: AsyncExitStack, index: int, user: DemoUser) -> Endpoint:
         """``agents.start_agent`` without the status page and /metrics (a thousand of each would
         be a thousand ports and servers the soak does not read), keeping the agent and terminal."""
-        settings = agent_settings(user, self.paths, self.operator.secrets, self.servers, seed=index + 1)
-        broker = BROKERS[user.preset].evolve(login=user.login, password=user.password)
-        slot = AgentSlot(user, settings, SimulatedMetaTrader5(broker, self.feed, clock=self.clock.now, seed=index + 1))
-        self.slots[user.user_id] = slot
-        await self.start_slot(slot)
+        settings = soak_settings(user, self.paths, self.operator.secrets, self.servers, index + 1, self.intervals)
+        slot = new_slot(user, settings, self.feed, self.clock, seed=index + 1)
+        self.fleet.slots[user.user_id] = slot
+        await start_slot(slot, self.clock)
 
         async def stop() -> None:
             if slot.agent is not None:
@@ -169,24 +332,8 @@ class SoakPlatform(Demo):
         stack.push_async_callback(stop)
         return Endpoint(f"agent {user.user_id}", "")
 
-    async def start_slot(self, slot: AgentSlot) -> None:
-        slot.agent = Agent(slot.settings, slot.terminal, clock=self.clock)
-        await slot.agent.start()
-
 
 # ---------------------------------------------------------------------- faults
-async def kill_agent(agent: Agent) -> None:
-    """As near a kill -9 as one process allows: every task cancelled where it is, the NATS
-    connection closed without flushing, the outbox and ledger files closed as they are."""
-    await cancel_and_wait(list(agent._tasks))
-    if agent.nc is not None:
-        with contextlib.suppress(Exception):
-            await agent.nc.close()
-    agent.mt5.shutdown()
-    agent.outbox.close()
-    agent.ledger.close()
-
-
 class Faults:
     def __init__(self, platform: SoakPlatform, args: argparse.Namespace, started: float) -> None:
         self.platform, self.args, self.started = platform, args, started
@@ -203,7 +350,11 @@ class Faults:
             if self.stopping.is_set():
                 return
             kind = self.rng.choice(kinds)
-            detail = await getattr(self, kind.replace("-", "_"))()
+            try:
+                detail = await getattr(self, kind.replace("-", "_"))()
+            except Exception as exc:  # said, and counted apart: the run goes on
+                detail = f"FAILED: {exc!r}"
+                log.exception("soak fault %s failed", kind)
             self.log.injected[kind] += 1
             self.log.events.append((round(time.monotonic() - self.started, 1), kind, detail))
             log.warning("soak fault %s: %s", kind, detail)
@@ -233,19 +384,12 @@ class Faults:
         return f"{endpoint.name} killed ({owned} partition(s) left to lapse), a new replica started"
 
     async def agent_kill(self) -> str:
-        slot = self.rng.choice(list(self.platform.slots.values()))
-        await kill_agent(slot.agent)
-        await asyncio.sleep(self.args.agent_down)
-        slot.restarts += 1
-        await self.platform.start_slot(slot)
-        return f"agent {slot.user.user_id} killed, restarted after {self.args.agent_down:g} s"
+        uid = self.rng.choice(self.platform.fleet.users)
+        return await self.platform.fleet.kill(uid, self.args.agent_down, self.platform.clock)
 
     async def ipc_drop(self) -> str:
-        slot = self.rng.choice(list(self.platform.slots.values()))
-        slot.terminal.fail_ipc()
-        await asyncio.sleep(self.args.ipc_down)
-        slot.terminal.restore_ipc()
-        return f"terminal of {slot.user.user_id}: IPC down {self.args.ipc_down:g} s"
+        uid = self.rng.choice(self.platform.fleet.users)
+        return await self.platform.fleet.ipc(uid, self.args.ipc_down)
 
 
 # ---------------------------------------------------------------------- memory
@@ -279,10 +423,11 @@ async def sample_memory(platform: SoakPlatform, stats: SoakStats, samples: list[
         server_pid = platform.server.pid if platform.server is not None else None
         market = dt.datetime.fromtimestamp(platform.clock.now(), NEW_YORK).strftime("%a %H:%M")
         usage = await asyncio.to_thread(jetstream_usage, platform.server)
-        sample = MemorySample(round(time.monotonic() - started, 1), market,
-                              {"python (platform + agents)": round(rss_mb(), 1),
-                               "nats-server": round(rss_of(server_pid), 1) if server_pid else 0.0},
-                              usage)
+        children = platform.fleet.pids()
+        rss = {"python (platform)" if children else "python (platform + agents)": round(rss_mb(), 1),
+               **{name: round(rss_of(pid), 1) for name, pid in children.items()},
+               "nats-server": round(rss_of(server_pid), 1) if server_pid else 0.0}
+        sample = MemorySample(round(time.monotonic() - started, 1), market, rss, usage)
         samples.append(sample)
         print(f"[{sample.at_s:7.1f}s] market {market}: signals {stats.seen['signals']}, commands "
               f"{stats.seen['commands']}, reports {stats.seen['reports']}, stale-quote skips "
@@ -358,33 +503,15 @@ class Books:
         }
 
 
-def executed_twice(slots: dict[str, AgentSlot]) -> tuple[int, int]:
-    """Commands the terminals executed, and how many of them more than once: two orders with
-    one command's magic (a stop loss, take profit or stop-out deal is the broker's, not a command's)."""
-    twice = executed = 0
-    for slot in slots.values():
-        try:
-            deals = slot.terminal.history_deals_get(0, 2**31 - 1) or ()
-        except Exception:  # noqa: S112 - the terminal's IPC is down: nothing to read
-            continue
-        orders: dict[int, set[int]] = {}
-        for deal in deals:
-            if deal.magic and deal.reason not in NOT_BY_A_COMMAND:
-                orders.setdefault(deal.magic, set()).add(deal.order)
-        twice += sum(1 for found in orders.values() if len(found) > 1)
-        executed += len(orders)
-    return executed, twice
-
-
 # ---------------------------------------------------------------------- the run
 async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
     stats = SoakStats(users=args.agents)
     handlers = route_logging(paths.log_file, stats)
     wall_s = args.minutes * 60 / args.speed
     options = DemoOptions(users=args.agents, duration_s=wall_s, signals_per_minute=args.signals_per_minute * args.speed)
-    platform = SoakPlatform(options, paths, stats, args.speed)
+    started = args.started = time.monotonic()
+    platform = SoakPlatform(options, paths, stats, args)
     samples: list[MemorySample] = []
-    started = time.monotonic()
     faults = Faults(platform, args, started)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -393,7 +520,7 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
     try:
         async with AsyncExitStack() as stack:
             run = asyncio.create_task(platform.run(stack), name="platform")
-            while stats.phase != "running" and not run.done():
+            while stats.phase != "running" and not run.done() and not platform.stop.is_set():
                 await asyncio.sleep(0.2)
             if run.done():
                 run.result()  # the platform could not start: say why
@@ -406,7 +533,8 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
             await run                           # the signal engine's duration, or Ctrl-C
             faults.stopping.set()
             await injector                      # the fault in progress ends repaired
-            users = sorted(platform.slots)
+            engine_stopped_s = time.monotonic() - started
+            users = platform.fleet.users
             js = platform_js(platform)
             deadline = time.monotonic() + args.settle
             print(f"[{time.monotonic() - started:7.1f}s] signal engine stopped; settling (at most {args.settle:g} s)",
@@ -422,17 +550,28 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
                 await asyncio.sleep(5)
             settled_s = time.monotonic() - started
             figures = books.figures(users)
-            figures["executed_by_terminals"], figures["executed_twice_by_a_terminal"] = executed_twice(platform.slots)
+            terminals = await platform.fleet.books()
+            figures["executed_by_terminals"], figures["executed_twice_by_a_terminal"] = (terminals["executed"],
+                                                                                          terminals["twice"])
+            figures["executed_twice_evidence"] = terminals["evidence"][:50]
             figures["duplicated_total"] += figures["executed_twice_by_a_terminal"]
             await cancel_and_wait([sampler])
             result = {
                 "benchmark": "soak", "command": command_line("soak.py", sys.argv[1:]),
                 "machine": machine(platform.server.version if platform.server else None),
-                "agents": args.agents, "market_minutes": args.minutes, "speed": args.speed,
+                "agents": args.agents, "agent_processes": args.agent_processes, "market_minutes": args.minutes,
+                "speed": args.speed,
+                "agent_intervals_s": {"prices": args.prices_every, "heartbeat": args.heartbeat_every,
+                                      "account": args.account_every},
                 "wall_s": round(wall_s, 1), "startup_s": round(ready_s, 1), "settled_after_s": round(settled_s, 1),
                 "adjust_replicas": len(platform.pool.running), "faults": dict(faults.log.injected),
                 "fault_events": faults.log.events, **figures,
-                "memory_mb": [dataclasses.asdict(s) for s in samples], "run_dir": str(paths.root),
+                "memory_mb": [dataclasses.asdict(s) for s in samples],
+                "engine_stopped_s": round(engine_stopped_s, 1),
+                # while the platform runs: reading the books at the end holds them in this process
+                "memory_summary_mb": memory_summary([s for s in samples if s.at_s <= engine_stopped_s + 1]),
+                "agent_processes_detail": terminals["processes"],
+                "run_dir": str(paths.root),
             }
     finally:
         for handler in handlers:
@@ -444,6 +583,31 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
 def platform_js(platform: SoakPlatform) -> Any:
     """The platform's own (service) connection: the demo view's."""
     return platform.view_nc.jetstream(timeout=10)
+
+
+def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares growth of (wall s, MB) points, in MB per wall minute."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return round(60 * sum((x - mx) * (y - my) for x, y in points) / var, 2) if var else None
+
+
+def memory_summary(samples: list[MemorySample]) -> dict[str, dict[str, Any]]:
+    """Per process: first, min, max and last RSS, and its growth (MB per wall minute) over the whole
+    run and over its second half (what is left once caches and streams have filled up)."""
+    summary = {}
+    for name in (samples[0].rss_mb if samples else {}):
+        points = [(s.at_s, s.rss_mb[name]) for s in samples if s.rss_mb.get(name)]
+        if not points:
+            continue
+        values = [v for _, v in points]
+        summary[name] = {"first": values[0], "min": min(values), "max": max(values), "last": values[-1],
+                         "growth_mb_per_min": _slope_per_min(points),
+                         "growth_mb_per_min_second_half": _slope_per_min(points[len(points) // 2:])}
+    return summary
 
 
 # ---------------------------------------------------------------------- output
@@ -477,11 +641,11 @@ def report(result: dict[str, Any]) -> str:
         lines.append("  " + f"{sample['at_s']:>8.0f} {sample['market']:>10} "
                      + " ".join(f"{sample['rss_mb'][n]:>28.0f}" for n in names) + " "
                      + " ".join(f"{sample['stored_mb'].get(n, float('nan')):>24.1f}" for n in stored))
-    for name in names:
-        values = [s["rss_mb"][name] for s in samples if s["rss_mb"][name]]
-        if values:
-            lines.append(f"  {name}: first {values[0]:.0f}, min {min(values):.0f}, max {max(values):.0f}, "
-                         f"last {values[-1]:.0f} MB")
+    for name, m in result.get("memory_summary_mb", {}).items():
+        lines.append(f"  {name}: first {m['first']:.0f}, min {m['min']:.0f}, max {m['max']:.0f}, "
+                     f"last {m['last']:.0f} MB;"
+                     f" growth {m['growth_mb_per_min']} MB/min over the run, "
+                     f"{m['growth_mb_per_min_second_half']} MB/min over its second half")
     lines.append(f"run folder: {result['run_dir']}")
     return "\n".join(lines)
 
@@ -503,6 +667,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nats-down", type=float, default=3, help="s the nats-server stays down")
     parser.add_argument("--agent-down", type=float, default=3, help="s a killed agent stays down")
     parser.add_argument("--ipc-down", type=float, default=5, help="s a terminal's IPC link stays down")
+    parser.add_argument("--agent-processes", type=int, default=3,
+                        help="child processes the agents are spread over; 0: in the platform's process, default 3")
+    parser.add_argument("--start-concurrency", type=int, default=8,
+                        help="agents a child process starts (and connects) at once, default 8")
+    parser.add_argument("--gil-switch-ms", type=float, default=1.0,
+                        help="sys.setswitchinterval of the agent processes, ms (Python's default: 5)")
+    parser.add_argument("--adjust-replicas", type=int, default=0,
+                        help="adjustment replicas the operator sizes the pool to (through its users per replica); "
+                             "0: the demo's sizing (2 users per replica, at most one per partition: 8)")
+    parser.add_argument("--prices-every", type=float, default=0.5,
+                        help="market s between an agent's price batches (and account checks), default 0.5 as the demo")
+    parser.add_argument("--heartbeat-every", type=float, default=2, help="market s between heartbeats, default 2")
+    parser.add_argument("--account-every", type=float, default=5,
+                        help="market s between account updates when nothing changed, default 5")
     parser.add_argument("--sample-every", type=float, default=15, help="wall seconds between memory samples")
     parser.add_argument("--settle", type=float, default=120, help="s to wait at the end for everything to settle")
     parser.add_argument("--seed", type=int, default=12)
