@@ -152,9 +152,13 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = Path(name) if name.endswith(".json") else OUT / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    import plots  # bench/plots.py; matplotlib only when writing
-
-    png = plots.plot_file(path)
+    try:
+        import plots  # bench/plots.py; matplotlib only when writing
+    except ImportError as exc:  # no matplotlib here: the JSON is what counts
+        print(f"no plot ({exc})")
+        png = None
+    else:
+        png = plots.plot_file(path)
     print(f"wrote {path}" + (f" and {png}" if png else ""))
     return path
 

@@ -38,6 +38,7 @@ import cProfile
 import io
 import json
 import multiprocessing
+import os
 import pstats
 import statistics
 import sys
@@ -90,22 +91,29 @@ async def populate(js: Any, users: int) -> None:
 
 
 # ---------------------------------------------------------------------- the worker process
-def _worker_child(conn: Any, url: str, origin_at: float, users: int) -> None:
+def _worker_child(conn: Any, url: str, origin_at: float, users: int, replica_id: str = "e2e",
+                  replicas: int = 1) -> None:
     try:
-        asyncio.run(_worker_main(conn, url, origin_at, users))
+        asyncio.run(_worker_main(conn, url, origin_at, users, replica_id, replicas))
     except Exception as exc:
         conn.send({"error": repr(exc)})
 
 
-async def _worker_main(conn: Any, url: str, origin_at: float, users: int) -> None:
+async def _worker_main(conn: Any, url: str, origin_at: float, users: int, replica_id: str = "e2e",
+                       replicas: int = 1) -> None:
     set_origin(origin_at)
-    nc = await natsconn.connect(natsconn.NatsSettings(servers=(url,), name="adjust-worker"))
-    worker = AdjustWorker(nc, replica_id="e2e", now_ms=now_ms)
+    nc = await natsconn.connect(natsconn.NatsSettings(servers=(url,), name=f"adjust-worker-{replica_id}"))
+    worker = AdjustWorker(nc, replica_id=replica_id, now_ms=now_ms, lease_ttl_ms=3_000 if replicas > 1 else 10_000)
     stages = trace_stages(worker)
     await worker.start()
     state = worker.state
-    while not (len(worker.owned) == subjects.ADJUST_PARTITIONS and len(state.policies) == users
-               and len(state.quotes) == users and len(state.specs) == users and len(state.accounts) == users):
+
+    def ready() -> bool:  # its fair share of the partitions, and exactly their users known
+        if len(worker.owned) != subjects.ADJUST_PARTITIONS // replicas:
+            return False
+        mine = sum(1 for i in range(users) if subjects.partition_of(uid_of(i)) in worker.owned)
+        return len(state.policies) == len(state.quotes) == len(state.specs) == len(state.accounts) == mine
+    while not ready():
         await asyncio.sleep(0.1)
     conn.send({"ready": True})
     loop = asyncio.get_running_loop()
@@ -215,8 +223,13 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
         ("price ingest: FleetState.on_prices (decode, validate, update)", "adapters/fleet_state.py", "on_prices"),
         ("  of which check_price_batch (validation)", "proto/validation.py", "check_price_batch"),
         ("adjustment: AdjustWorker.decisions_for_users", "workers/app/adjust_service.py", "decisions_for_users"),
-        ("JetStream publish of decision records: DecisionStore.record", "adapters/decision_store.py", "record"),
-        ("JetStream publish of commands: AdjustWorker._publish", "workers/app/adjust_service.py", "_publish"),
+        ("storing a chunk: AdjustWorker._store_many (records, then commands)", "workers/app/adjust_service.py",
+         "_store_many"),
+        ("  decision records encoded and published: DecisionStore.record_many", "adapters/decision_store.py",
+         "record_many"),
+        ("  of which encoding them: decisions.record_message", "adapters/decisions.py", "record_message"),
+        ("  batched JetStream publishes: BatchPublisher.publish_many", "adapters/streams.py", "publish_many"),
+        ("one by one, retried: AdjustWorker._publish", "workers/app/adjust_service.py", "_publish"),
         ("nats-py reading: Client._read_loop (socket, protocol parse, dispatch)", "nats/aio/client.py", "_read_loop"),
         ("idle: epoll wait", "~", "<method 'poll' of 'select.epoll' objects>"),
     )}
@@ -227,10 +240,11 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
 
 
 class WorkerProcess:
-    def __init__(self, url: str, users: int) -> None:
+    def __init__(self, url: str, users: int, replica_id: str = "e2e", replicas: int = 1) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_child, args=(child, url, origin(), users), daemon=True)
+        self.process = context.Process(target=_worker_child, args=(child, url, origin(), users, replica_id, replicas),
+                                       daemon=True)
         self.process.start()
 
     async def ask(self, message: Any, timeout: float = 120) -> dict[str, Any]:
@@ -304,6 +318,8 @@ async def main(arguments: argparse.Namespace) -> None:
         results: dict[str, Any] = {
             "benchmark": "end_to_end",
             "agents": users,
+            "replicas": arguments.replicas,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "command": command_line("end_to_end.py", sys.argv[1:]),
             "machine": machine(server.version),
             "model": f"{users} agents, one NATS connection each over {arguments.processes} processes, each "
@@ -320,21 +336,29 @@ async def main(arguments: argparse.Namespace) -> None:
         await populate(js, users)
         async with AgentPool(server.url, uids, processes=arguments.processes, prices=True, echo=True) as pool:
             print(f"{users} agents connected in {pool.connect_s:.1f} s, streaming prices", flush=True)
-            worker = WorkerProcess(server.url, users)
-            await worker.ask(None)
-            print("worker ready; warming up", flush=True)
+            replicas = [WorkerProcess(server.url, users, f"e2e-{n}", arguments.replicas)
+                        for n in range(arguments.replicas)]
+            worker = replicas[0]
+            for replica in replicas:
+                await replica.ask(None)
+            print(f"{len(replicas)} worker replica(s) ready; warming up", flush=True)
             await asyncio.sleep(3)
             requester = await nats.connect(server.url, name="requester")
-            await worker.ask("mark")
+            for replica in replicas:
+                await replica.ask("mark")
             prices_before = await pool.stats()
-            pids = {"nats-server": server_pid(server), "worker": worker.process.pid,
+            pids = {"nats-server": server_pid(server),
+                    **{("worker" if n == 0 else f"worker-{n}"): r.process.pid for n, r in enumerate(replicas)},
                     **{f"agents-{n}": pid for n, pid in enumerate(pool.pids)}}
             cpu_before = cpu_by_process(pids)
             signals = max(1, round(arguments.seconds / arguments.every))
             measured = await signal_phase(js, requester, pool, "e2e", signals, arguments.every, users)
             cpu_after = cpu_by_process(pids)
             prices_after = await pool.stats()
-            worker_phase = await worker.ask("report")
+            phases = [await replica.ask("report") for replica in replicas]
+            worker_phase = {"cpu_s": sum(p["cpu_s"] for p in phases),
+                            "metrics": {k: sum(p["metrics"].get(k, 0) for p in phases) for k in phases[0]["metrics"]},
+                            "stages": [tuple(stage) for p in phases for stage in p["stages"]]}
             measured["prices_published"] = prices_after["prices_published"] - prices_before["prices_published"]
             measured["prices_failed"] = prices_after["prices_failed"] - prices_before["prices_failed"]
             measured["price_batches_per_s"] = round(measured["prices_published"] / measured["duration_s"])
@@ -362,6 +386,9 @@ async def main(arguments: argparse.Namespace) -> None:
             else:
                 await worker.ask("stop")
             await worker.join()
+            for replica in replicas[1:]:
+                await replica.ask("stop")
+                await replica.join()
             await requester.close()
         await client.close()
     m = results["measured"]
@@ -491,6 +518,8 @@ if __name__ == "__main__":
     parser.add_argument("--every", type=float, default=3, help="seconds between signals")
     parser.add_argument("--profile-signals", type=int, default=5, help="signals under cProfile after (0: none)")
     parser.add_argument("--processes", type=int, default=2, help="agent processes")
+    parser.add_argument("--replicas", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="adjustment replicas, each its own process (the profile is replica 0's)")
     parser.add_argument("--output", default="end_to_end", help="docs/benchmarks/<output>.json")
     parser.add_argument("--capacity", type=int, nargs="*", metavar="USERS",
                         help="instead: one replica's capacity at these user counts (worker_capacity.json)")

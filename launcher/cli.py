@@ -56,8 +56,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser("worker",
-                                 help="run a server-side worker (adjust, marketdata, feedback, health, catchup)")
-    worker.add_argument("kind", choices=["adjust", "marketdata", "feedback", "health", "catchup"])
+                                 help="run a server-side worker (adjust, marketdata, feedback, health, catchup, "
+                                 "calendar)")
+    worker.add_argument("kind", choices=["adjust", "marketdata", "feedback", "health", "catchup", "calendar"])
     _add_connection_options(worker)
     worker.add_argument("--http-port", type=int, default=9465, help="port of /metrics, /healthz, /readyz")
     worker.add_argument("--http-host", default="0.0.0.0", help="address of the HTTP endpoints")  # noqa: S104
@@ -67,6 +68,19 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--symbols", default="", help="marketdata: comma-separated canonical symbols")
     worker.add_argument("--oanda-account", default="", help="marketdata: OANDA account id (token: $OANDA_TOKEN)")
     worker.add_argument("--oanda-environment", choices=["practice", "live"], default="practice")
+    worker.add_argument("--news-before-min", type=int, default=15, metavar="MIN",
+                        help="calendar: no new position for users with news trading off from MIN minutes before "
+                        "a high-impact event of the pair's currencies (default 15); published with the calendar, so "
+                        "workers and agents use the same window")
+    worker.add_argument("--news-after-min", type=int, default=15, metavar="MIN",
+                        help="calendar: ... until MIN minutes after it (default 15)")
+    worker.add_argument("--calendar-source", default="", metavar="FILE|URL",
+                        help="calendar (required): a weekly calendar export (ff_calendar_thisweek.json or .xml) "
+                        "or an .ics, as a file (air-gapped) or an http(s) URL")
+    worker.add_argument("--calendar-format", choices=["ff-json", "ff-xml", "ical"], default="",
+                        help="calendar: the source's format (default: from its name)")
+    worker.add_argument("--calendar-interval", type=float, default=900.0, metavar="S",
+                        help="calendar: seconds between refreshes (default 900)")
     worker.add_argument("--jetstream-config", type=Path, help="the TOML given to `mt5fleet nats bootstrap --config` "
                         "(a stream, bucket or consumer the worker finds missing is re-created as bootstrap made it)")
     worker.add_argument("--replicas", type=int, help="the --replicas given to `mt5fleet nats bootstrap`")
@@ -89,8 +103,16 @@ def _run_worker(args: argparse.Namespace) -> int:
     overrides = tomllib.loads(args.jetstream_config.read_text()) if args.jetstream_config else {}
     if args.replicas is not None:
         overrides["replicas"] = args.replicas
+    from mt5fleet.proto.domain.calendar import MINUTE_MS, NewsWindow
+    from mt5fleet.workers.adapters.calendar_source import calendar_source
+
+    if args.kind == "calendar" and not args.calendar_source:
+        raise ValueError("mt5fleet worker calendar needs --calendar-source FILE or URL")
+    source = calendar_source(args.calendar_source, args.calendar_format) if args.calendar_source else None
     options = WorkerOptions(kind=args.kind, nats=nats, http_host=args.http_host, http_port=args.http_port,
-                            partitions=args.partitions, feed=feed, feed_clock=clock, layout=build_layout(overrides))
+                            partitions=args.partitions, feed=feed, feed_clock=clock, layout=build_layout(overrides),
+                            news_window=NewsWindow(args.news_before_min * MINUTE_MS, args.news_after_min * MINUTE_MS),
+                            calendar_source=source, calendar_interval_s=args.calendar_interval)
     asyncio.run(run_worker(options))
     return 0
 
@@ -134,6 +156,9 @@ def _add_agent(commands: argparse._SubParsersAction) -> None:
     seal.add_argument("--login", type=int, required=True)
     seal.add_argument("--server", required=True)
     seal.add_argument("--key-file", type=Path, help="key file (default: $MT5FLEET_AGENT_KEY)")
+    from mt5fleet.launcher.agent_handover import add_handover
+
+    add_handover(actions)
     agent.set_defaults(handler=_run_agent)
 
 
@@ -145,6 +170,11 @@ def _run_agent(args: argparse.Namespace) -> int:
     if args.agent_command == "seal-password":
         extra = ["--key-file", str(args.key_file)] if args.key_file else []
         return keys.main(["seal", "--login", str(args.login), "--server", args.server, *extra])
+    from mt5fleet.launcher.agent_handover import run_handover
+
+    handed = run_handover(args)
+    if handed is not None:
+        return handed
     if args.config is None:
         raise ValueError("mt5fleet agent needs --config FILE (see examples/agent.toml)")
     from mt5fleet.launcher.agent import main as agent_main

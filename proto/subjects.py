@@ -31,6 +31,10 @@ CONFIG_BUCKET = "tc-config"
 # Decision records (``decisions.<uid>.<signal key>``): the platform's own audit trail, never
 # under ``tc.<uid>.*``, so that no tenant grant or import (all derived from ``Channel``) reaches it.
 DECISIONS_PREFIX = "decisions"
+# The economic calendar (issue 17): one KV value, the whole calendar, written by the calendar
+# worker and read by every adjustment worker and (through its account's imports) every agent.
+CALENDAR_BUCKET = "calendar"
+CALENDAR_KEY = "events"
 
 
 class Channel(enum.StrEnum):
@@ -147,6 +151,15 @@ def config_key_subject(user_id: str) -> str:
 
 def config_stream_name() -> str:
     return f"KV_{CONFIG_BUCKET}"
+
+
+def calendar_key_subject() -> str:
+    """``$KV.calendar.events``: where each put of the calendar is published (read live)."""
+    return f"$KV.{CALENDAR_BUCKET}.{CALENDAR_KEY}"
+
+
+def calendar_stream_name() -> str:
+    return f"KV_{CALENDAR_BUCKET}"
 
 
 def market_data_subject(symbol: str) -> str:
@@ -288,6 +301,8 @@ LEASES_BUCKET = "worker-leases"
 
 DEFAULT_BUCKETS: tuple[KvSpec, ...] = (
     KvSpec(CONFIG_BUCKET, "Effective ClientConfig per user, written by the operator"),
+    KvSpec(CALENDAR_BUCKET, "The economic calendar: high-impact events every worker and agent reads", history=2,
+           max_value_size=1_000_000),
     KvSpec(LEASES_BUCKET, "Which adjustment-worker replica owns which user partition", history=1,
            storage=Storage.MEMORY, max_value_size=1024),
 )

@@ -723,8 +723,9 @@ def test_policy_from_config_defaults() -> None:
     config = config_pb2.ClientConfig(user_id="alice", tier_name="pro", tier=common_pb2.SUBSCRIPTION_TIER_PRO,
                                      trading_symbols=["EURUSD", "GBPUSD"])
     pol = read_config(config)
+    # RiskProfile.allow_news_trading unset is false: the CRD's default (issue 17).
     assert pol == UserPolicy(user_id="alice", tier=SubscriptionTier.PRO, tier_name="pro",
-                             trading_symbols=frozenset({"EURUSD", "GBPUSD"}))
+                             trading_symbols=frozenset({"EURUSD", "GBPUSD"}), allow_news_trading=False)
     assert pol.max_quote_age_ms == 2_000 and pol.max_deviation_points == 20
     assert pol.sizing_mode is SizingMode.RISK_PERCENT and pol.max_risk_per_trade_pct == 1.0
     assert pol.max_spread_points == 0 and pol.max_signal_age_ms == 0 and pol.max_lot == 0
@@ -735,7 +736,7 @@ def test_policy_from_config_reads_every_field() -> None:
         user_id="bob", tier=common_pb2.SUBSCRIPTION_TIER_CUSTOM, tier_name="gold", trading_symbols=["EURUSD"],
         paused=True, close_only=True, max_quote_age_ms=1_500, max_signal_age_ms=30_000,
         risk=account_pb2.RiskProfile(max_risk_per_trade=2.5, max_spread_points=25, max_lot=3.0,
-                                     max_deviation_points=5, allowed_symbols=["EURUSD"]),
+                                     max_deviation_points=5, allowed_symbols=["EURUSD"], allow_news_trading=True),
         preferences=account_pb2.TradingPreferences(preferred_lot_size=0.2, conservative_mode=True,
                                                    sizing_mode=account_pb2.SIZING_MODE_EQUITY_MULTIPLIER,
                                                    sizing_value=0.05))
@@ -744,7 +745,7 @@ def test_policy_from_config_reads_every_field() -> None:
         allowed_symbols=frozenset({"EURUSD"}), paused=True, close_only=True, max_spread_points=25,
         max_quote_age_ms=1_500, max_signal_age_ms=30_000, sizing_mode=SizingMode.EQUITY_MULTIPLIER,
         sizing_value=0.05, preferred_lot_size=0.2, max_risk_per_trade_pct=2.5, max_lot=3.0, conservative_mode=True,
-        max_deviation_points=5)
+        max_deviation_points=5, allow_news_trading=True)
 
 
 def test_sizing_modes_mirror_the_proto() -> None:

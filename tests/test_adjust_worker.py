@@ -108,11 +108,15 @@ async def _signals_settled(js) -> bool:
 
 
 async def _ready(worker: AdjustWorker, partitions: int) -> None:
+    def mine() -> int:  # a replica knows only the users of the partitions it owns
+        return sum(1 for i in range(USERS) if subjects.partition_of(f"u{i:04d}") in worker.owned)
+
     def ready() -> bool:
         state = worker.state
-        return len(worker.owned) == partitions and len(state.policies) == len(state.quotes) == len(state.specs) == USERS
+        known = (len(state.policies), len(state.quotes), len(state.specs))
+        return len(worker.owned) == partitions and known == (mine(),) * 3
     await wait_for(ready, lambda: f"worker ready: owns {len(worker.owned)} of {partitions} partitions, "
-                                  f"configs {len(worker.state.policies)} of {USERS}", timeout=20)
+                                  f"configs {len(worker.state.policies)} of {mine()}", timeout=20)
 
 
 @pytest.fixture

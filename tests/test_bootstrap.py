@@ -85,14 +85,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_bootstrap_is_idempotent_and_applies_a_config_file(fresh_nats_server, tmp_path):
     first = _cli("nats", "bootstrap", "--server", fresh_nats_server.url)
     assert first.returncode == 0, first.stderr
-    assert "20 created, 0 updated, 0 unchanged" in first.stdout
+    assert "21 created, 0 updated, 0 unchanged" in first.stdout
     second = _cli("nats", "bootstrap", "--server", fresh_nats_server.url)
-    assert "0 created, 0 updated, 20 unchanged" in second.stdout
+    assert "0 created, 0 updated, 21 unchanged" in second.stdout
     config = tmp_path / "js.toml"
     config.write_text("[streams.TC_PRICES]\nmax_age_s = 30\n")
     third = _cli("nats", "bootstrap", "--server", fresh_nats_server.url, "--config", str(config))
     assert "TC_PRICES" in third.stdout and "max_age: 60.0 -> 30" in third.stdout
-    assert "0 created, 1 updated, 19 unchanged" in third.stdout
+    assert "0 created, 1 updated, 20 unchanged" in third.stdout
 
 
 def test_cli_reports_an_unreachable_server_in_one_line():

@@ -170,7 +170,8 @@ def test_every_input_adjust_can_read_and_every_sizing_figure_has_a_place_in_the_
     """A field added to the user's state, policy or sizing figures must be added to the record
     too, or records would silently stop recomputing: this fails first, naming it."""
     assert {f.name for f in dataclasses.fields(UserState)} == {
-        "policy", "quotes", "specs", "account", "stopped_out", "positions_by_signal", "position_volumes"}
+        "policy", "quotes", "specs", "account", "stopped_out", "positions_by_signal", "position_volumes",
+        "calendar", "news_window"}
     assert {f.name for f in dataclasses.fields(UserPolicy)} - {"user_id"} == set(
         decision_pb2.DecisionPolicy.DESCRIPTOR.fields_by_name)
     sizing = {f.name for f in dataclasses.fields(SizingInputs)}

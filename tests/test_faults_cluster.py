@@ -115,7 +115,7 @@ async def test_a_cluster_node_killed_and_restarted_while_signals_flow(tmp_path):
         with contextlib.suppress(AssertionError):  # if it never settles, the check below says what is missing
             await eventually(settled, "every signal decided for every user and every command answered",
                              timeout=30, retry_on=UNAVAILABLE, interval=0.2)
-        ledger = await read_ledger(js)
+        ledger = await eventually(lambda: read_ledger(js), "the books read", timeout=30, retry_on=UNAVAILABLE)
         counts = ledger.check(users)
         assert counts["signals"] >= 2 + DURING_OUTAGE + AFTER_RETURN
         assert counts["commands"] >= counts["signals"]  # every user trades EURUSD: most signals reach several

@@ -166,10 +166,14 @@ async def test_a_replica_killed_mid_fan_out_hands_its_users_over(fresh_nats_serv
         recorded = {c.command_id: c for r in ledger.records for c in r.commands}
         for command in ledger.commands:
             assert command == recorded[command.command_id]
-        # The dead replica's partitions delivered the signal twice: once to it, once to the heir.
+        # The dead replica's partitions delivered the signal twice: once to it, once to the heir
+        # (which acknowledges it just after its last command is stored).
         for partition in doomed_partitions:
-            info = await js.consumer_info(subjects.SIGNALS_STREAM, subjects.adjust_consumer(partition))
-            assert info.delivered.consumer_seq >= 2 and info.ack_floor.stream_seq == 1, (partition, info.delivered)
+            async def acknowledged(partition: int = partition) -> bool:
+                info = await js.consumer_info(subjects.SIGNALS_STREAM, subjects.adjust_consumer(partition))
+                assert info.delivered.consumer_seq >= 2, (partition, info.delivered)
+                return info.ack_floor.stream_seq == 1
+            await wait_for(acknowledged, f"the signal acknowledged on partition {partition}", timeout=10)
     finally:
         for process in (doomed, heir):
             if process is not None and process.poll() is None:

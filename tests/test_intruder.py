@@ -100,6 +100,9 @@ def victim_equivalent(subject: str) -> str:
         return ".".join([subjects.inbox_prefix(VICTIM), *tokens[1:]])
     if tokens[0] == subjects.MARKET_DATA_PREFIX:
         return subjects.market_data_subject(OUTSIDE_TIER)
+    if subject in (subjects.calendar_key_subject(), tenancy.calendar_direct_get_subject()):
+        # The calendar is every tenant's, read-only: the counterpart is another key of its bucket.
+        return subject.removesuffix(f".{subjects.CALENDAR_KEY}") + ".other"
     raise LookupError(f"the intruder suite has no victim counterpart of {subject!r}: add one to victim_equivalent")
 
 
@@ -277,7 +280,7 @@ def test_every_grant_and_import_of_a_tenant_is_attacked(fleet):
     targets = set(platform_targets(fleet))
     for subject in (*REQUESTS, *READS):
         assert concrete(victim_equivalent(subject)) in targets, subject  # aimed at by the reply and direct classes
-    assert len(REQUESTS) == 7 and {s for s in REQUESTS if s.startswith("tc.")} == {
+    assert len(REQUESTS) == 8 and {s for s in REQUESTS if s.startswith("tc.")} == {
         subjects.user_subject(ATTACKER, channel) for channel in subjects.Channel if channel.from_agent}
     assert CONFIG_GET in REQUESTS and CATCHUP in REQUESTS
 

@@ -62,9 +62,10 @@ def test_the_exact_grants_of_one_user():
         "tc.alice.prices", "tc.alice.account", "tc.alice.symbols", "tc.alice.executions", "tc.alice.heartbeat",
         "tc.alice.catchup",
         "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.alice",
+        "$JS.API.DIRECT.GET.KV_calendar.$KV.calendar.events",   # the shared calendar, read-only (issue 17)
     )
     assert access.subscribe == ("tc.alice.commands", "_INBOX_alice.>", "md.EURUSD", "md.USDJPY",
-                                "$KV.tc-config.alice")
+                                "$KV.tc-config.alice", "$KV.calendar.events")
     assert access.permissions.pub.deny == access.permissions.sub.deny == ()
     assert access.limits == nj.NatsLimits(payload=256 * 1024, subs=50, data=-1)
 
@@ -76,7 +77,7 @@ def test_inside_its_tenant_account_a_user_reads_md_by_the_accounts_imports():
     assert access.md_symbols == ("EURUSD", "USDJPY")
     assert access.tenant_permissions.pub == access.permissions.pub
     assert access.tenant_permissions.sub.allow == ("tc.alice.commands", "_INBOX_alice.>", "md.*",
-                                                   "$KV.tc-config.alice")
+                                                   "$KV.tc-config.alice", "$KV.calendar.events")
     assert pm.user_access("alice", ["GBPUSD"], TIER).tenant_permissions == access.tenant_permissions
     assert "md.*" not in pm.user_access("alice", (), TIER).tenant_permissions.sub.allow
 
@@ -98,16 +99,17 @@ def test_names_match_the_agent_code():
 
 def test_no_grant_is_a_wildcard_beyond_the_users_own_tokens():
     access = pm.user_access("alice", TIER_SYMBOLS)
+    calendar_pub, calendar_sub = pm.calendar_grants()   # the one key every tenant reads, nothing else
     for grant in (*access.publish, *access.subscribe):
-        assert "alice" in grant or grant.startswith("md."), grant
+        assert "alice" in grant or grant.startswith("md.") or grant in (*calendar_pub, *calendar_sub), grant
         assert "*" not in grant
         assert not grant.endswith(">") or grant == "_INBOX_alice.>"
         assert not grant.startswith("$JS.API.CONSUMER") and not grant.startswith("$JS.ACK"), grant
 
 
 def test_a_tier_too_small_for_the_agent_is_refused():
-    with pytest.raises(ValueError, match="needs 6"):
-        pm.user_access("alice", TIER_SYMBOLS, nj.NatsLimits(subs=5))
+    with pytest.raises(ValueError, match="needs 7"):
+        pm.user_access("alice", TIER_SYMBOLS, nj.NatsLimits(subs=6))
     with pytest.raises(subjects.InvalidName):
         pm.user_access("Alice", TIER_SYMBOLS)
     with pytest.raises(subjects.InvalidName):

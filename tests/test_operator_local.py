@@ -109,7 +109,9 @@ async def test_a_tier_change_reaches_the_running_agent_live(platform, tmp_path):
     await local.scan()
     creds_file = secrets.path(bootstrap_secret_name("bob"), CREDS_KEY)
     # On the wall clock: the operator judges heartbeats by it (no trading happens here).
+    # Bob's TradingClient declares EuroRetail-Live: his terminal must be on it (issue 17).
     harness = AgentHarness(server, tmp_path, user_id="bob", nats={"creds_file": str(creds_file)},
+                           simulated={"broker": "eu-netting", "seed": 7},
                            symbols={"trading": ["EURUSD"], "monitoring": []}, clock=AcceleratedClock(time.time(), 1.0))
     harness.nc = service
     harness.js = service.jetstream()

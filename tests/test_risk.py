@@ -89,7 +89,8 @@ def test_a_sound_market_buy_is_allowed():
 def test_reject_codes_are_a_stable_contract():
     assert {c.value for c in RejectCode} == {
         "expired", "paused", "close_only", "stopped_out", "symbol_not_allowed", "max_open_positions",
-        "max_risk_per_trade", "daily_loss", "drawdown", "market_closed", "rollover", "max_spread", "invalid"}
+        "max_risk_per_trade", "daily_loss", "drawdown", "market_closed", "rollover", "max_spread", "invalid",
+        "news_window"}
     assert f"{RejectCode.MAX_SPREAD}" == "max_spread"
 
 

@@ -40,13 +40,16 @@ def test_the_platform_exports_every_tenant_subject_once_and_only_with_a_token(pl
     by_subject = {export.subject: export for export in platform.exports}
     assert set(by_subject) == {
         "tc.*.prices", "tc.*.account", "tc.*.symbols", "tc.*.executions", "tc.*.heartbeat", "tc.*.catchup",
-        "tc.*.commands", "md.*", "$KV.tc-config.*", "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.*", "signals.*"}
+        "tc.*.commands", "md.*", "$KV.tc-config.*", "$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.*", "signals.*",
+        # The economic calendar, read-only: its puts and the direct get of its one key (issue 17).
+        "$KV.calendar.events", "$JS.API.DIRECT.GET.KV_calendar.$KV.calendar.events"}
     assert all(export.token_req for export in platform.exports)
     for subject in (*(subjects.user_wildcard(channel) for channel in tenancy.SERVICE_CHANNELS), "signals.*"):
         export = by_subject[subject]
         assert export.type is nj.ExportType.SERVICE and export.response_type is nj.ResponseType.SINGLETON
         assert export.response_threshold_ns == tenancy.RESPONSE_THRESHOLD_NS
-    assert {by_subject[s].type for s in ("tc.*.commands", "md.*", "$KV.tc-config.*")} == {nj.ExportType.STREAM}
+    assert {by_subject[s].type for s in ("tc.*.commands", "md.*", "$KV.tc-config.*", "$KV.calendar.events")} == {
+        nj.ExportType.STREAM}
     assert platform.limits.jetstream.enabled  # platform_account keeps what it was given
 
 
@@ -57,7 +60,9 @@ def test_a_tenant_account_imports_exactly_its_own_literal_subjects(keys):
         *((f"tc.alice.{c}", nj.ExportType.SERVICE) for c in ("prices", "account", "symbols", "executions",
                                                               "heartbeat", "catchup")),
         ("$JS.API.DIRECT.GET.KV_tc-config.$KV.tc-config.alice", nj.ExportType.SERVICE),
+        ("$JS.API.DIRECT.GET.KV_calendar.$KV.calendar.events", nj.ExportType.SERVICE),
         ("tc.alice.commands", nj.ExportType.STREAM), ("$KV.tc-config.alice", nj.ExportType.STREAM),
+        ("$KV.calendar.events", nj.ExportType.STREAM),
         ("md.EURUSD", nj.ExportType.STREAM), ("md.GBPUSD", nj.ExportType.STREAM)}
     assert not any("*" in i.subject or ">" in i.subject for i in account.imports)
     assert {i.account for i in account.imports} == {keys["platform"].public_key}

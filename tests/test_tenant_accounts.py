@@ -44,6 +44,7 @@ REPLY_TARGETS = (
     f"$JS.API.CONSUMER.DELETE.{subjects.SIGNALS_STREAM}.{subjects.adjust_consumer(0)}",
     "$KV.tc-config.bob", "$KV.tc-config.alice", "tc.bob.executions", "tc.bob.commands", "tc.bob.prices",
     "tc.alice.commands", "signals.EURUSD", "md.EURUSD",
+    subjects.calendar_key_subject(),   # a forged calendar would open news windows for everyone (issue 17)
 )
 QUIET_S = 0.5  # how long "nothing arrives" is watched for
 
@@ -271,7 +272,7 @@ async def test_answers_aimed_elsewhere_land_in_the_tenants_own_account(fleet, al
         return len(answers)
 
     await eventually(collect, f"{len(combinations)} answers in alice's account", until=lambda n: n >= len(combinations))
-    assert len(combinations) == 84 and sorted(answers) == sorted(t for _, t in combinations)
+    assert len(combinations) == 104 and sorted(answers) == sorted(t for _, t in combinations)
     assert _without_alices_own(await platform_state(service)) == before
 
 

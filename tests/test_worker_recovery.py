@@ -24,7 +24,7 @@ import time
 import nats
 import pytest
 from factories import FLEET_BID, fleet_signal
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from waiting import eventually, wait_for
 
 from mt5fleet.proto import subjects
@@ -218,7 +218,14 @@ async def test_a_restart_mid_stream_forgets_no_position_and_blacks_out_no_price(
         # What only the worker could bring back: the prices stream and the lease bucket (the
         # count may miss a creation whose answer was lost in the reconnect; never two).
         await js.stream_info(subjects.PRICES_STREAM)
-        await js.key_value(subjects.LEASES_BUCKET)
+
+        async def leases_back() -> bool:  # by the next lease round after its failure (requests time out)
+            try:
+                await js.key_value(subjects.LEASES_BUCKET)
+            except BucketNotFoundError:
+                return False
+            return True
+        await wait_for(leases_back, "the lease bucket re-created", timeout=10)
         assert replica.recreated(subjects.PRICES_STREAM) <= 1
         await wait_for(lambda: replica.worker.health.evaluate().ready, "the worker ready")
     finally:

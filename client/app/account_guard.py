@@ -17,6 +17,7 @@ from mt5fleet.client.core.effective import EffectiveConfig
 from mt5fleet.client.core.guard import CloseAll
 from mt5fleet.client.core.watermarks import Watermarks
 from mt5fleet.proto.domain.trading import Command
+from mt5fleet.proto.runtime.calendar_follow import CalendarBoard
 from mt5fleet.proto.v1 import commands_pb2
 
 log = logging.getLogger("mt5fleet.agent.guard")
@@ -28,8 +29,10 @@ CLOSE_ALL_TTL_MS = 600_000
 class AccountGuard:
     """Owns the watermarks (day start, peak, stop-out, weekend close)."""
 
-    def __init__(self, *, user_id: str, path: Path, terminal: Terminal, executor: Executor) -> None:
+    def __init__(self, *, user_id: str, path: Path, terminal: Terminal, executor: Executor,
+                 news: CalendarBoard | None = None) -> None:
         self.user_id = user_id
+        self.news = news or CalendarBoard()   # the platform's economic calendar (issue 17)
         self.path = path
         self.terminal = terminal
         self.executor = executor
@@ -73,5 +76,6 @@ class AccountGuard:
         context = guard.risk_context(
             self.marks, at_ms=at_ms, equity=account.equity, balance=account.balance,
             position_symbols=[p.symbol for p in positions], spec=view.spec if view else None,
-            bid=view.bid if view else 0.0, ask=view.ask if view else 0.0, netting=not self.executor.hedging)
+            bid=view.bid if view else 0.0, ask=view.ask if view else 0.0, netting=not self.executor.hedging,
+            calendar=self.news.current, news_window=self.news.current.window)
         return risk.check(command, limits, context)

@@ -50,6 +50,7 @@ from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
 from mt5fleet.proto.domain.config import SealedCredentials
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime import sealing as credentials
+from mt5fleet.proto.runtime.calendar_follow import CalendarBoard
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.v1 import heartbeat_pb2
 
@@ -95,8 +96,10 @@ class Agent:
         self.publisher = Publisher(self.outbox, self.metrics, on_stored=self._on_stored)
         self.config = ConfigWatch(user_id=self.user_id, local_risk=settings.risk, local_symbols=settings.symbols,
                                   clock=self.clock, metrics=self.metrics, on_credentials=self.use_server_credentials)
+        # The economic calendar, through the tenant account's read-only imports (issue 17).
+        self.news = CalendarBoard(on_invalid=lambda why: self.metrics.invalid.labels("Calendar").inc())
         self.guard = AccountGuard(user_id=self.user_id, path=settings.watermarks_path, terminal=self.terminal,
-                                  executor=self.executor)
+                                  executor=self.executor, news=self.news)
         self.market_data = MarketDataFeed(self.metrics)
         self.pipeline = CommandPipeline(
             user_id=self.user_id, clock=self.clock, ledger=self.ledger, publisher=self.publisher,
@@ -217,6 +220,8 @@ class Agent:
                                 cb=self._on_live_command)
         self._start_catch_up(catch_up_from)
         self._spawn(self.config.watch(self._stop), "config")  # md subscriptions follow once it is read
+        self.news.attach()   # a new connection: subscribe on it
+        self._spawn(self.news.follow(self.nc), "calendar")
 
     async def _on_live_command(self, message: Any) -> None:
         self.pipeline.submit(message.data, "live")
@@ -236,6 +241,7 @@ class Agent:
         self.publisher.wake()
         self._start_catch_up(self._lost_at_ms - CATCHUP_MARGIN_MS)  # wakes one still retrying
         self._spawn(self.config.load(self._stop), "config")  # puts missed while away
+        self._spawn(self.news.load(self.nc), "calendar")
 
     def _first_catchup_start(self) -> int:
         """Everything still possibly unexpired: known commands are skipped by the ledger."""

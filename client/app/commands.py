@@ -41,7 +41,7 @@ from mt5fleet.client.adapters.metrics import (
 )
 from mt5fleet.client.adapters.publisher import Publisher
 from mt5fleet.client.adapters.terminal import TerminalError, TerminalUnavailable
-from mt5fleet.client.app.outcomes import Handled, Outcomes
+from mt5fleet.client.app.outcomes import CommandFacts, Handled, Outcomes
 from mt5fleet.client.core.orders import Outcome
 from mt5fleet.client.core.risk import Decision, RejectCode
 from mt5fleet.proto.domain.clock import Clock, now_ms
@@ -282,7 +282,7 @@ class CommandPipeline:
             return  # raced by another copy of the same command: it owns the execution
         outcome = await self._execute(command)
         if outcome is not None:
-            self._finish(command, outcome, received)
+            self._finish(command, outcome, received, decision.reason)
 
     def _expiry_reason(self, command: Command, arrival: Arrival, now: int) -> str:
         late = now - command.expires_at_ms
@@ -308,12 +308,15 @@ class CommandPipeline:
         return command
 
     def _invalid(self, message: commands_pb2.TradingCommand | None, problem: Any) -> None:
-        """Counted and reported when the command can be named at all; never raised."""
+        """Counted and reported when the command can be named at all; never raised. A
+        malformed command refused before (its live copy and its catch-up copy both arrive)
+        is neither counted nor reported again."""
+        named = message is not None and message.command_id and message.user_id == self.user_id
+        if named and self.ledger.get(message.command_id) is not None:
+            return
         self.metrics.invalid.labels("TradingCommand").inc()
         log.warning("refused a malformed command: %s", problem)
-        if message is None or not message.command_id or message.user_id != self.user_id:
-            return
-        if self.ledger.get(message.command_id) is not None:
+        if not named:
             return
         self.ledger.begin(message.command_id, magic=0, stream_seq=None, received_at_ms=now_ms(self.clock))
         report = self.outcomes.reports.build(message.command_id, "REJECTED", received=now_ms(self.clock),
@@ -337,7 +340,8 @@ class CommandPipeline:
                           received_at_ms=received)
         report = self.outcomes.reports.build(command.command_id, status, received=received, command=command,
                                              reason=reason, reject_code=code.value if code else "")
-        self.outcomes.store_or_keep(command.command_id, report, status, code.value if code else status.lower())
+        self.outcomes.store_or_keep(command.command_id, report, status, code.value if code else status.lower(),
+                                    facts=CommandFacts.of(command))
 
     async def _execute(self, command: Command) -> Outcome | None:
         """The outcome; None when it is unknown (settled later from the terminal). A
@@ -361,11 +365,14 @@ class CommandPipeline:
         except TerminalError as exc:  # the terminal refused the call itself: no order went out
             return Outcome.no_trade("FAILED", str(exc))
 
-    def _finish(self, command: Command, outcome: Outcome, received: int) -> None:
+    def _finish(self, command: Command, outcome: Outcome, received: int, checked: str = "") -> None:
         executed = now_ms(self.clock)
         report = self.outcomes.reports.build(command.command_id, outcome.status, received=received,
                                              executed=executed, command=command, outcome=outcome)
-        self.outcomes.store_or_keep(command.command_id, report, outcome.status)
+        # The risk check's own words say what the lot risks: after "passed; ".
+        lot_why = checked.partition("; ")[2]
+        self.outcomes.store_or_keep(command.command_id, report, outcome.status,
+                                    facts=CommandFacts.of(command, lot_why))
         if outcome.status in ("FILLED", "PARTIAL"):
             self.executed += 1
             self.metrics.command_latency.labels(STAGE_RECEIVED_TO_EXECUTED).observe((executed - received) / 1000)

@@ -22,11 +22,34 @@ from mt5fleet.client.adapters.publisher import Publisher
 from mt5fleet.client.app.reports import ReportBuilder
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.ids import command_id_of_report, report_message_id
+from mt5fleet.proto.domain.trading import Command
 from mt5fleet.proto.v1 import commands_pb2, execution_pb2
 
 log = logging.getLogger("mt5fleet.agent.commands")
 
 EXECUTION_KIND = "execution"
+
+
+@dataclass(frozen=True)
+class CommandFacts:
+    """What the command itself said, beside its report: the status page shows the
+    reference entry against the adjusted one, the adjustment and why, and the lot and why."""
+
+    lots: float = 0.0
+    reference_entry: float = 0.0    # the signal's entry on the reference feed
+    adjusted_entry: float = 0.0     # the entry the server adjusted to this user's broker
+    adjustment: float = 0.0         # adjusted - reference, quote currency
+    adjustment_reason: str = ""
+    lot_why: str = ""               # the agent's risk check: what the lot risks, against the limit
+    stop_loss: float = 0.0
+    take_profit: float = 0.0
+
+    @classmethod
+    def of(cls, command: Command, lot_why: str = "") -> CommandFacts:
+        return cls(lots=command.lot_size, reference_entry=command.original_entry or command.reference_price or 0.0,
+                   adjusted_entry=command.entry_price or 0.0, adjustment=command.price_adjustment,
+                   adjustment_reason=command.adjustment_reason, lot_why=lot_why,
+                   stop_loss=command.stop_loss or 0.0, take_profit=command.take_profit or 0.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,18 @@ class Handled:
     fill_price: float
     slippage_points: float
     at_ms: int
+    order_type: str = ""
+    filled_volume: float = 0.0
+    slippage_reference_points: float = 0.0
+    latency_ms: int | None = None   # signal created -> filled (None: not filled, or no signal time)
+    facts: CommandFacts = CommandFacts()
+
+
+def _latency_ms(report: execution_pb2.ExecutionReport) -> int | None:
+    if report.fill_price and report.signal_created_at and report.executed_at:
+        # Two hosts' clocks: a fast fill can look negative, and the page must not show that.
+        return max(report.executed_at - report.signal_created_at, 0)
+    return None
 
 
 class Outcomes:
@@ -55,10 +90,10 @@ class Outcomes:
         self.pending: dict[str, Callable[[], None]] = {}  # command id -> the store the disk refused
 
     def store_or_keep(self, command_id: str, report: execution_pb2.ExecutionReport, status: str,
-                      reject_code: str | None = None) -> None:
+                      reject_code: str | None = None, facts: CommandFacts | None = None) -> None:
         """Store it now or, when the disk refuses, keep it for ``retry``."""
         def store() -> None:
-            self._store(command_id, report, status, reject_code)
+            self._store(command_id, report, status, reject_code, facts)
 
         try:
             store()
@@ -73,7 +108,7 @@ class Outcomes:
             del self.pending[command_id]
 
     def _store(self, command_id: str, report: execution_pb2.ExecutionReport, status: str,
-               reject_code: str | None) -> None:
+               reject_code: str | None, facts: CommandFacts | None = None) -> None:
         payload = report.SerializeToString()
         self.publisher.enqueue(EXECUTION_KIND, self._subject, self.report_id(command_id), payload)
         self.ledger.record_outcome(command_id, status, payload)
@@ -83,7 +118,11 @@ class Outcomes:
             self.metrics.rejected.labels(reject_code).inc()
         self.recent.appendleft(Handled(
             command_id, commands_pb2.CommandType.Name(report.command_type), report.symbol, status, report.reason,
-            report.fill_price, report.slippage_points, report.executed_at or report.received_at))
+            report.fill_price, report.slippage_points, report.executed_at or report.received_at,
+            order_type=commands_pb2.OrderType.Name(report.order_type), filled_volume=report.filled_volume,
+            slippage_reference_points=report.slippage_reference_points, latency_ms=_latency_ms(report),
+            facts=facts or CommandFacts(reference_entry=report.reference_price,
+                                        adjusted_entry=report.requested_price)))
 
     def duplicate(self, command_id: str, report: execution_pb2.ExecutionReport) -> None:
         """A DUPLICATE report: its own message id, nothing recorded (the first report stands)."""

@@ -27,6 +27,7 @@ from mt5fleet.client.app.loops import every
 from mt5fleet.client.app.market_data import MarketDataFeed
 from mt5fleet.client.app.mt5_thread import Mt5Thread
 from mt5fleet.client.core import mt5_constants as mt5
+from mt5fleet.client.core.history import ChartHistory
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.clock import Clock, now_ms
 from mt5fleet.proto.v1 import prices_pb2, symbols_pb2
@@ -58,6 +59,7 @@ class Streams:
         self.prices_buffer: PriceBuffer = PriceBuffer(PRICE_BUFFER_CAPACITY)
         self.account: Any = None                 # the latest AccountInfo record
         self.position_rows: tuple[PositionRow, ...] = ()
+        self.charts = ChartHistory()             # what the status page plots
         self._price_seq = 0
         # When JetStream last stored a price batch (monotonic; the start until then): /readyz.
         self.prices_stored_at = time.monotonic()
@@ -135,6 +137,7 @@ class Streams:
         now = now_ms(self.clock)
         for quote in quotes:
             self.latest[quote.symbol] = quote
+            self.charts.record_market(quote.symbol, now, self._chart_sample(quote))
         self.metrics.quotes_read.inc(len(quotes))
         self.metrics.tick_rate.set(len(quotes) / max(self.settings.intervals.prices_s, 1e-3))
         if self.latest:
@@ -148,6 +151,18 @@ class Streams:
         if quotes:
             await self._send_prices(quotes, now)
         log.debug("prices published in %.1f ms", (time.monotonic() - started) * 1000)
+
+    def _chart_sample(self, quote: prices_pb2.ClientPrice) -> dict[str, float | None]:
+        """The broker's quote beside the server's reference price and indicators, as last
+        received from ``md.<symbol>`` (none while it sends nothing)."""
+        sample: dict[str, float | None] = {"bid": quote.bid, "ask": quote.ask}
+        data = self.market_data.latest.get(quote.symbol)
+        if data is not None:
+            i = data.indicators
+            sample.update(reference=(data.bid + data.ask) / 2, sma_20=i.sma_20, sma_50=i.sma_50, ema_12=i.ema_12,
+                          ema_26=i.ema_26, bb_upper=i.bollinger_upper, bb_middle=i.bollinger_middle,
+                          bb_lower=i.bollinger_lower, rsi=i.rsi, macd_line=i.macd_line, macd_signal=i.macd_signal)
+        return sample
 
     def _buffer(self, quotes: list[prices_pb2.ClientPrice]) -> None:
         for quote in quotes:
@@ -191,6 +206,7 @@ class Streams:
         self.account = account
         now = now_ms(self.clock)
         self.metrics.equity.set(account.equity)
+        self.charts.record_account(now, balance=account.balance, equity=account.equity)
         self.metrics.positions_open.set(positions)
         for close_all in self.guard.observe(account.equity, now, self.config.effective):
             self.submit(close_all, "local")

@@ -67,7 +67,7 @@ def from_client_config(config: ClientConfig, local: LocalRiskLimits, symbols: Sy
         max_open_positions=prefs.max_open_positions or local.max_open_positions,
         max_spread_points=risk.max_spread_points or local.max_spread_points,
         allowed_symbols=frozenset(risk.allowed_symbols or local.allowed_symbols),
-        paused=config.paused, close_only=config.close_only,
+        paused=config.paused, close_only=config.close_only, allow_news_trading=risk.allow_news_trading,
     )
     overrides = {**symbols.symbol_map, **dict(config.symbol_map)}
     return EffectiveConfig(

@@ -22,6 +22,8 @@ from mt5fleet.client.core.risk import (
     drawdown_breach,
 )
 from mt5fleet.client.core.watermarks import Watermarks
+from mt5fleet.proto.domain.calendar import EMPTY as NO_CALENDAR
+from mt5fleet.proto.domain.calendar import Calendar, NewsWindow
 from mt5fleet.proto.domain.ids import command_id_for, stop_out_key
 from mt5fleet.proto.domain.market import SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import (
@@ -72,7 +74,8 @@ def guard_account(marks: Watermarks, limits: RiskLimits, *, auto_close_friday: b
 
 
 def risk_context(marks: Watermarks, *, at_ms: int, equity: float, balance: float, position_symbols: Sequence[str],
-                 spec: SymbolSpecInfo | None, bid: float = 0.0, ask: float = 0.0, netting: bool) -> RiskContext:
+                 spec: SymbolSpecInfo | None, bid: float = 0.0, ask: float = 0.0, netting: bool,
+                 calendar: Calendar = NO_CALENDAR, news_window: NewsWindow | None = None) -> RiskContext:
     """``position_symbols``: the broker symbol of each open position; ``spec``/``bid``/``ask``:
     the command's symbol as the terminal shows it, None/0 when it has none (CLOSE_ALL)."""
     broker = spec.broker_symbol if spec else None
@@ -82,7 +85,8 @@ def risk_context(marks: Watermarks, *, at_ms: int, equity: float, balance: float
         day_start_equity=marks.day_start_equity or equity, peak_equity=max(marks.peak_equity, equity),
         open_positions=len(position_symbols), symbol_positions=sum(1 for s in position_symbols if s == broker),
         bid=bid, ask=ask, spread_points=round((ask - bid) / spec.point) if spec else 0.0, spec=spec,
-        market=market_state(at_ms), stop_out=marks.stop_out, netting=netting)
+        market=market_state(at_ms), stop_out=marks.stop_out, netting=netting, calendar=calendar,
+        news_window=news_window or calendar.window)
 
 
 # ----------------------------------------------------------------------------- stop-out

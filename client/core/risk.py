@@ -27,6 +27,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mt5fleet.proto.domain.calendar import EMPTY as NO_CALENDAR
+from mt5fleet.proto.domain.calendar import Calendar, NewsWindow, blocking_event
 from mt5fleet.proto.domain.market import SymbolSpecInfo
 from mt5fleet.proto.domain.risk import exceeds_limit, money_at_risk, risk_limit
 from mt5fleet.proto.domain.sessions import MarketState
@@ -52,6 +54,7 @@ class RejectCode(enum.StrEnum):
     ROLLOVER = "rollover"
     MAX_SPREAD = "max_spread"
     INVALID = "invalid"
+    NEWS_WINDOW = "news_window"     # news trading off and a high-impact event of the pair is near
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ class RiskLimits:
     allowed_symbols: frozenset[str] = frozenset()
     paused: bool = False
     close_only: bool = False
+    # RiskProfile.allow_news_trading; True without a server config (the local file has no
+    # calendar to judge by), the config's value otherwise.
+    allow_news_trading: bool = True
 
     def __post_init__(self) -> None:
         # Accept any iterable of names (a list from the config) but keep the value frozen.
@@ -135,6 +141,8 @@ class RiskContext:
     market: MarketState
     stop_out: StopOutState = field(default_factory=StopOutState)
     netting: bool = False     # one position per symbol: an order there opens no new one
+    calendar: Calendar = NO_CALENDAR                                # the platform's, through the account's imports
+    news_window: NewsWindow = field(default_factory=NewsWindow)
 
     @property
     def daily_loss(self) -> float:
@@ -171,7 +179,21 @@ def check(command: Command, limits: RiskLimits, ctx: RiskContext) -> Decision:
         refusal = rule(command, limits, ctx)
         if refusal is not None:
             return refusal
-    return Decision.allow(f"{command.type.name} {command.symbol or 'all symbols'}: all risk checks passed")
+    passed = f"{command.type.name} {command.symbol or 'all symbols'}: all risk checks passed"
+    note = lot_note(command, limits, ctx) if command.type.opens else ""
+    return Decision.allow(f"{passed}; {note}" if note else passed)
+
+
+def lot_note(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> str:
+    """Why this lot size is acceptable, in the terms it was sized in: the money it risks to
+    the stop loss as a share of the equity, against the per-trade limit (the status page's
+    "lot and why")."""
+    if cmd.stop_loss is None or ctx.spec is None or not ctx.spec.tick_size > 0 or ctx.equity <= 0:
+        return f"{cmd.lot_size:g} lots, no stop loss to measure its risk against" if cmd.stop_loss is None else ""
+    risk = trade_risk(cmd, ctx)
+    limit = f" (limit {limits.max_risk_per_trade_pct:g}%)" if limits.max_risk_per_trade_pct else ""
+    return (f"{cmd.lot_size:g} lots risk {risk:.2f} to the stop loss, {risk / ctx.equity:.2%} of equity "
+            f"{ctx.equity:.2f}{limit}")
 
 
 # -------------------------------------------------------------------------------- rules
@@ -305,11 +327,23 @@ def _max_risk_per_trade(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> D
     return None
 
 
+def _news_window(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> Decision | None:
+    # Only opening commands: open positions are left as they are around news (the user did
+    # not ask for them to be closed), and closing or modifying them stays possible.
+    if limits.allow_news_trading or not cmd.symbol:
+        return None
+    event = blocking_event(ctx.calendar, cmd.symbol, ctx.now_ms, ctx.news_window)
+    if event is None:
+        return None
+    return Decision.refuse(RejectCode.NEWS_WINDOW, f"news trading is off and {event.describe()} is within the "
+                                                   f"news window of {cmd.symbol}")
+
+
 _OPEN_RULES: tuple[Rule, ...] = (
     # Outside the trading set comes before "invalid": an unknown symbol has no spec or quote,
     # and "not allowed" is the reason that tells the user what to change.
     _expired, _symbol_not_allowed, _invalid_open, _paused, _close_only, _stopped_out, _market_closed,
-    _rollover, _max_open_positions, _max_spread, _daily_loss, _drawdown, _max_risk_per_trade,
+    _rollover, _news_window, _max_open_positions, _max_spread, _daily_loss, _drawdown, _max_risk_per_trade,
 )
 _REDUCE_RULES: tuple[Rule, ...] = (_expired, _market_closed)
 

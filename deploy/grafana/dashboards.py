@@ -489,10 +489,14 @@ WORKERS = Board(
             desc="Alert Mt5fleetStaleQuoteSkipsRising at 5 % of decisions",
         ),
         series(
-            "Pick-up and adjustment p99",
+            "Pick-up, adjustment and take-over p99",
             [
                 q("mt5fleet:worker_signal_to_worker_seconds:p99_5m", "signal → picked up"),
                 q("mt5fleet:worker_adjust_seconds:p99_5m", "partition adjusted and stored"),
+                q(
+                    "histogram_quantile(0.99, sum by (le) (rate(mt5fleet_worker_take_over_seconds_bucket[$__rate_interval])))",
+                    "partition taken over (state decoded, prices read)",
+                ),
             ],
             unit="s",
         ),

@@ -40,12 +40,14 @@ from typing import Any
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.launcher.demo.agents import DemoUser, agent_settings, demo_users, start_agent
 from mt5fleet.launcher.demo.feed import SignalFactory, run_feed
+from mt5fleet.launcher.demo.news import DEMO_WINDOW, NEWS_EVENT_IN_MS, NEWS_EVENT_TITLE, write_demo_calendar
 from mt5fleet.launcher.demo.services import (
     OperatorHandle,
     RunPaths,
     WorkerPool,
     connect,
     operator_rows,
+    start_calendar,
     start_nats,
     start_operator,
     start_workers,
@@ -61,6 +63,7 @@ from mt5fleet.launcher.demo.view import (
     DemoStats,
     Endpoint,
     endpoints_text,
+    market_time,
     progress_line,
     render,
     summary,
@@ -169,15 +172,17 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout: float) -
 
 
 def workers_see_everyone(pool: WorkerPool, users: Iterable[str]) -> bool:
-    """Every replica holds every user's config, quotes, symbol specs and account, and the
-    partitions are shared out."""
+    """The partitions are shared out, and the replica owning each user's partition holds
+    that user's config, quotes, symbol specs and account."""
     workers, users = pool.workers, list(users)
     if not workers or sum(len(w.owned) for w in workers) < subjects.ADJUST_PARTITIONS:
         return False
     if any(not w.owned for w in workers[: subjects.ADJUST_PARTITIONS]):
         return False
+    # A replica knows only the users of the partitions it owns (issue 15): each user is
+    # checked at the replica owning its partition.
     return all(u in w.state.policies and w.state.quotes.get(u) and u in w.state.specs and u in w.state.accounts
-               for w in workers for u in users)
+               for w in workers for u in users if w.state.owns(u))
 
 
 # ---------------------------------------------------------------------- the run
@@ -191,6 +196,7 @@ class Demo:
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.operator: OperatorHandle | None = None
         self.pool: WorkerPool | None = None
+        self.calendar: Any = None   # the calendar worker's CalendarService
         self.servers: tuple[str, ...] = ()
         self.trust_file = paths.private / "trust.json"
         self.signals_creds = paths.private / "signals.creds"
@@ -221,10 +227,31 @@ class Demo:
         clients = await self._start_operator(stack, service)
         self.phase("starting the market-data, feedback, health and catch-up workers")
         self.endpoints["workers"] = await start_workers(stack, self.worker_settings(service), self.feed, self.clock)
+        self.endpoints["workers"].append(await self._start_calendar(stack, service, clients))
         await self._start_agents(stack, clients)
         self.tick()
         (self.paths.root / "endpoints.txt").write_text(endpoints_text(self.stats.endpoints))
         await self._run_signals(stack, service)
+
+    async def _start_calendar(self, stack: AsyncExitStack, service: NatsSettings,
+                              clients: list[TradingClient]) -> Endpoint:
+        """The calendar worker over a file in the weekly export's JSON format, empty until the
+        run starts (``_news_at_start``)."""
+        self.phase("starting the calendar worker")
+        calendar_file = write_demo_calendar(self.paths.root / "calendar.json", None)
+        self.stats.news_trading = {c.spec.user_id: c.spec.risk.allow_news_trading for c in clients}
+        endpoint, self.calendar = await start_calendar(stack, self.worker_settings(service), calendar_file,
+                                                       self.clock, DEMO_WINDOW)
+        return endpoint
+
+    async def _news_at_start(self) -> None:
+        """A high-impact USD event a minute into the run: users with news trading off get
+        ``news_window`` skips in its window, the others none."""
+        event_ms = now_ms(self.clock) + NEWS_EVENT_IN_MS
+        write_demo_calendar(self.calendar.source.path, event_ms)
+        await self.calendar.refresh_once()
+        self.stats.news_event = (f"USD {NEWS_EVENT_TITLE} at {market_time(event_ms)} New York (high impact), window "
+                                 f"{DEMO_WINDOW.before_ms // 1000} s before to {DEMO_WINDOW.after_ms // 1000} s after")
 
     async def _start_nats(self, stack: AsyncExitStack) -> tuple[NatsSettings, Any]:
         """The server, the service user's settings, and the demo's own connection (the view's
@@ -277,6 +304,7 @@ class Demo:
         """The feed publishes with the signal producer's credentials, as an engine would."""
         producer = dataclasses.replace(service, creds_file=str(self.signals_creds))
         nc = await connect(stack, producer, "mt5fleet-demo-signals", inbox_prefix=producer_inbox_prefix())
+        await self._news_at_start()
         self.phase("running")
         self._running_since = time.monotonic()
         factory = SignalFactory(self.feed, run_id=os.urandom(3).hex())

@@ -27,17 +27,21 @@ from mt5fleet.operator.adapters.nats_accounts import TrustChain
 from mt5fleet.operator.adapters.secret_store import DirectorySecretStore
 from mt5fleet.operator.app import runtime
 from mt5fleet.operator.app.local import LocalOperator
+from mt5fleet.proto.domain.calendar import NewsWindow
 from mt5fleet.proto.domain.clock import Clock, now_ms
 from mt5fleet.proto.runtime import natsconn, tlsgen
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats, TlsFiles
 from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.runtime.probes import probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
+from mt5fleet.workers.adapters.calendar_source import FileCalendarSource
 from mt5fleet.workers.app.adjust_service import AdjustWorker
+from mt5fleet.workers.app.calendar_service import CalendarService
 from mt5fleet.workers.app.catchup_service import CatchupService
 from mt5fleet.workers.app.feedback_service import FeedbackWorker
 from mt5fleet.workers.app.health_exporter import FleetHealth
 from mt5fleet.workers.app.marketdata_service import MarketDataWorker
+from mt5fleet.workers.app.news import follow_news
 from mt5fleet.workers.app.runner import Service
 
 log = logging.getLogger("mt5fleet.demo")
@@ -193,9 +197,14 @@ class WorkerPool:
         async def build(nc: Any) -> Service:
             worker = AdjustWorker(nc, on_skip=self.on_skip, replica_id=f"demo-{name}",
                                           lease_ttl_ms=LEASE_TTL_MS, now_ms=lambda: now_ms(self.clock))
+            news = await follow_news(worker, nc)   # the economic calendar and its window (issue 17)
             await worker.start()
             holder.append(worker)
-            return Service(worker.metrics.registry, _forever, worker.stop, worker.health)
+
+            async def stop() -> None:
+                await worker.stop()
+                await news.close()
+            return Service(worker.metrics.registry, _forever, stop, worker.health)
 
         stack = AsyncExitStack()
         try:
@@ -239,6 +248,22 @@ async def start_workers(stack: AsyncExitStack, settings: NatsSettings, feed: Ref
     return [await serve_service(stack, f"{name} worker", settings, build)
             for name, build in (("marketdata", marketdata), ("feedback", feedback), ("health", health),
                                 ("catchup", catchup))]
+
+
+async def start_calendar(stack: AsyncExitStack, settings: NatsSettings, calendar_file: Path, clock: Clock,
+                         window: NewsWindow) -> tuple[Endpoint, CalendarService]:
+    """The calendar worker over a file, as in an air-gapped cluster: the demo's calendar."""
+    holder: list[CalendarService] = []
+
+    async def calendar(nc: Any) -> Service:
+        service = CalendarService(nc, FileCalendarSource(calendar_file), interval_s=30,
+                                  now_ms=lambda: now_ms(clock), window=window)
+        await service.refresh_once()   # in the bucket before the first signal
+        holder.append(service)
+        return Service(service.metrics.registry, service.run, service.stop, service.health)
+
+    endpoint = await serve_service(stack, "calendar worker", settings, calendar)
+    return endpoint, holder[0]
 
 
 @dataclass

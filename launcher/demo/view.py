@@ -95,6 +95,9 @@ class DemoStats:
     fills_per_user: Counter = field(default_factory=Counter)
     refused_per_user: Counter = field(default_factory=Counter)
     skips_per_user: Counter = field(default_factory=Counter)
+    news_skips_per_user: Counter = field(default_factory=Counter)
+    news_trading: dict[str, bool] = field(default_factory=dict)   # user -> allowNewsTrading
+    news_event: str = ""                                          # the demo calendar's event
     refusals: Counter = field(default_factory=Counter)                 # agent/broker, by reason
     skips: Counter = field(default_factory=Counter)                    # adjustment workers, by reason
     fills: int = 0
@@ -137,6 +140,8 @@ class DemoStats:
         self.outcomes.setdefault(signal_id, []).append(Outcome(user_id, skip=reason))
         self.skips[reason] += 1
         self.skips_per_user[user_id] += 1
+        if reason == "news_window":
+            self.news_skips_per_user[user_id] += 1
 
     def on_execution(self, report: execution_pb2.ExecutionReport) -> None:
         outcome = self.by_command.get(report.command_id)
@@ -237,6 +242,7 @@ def summary(stats: DemoStats, users: Sequence[str]) -> str:
         f"fills: {stats.fills}",
         f"rejections by reason: {by_reason(stats.refusals)}",
         f"skips by reason: {by_reason(stats.skips)}",
+        *news_lines(stats, users),
         f"slippage vs the adjusted price: {slippage_text(stats.slippage)}",
         f"latency signal->command received: {latency_text(stats.to_received_ms)}",
         f"latency signal->fill: {latency_text(stats.to_fill_ms)}",
@@ -249,6 +255,15 @@ def summary(stats: DemoStats, users: Sequence[str]) -> str:
     if example is not None:
         lines.append(f"audit a decision: {example}")
     return "\n".join(lines)
+
+
+def news_lines(stats: DemoStats, users: Sequence[str]) -> list[str]:
+    """The news window: which users it skipped (news trading off) and which it did not."""
+    if not stats.news_event:
+        return []
+    per_user = ", ".join(f"{user} {stats.news_skips_per_user.get(user, 0)} (news trading "
+                         f"{'on' if stats.news_trading.get(user) else 'off'})" for user in users)
+    return [f"news window: {stats.news_event}", f"news_window skips per user: {per_user}"]
 
 
 def audit_example(stats: DemoStats) -> str | None:

@@ -24,6 +24,8 @@ def add_operator(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-ca", help="CA bundle that signed the NATS server certificate")
     parser.add_argument("--trust", type=Path, help="trust chain JSON (mt5fleet nats trust-chain)")
     parser.add_argument("--tiers", type=Path, help="YAML of tier overrides ({tiers: {pro: {maxTradingPairs: 6}}})")
+    parser.add_argument("--brokers", type=Path, help="YAML of the approved brokers ({approvedBrokers: {companies: "
+                        "[IC Markets], servers: ['ICMarketsSC-*']}}); default: every broker")
     parser.add_argument("--agent-nats", action="append", default=[], metavar="URL",
                         help="NATS URL written into agents' bootstrap Secrets (default: --nats)")
     parser.add_argument("--agent-ca", type=Path, help="CA written into agents' bootstrap Secrets")
@@ -100,7 +102,8 @@ def run_operator(args: argparse.Namespace) -> int:
         nats=NatsSettings(servers=tuple(args.nats), name="mt5fleet-operator", creds_file=args.creds,
                           tls_ca=args.tls_ca),
         trust_file=args.trust, agent_nats_urls=tuple(args.agent_nats), agent_ca_file=args.agent_ca,
-        tiers_file=args.tiers, http_port=args.http_port, layout=_layout(args), users_per_worker=args.users_per_worker)
+        tiers_file=args.tiers, brokers_file=args.brokers,
+        http_port=args.http_port, layout=_layout(args), users_per_worker=args.users_per_worker)
     if args.local:
         asyncio.run(runtime.run_local(options, args.local, args.state))
     else:

@@ -40,6 +40,7 @@ from mt5fleet.operator.adapters.signal_producer import ensure_producer_account
 from mt5fleet.operator.adapters.tenant_accounts import TenantAccounts
 from mt5fleet.operator.app.local import LocalOperator
 from mt5fleet.operator.app.service import Reconciler, wall_ms
+from mt5fleet.operator.core.brokers import ANY_BROKER, ApprovedBrokers, approved_brokers_from_mapping
 from mt5fleet.operator.core.nats_jwt import decode_account
 from mt5fleet.operator.core.tiers import DEFAULT_TIERS, Tier, tiers_from_mapping
 from mt5fleet.proto import subjects
@@ -61,6 +62,7 @@ class OperatorOptions:
     agent_nats_urls: tuple[str, ...] = ()    # what agents are told to connect to (default: nats.servers)
     agent_ca_file: Path | None = None        # CA agents verify the server with (TLS beyond the cluster)
     tiers_file: Path | None = None           # YAML/JSON {tierName: {maxTradingPairs: ...}}
+    brokers_file: Path | None = None         # YAML/JSON {approvedBrokers: {companies: [...], servers: [...]}}
     http_host: str = "0.0.0.0"               # noqa: S104 - probes and metrics inside the cluster
     http_port: int = 8080
     users_per_worker: int = 2000
@@ -105,6 +107,21 @@ def load_tiers(path: Path | None) -> dict[str, Tier]:
     return tiers_from_mapping(raw.get("tiers", raw) if isinstance(raw, Mapping) else None)
 
 
+def load_brokers(path: Path | None) -> ApprovedBrokers:
+    """The approved brokers of ``--brokers`` (every broker when there is no file)."""
+    if path is None:
+        return ANY_BROKER
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    if isinstance(raw, Mapping) and "approvedBrokers" in raw:
+        raw = raw["approvedBrokers"]
+    try:
+        return approved_brokers_from_mapping(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scaler | None = None,
                 metrics: OperatorMetrics | None = None, now_ms: Callable[[], int] = wall_ms) -> Running:
     """``now_ms``: the clock status times and heartbeat ages are judged by (the demo's
@@ -123,7 +140,8 @@ async def start(options: OperatorOptions, secrets: SecretStore, *, scaler: Scale
     appliers = UserAppliers(nc.jetstream(timeout=10), secrets, issuer, connection, layout=options.layout)
     metrics = metrics or OperatorMetrics()
     reconciler = Reconciler(appliers, load_tiers(options.tiers_file), scaler=scaler, metrics=metrics,
-                            now_ms=now_ms, users_per_worker=options.users_per_worker)
+                            now_ms=now_ms, users_per_worker=options.users_per_worker,
+                            brokers=load_brokers(options.brokers_file))
 
     async def on_correlations(message: Any) -> None:
         reconciler.on_correlations(message.data)

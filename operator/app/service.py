@@ -18,6 +18,7 @@ from mt5fleet.operator.adapters.appliers import (
 from mt5fleet.operator.adapters.errors import describe
 from mt5fleet.operator.adapters.metrics import OperatorMetrics
 from mt5fleet.operator.core import reconcile
+from mt5fleet.operator.core.brokers import ANY_BROKER, ApprovedBrokers
 from mt5fleet.operator.core.changes import Applied, Change
 from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
@@ -25,7 +26,7 @@ from mt5fleet.operator.core.tiers import Tier
 from mt5fleet.proto import subjects, validation
 from mt5fleet.proto.domain.config import ClientConfig, SealedCredentials
 from mt5fleet.proto.domain.correlations import Pair
-from mt5fleet.proto.v1 import heartbeat_pb2, market_data_pb2
+from mt5fleet.proto.v1 import account_pb2, heartbeat_pb2, market_data_pb2
 
 log = logging.getLogger("mt5fleet.operator")
 
@@ -68,8 +69,12 @@ class FleetView:
 class Reconciler:
     def __init__(self, appliers: UserAppliers, tiers: Mapping[str, Tier], *, scaler: Scaler | None = None,
                  metrics: OperatorMetrics | None = None, now_ms: Callable[[], int] = wall_ms,
-                 users_per_worker: int = 2000) -> None:
+                 users_per_worker: int = 2000, brokers: ApprovedBrokers = ANY_BROKER) -> None:
         self.appliers, self.tiers, self.scaler = appliers, dict(tiers), scaler
+        self.brokers = brokers
+        # user -> the (company, server) its TradingClient declares: the timer checks the
+        # agent's reported account against it without the spec at hand.
+        self.declared: dict[str, tuple[str, str]] = {}
         self.metrics = metrics or OperatorMetrics()
         self.now_ms = now_ms
         self.users_per_worker = users_per_worker
@@ -89,6 +94,11 @@ class Reconciler:
         if tier is None:
             known = ", ".join(sorted(self.tiers))
             return self._invalid(client, [f"spec.tier: unknown tier {client.spec.tier!r} (known: {known})"], previous)
+        broker = client.spec.broker
+        refusal = self.brokers.refusal(broker.name, broker.server)
+        if refusal is not None:  # nothing is provisioned for an unapproved broker's account
+            return self._invalid(client, [f"spec.broker: {refusal}"], previous, reason="BrokerNotApproved")
+        self.declared[client.spec.user_id] = (broker.name, broker.server)
         try:
             desired = reconcile.desired_state(client, tier, self.correlations)
         except ValueError as exc:  # e.g. a tier whose subscription limit cannot hold the user's symbols
@@ -104,16 +114,18 @@ class Reconciler:
         return Result(status=status, applied=tuple(applied), desired=desired)
 
     def invalid(self, client_key: str, generation: int, problems: list[str],
-                previous: TradingClientStatus) -> TradingClientStatus:
-        """A body the schema refuses (local mode): nothing is changed, the status says why."""
+                previous: TradingClientStatus, *, reason: str = "InvalidSpec") -> TradingClientStatus:
+        """A body the schema (local mode) or the platform refuses: nothing is changed, the
+        status says why."""
         self.metrics.reconciles.labels("invalid").inc()
-        status = reconcile.invalid_status(generation, problems, previous, self.now_ms())
+        status = reconcile.invalid_status(generation, problems, previous, self.now_ms(), reason=reason)
         self.fleet.record(client_key, "unknown", status.phase)
         self.metrics.set_clients(self.fleet.by_key.values())
         return status
 
-    def _invalid(self, client: TradingClient, problems: list[str], previous: TradingClientStatus) -> Result:
-        return Result(status=self.invalid(client.key, client.generation, problems, previous))
+    def _invalid(self, client: TradingClient, problems: list[str], previous: TradingClientStatus, *,
+                 reason: str = "InvalidSpec") -> Result:
+        return Result(status=self.invalid(client.key, client.generation, problems, previous, reason=reason))
 
     async def _apply(self, client: TradingClient, desired: Desired,
                      streams_checked: bool) -> tuple[list[Applied], ApplyOutcome]:
@@ -177,13 +189,15 @@ class Reconciler:
         self._count(applied)
         self.metrics.reconciles.labels("deleted").inc()
         self.fleet.forget(client_key)
+        self.declared.pop(user_id, None)
         self.metrics.set_clients(self.fleet.by_key.values())
         return applied
 
     # ------------------------------------------------------------------ timer
     async def observe(self, user_id: str, status: TradingClientStatus) -> TradingClientStatus:
         """The timer's cheap pass: the agent's heartbeat into AgentConnected."""
-        return reconcile.with_agent(status, await self.agent_seen(user_id), self.now_ms())
+        return reconcile.with_agent(status, await self.agent_seen(user_id), self.now_ms(),
+                                    self.declared.get(user_id))
 
     async def agent_seen(self, user_id: str) -> AgentSeen:
         subject = subjects.user_subject(user_id, subjects.Channel.HEARTBEAT)
@@ -192,8 +206,21 @@ class Reconciler:
             beat = heartbeat_pb2.Heartbeat.FromString(message.data or b"")
         except Exception:  # no heartbeat yet (NotFound) or an unreadable one: not connected
             return AgentSeen()
+        company, server = await self._account_of(user_id)
         return AgentSeen(at_ms=beat.timestamp or None, version=beat.agent_version,
-                         terminal_connected=beat.terminal_connected, latency_ms=beat.last_command_latency_ms)
+                         terminal_connected=beat.terminal_connected, latency_ms=beat.last_command_latency_ms,
+                         company=company, server=server)
+
+    async def _account_of(self, user_id: str) -> tuple[str, str]:
+        """The broker company and server of the agent's last AccountProfile (MT5's
+        ``AccountInfo.company``/``server``), or empty: nothing reported yet."""
+        subject = subjects.user_subject(user_id, subjects.Channel.ACCOUNT)
+        try:
+            message = await self.appliers.js.get_last_msg(subjects.ACCOUNT_STREAM, subject)
+            account = account_pb2.AccountProfile.FromString(message.data or b"")
+        except Exception:  # none yet, or unreadable: nothing to compare
+            return "", ""
+        return account.broker_name, account.server_name
 
     async def resize_pool(self) -> Applied | None:
         """The adjust pool sized from the users the config bucket holds (state from the

@@ -29,8 +29,9 @@ from mt5fleet.proto import subjects
 JS_API = "$JS.API"
 UNLIMITED = NatsLimits()
 # The subscriptions an agent holds besides market data: live commands, nats-py's inbox
-# multiplexer (request replies and catch-up pages), the live config subscription.
-FIXED_SUBSCRIPTIONS = 3
+# multiplexer (request replies and catch-up pages), the live config subscription, the live
+# economic calendar.
+FIXED_SUBSCRIPTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,10 @@ def user_access(user_id: str, md_symbols: Iterable[str], limits: NatsLimits = UN
         raise ValueError(f"user {user_id}: the tier allows {limits.subs} subscriptions, "
                          f"the agent needs {needed} ({len(md)} md symbols + {FIXED_SUBSCRIPTIONS})")
     config_pub, config_sub = config_grants(user_id)
-    publish = (*agent_publish_subjects(user_id), *config_pub)
+    calendar_pub, calendar_sub = calendar_grants()
+    publish = (*agent_publish_subjects(user_id), *config_pub, *calendar_pub)
     subscribe = (subjects.user_subject(user_id, subjects.Channel.COMMANDS), inbox_subjects(user_id), *md,
-                 *config_sub)
+                 *config_sub, *calendar_sub)
     return UserAccess(
         user_id=user_id,
         permissions=UserPermissions(pub=Permission(allow=publish), sub=Permission(allow=subscribe)),
@@ -100,6 +102,13 @@ def config_stream() -> str:
     return subjects.JetStreamLayout().bucket(subjects.CONFIG_BUCKET).stream_name
 
 
+def calendar_grants() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(publish, subscribe) for reading the economic calendar's one key, the way the config
+    key is read (see ``config_grants``): its puts live, and a direct get of it on (re)connect."""
+    key = subjects.calendar_key_subject()
+    return (f"{JS_API}.DIRECT.GET.{subjects.calendar_stream_name()}.{key}",), (key,)
+
+
 def config_grants(user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(publish, subscribe) for reading this user's own ``tc-config`` key, and only it.
 
@@ -124,6 +133,7 @@ def config_grants(user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 __all__ = [
-    "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects", "config_grants", "config_key_subject",
+    "FIXED_SUBSCRIPTIONS", "UserAccess", "agent_publish_subjects", "calendar_grants", "config_grants",
+    "config_key_subject",
     "config_stream", "inbox_prefix", "inbox_subjects", "user_access",
 ]

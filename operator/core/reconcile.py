@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from mt5fleet.operator.core.brokers import mismatch
 from mt5fleet.operator.core.models import (
     Condition,
     EffectiveSymbols,
@@ -172,6 +173,10 @@ class AgentSeen:
     version: str = ""
     terminal_connected: bool = False
     latency_ms: float = 0.0
+    # What the agent's terminal says it is logged into (its last AccountProfile): checked
+    # against the TradingClient's declared broker.
+    company: str = ""
+    server: str = ""
 
 
 def status_for(client: TradingClient, desired: Desired, outcome: ApplyOutcome, agent: AgentSeen,
@@ -182,7 +187,7 @@ def status_for(client: TradingClient, desired: Desired, outcome: ApplyOutcome, a
         _condition("NatsProvisioned", outcome.nats_ready, "Provisioned" if outcome.nats_ready else "ApplyFailed",
                    "JetStream resources and the config entry are in place" if outcome.nats_ready else outcome.error),
         _credentials_condition(desired, outcome),
-        _agent_condition(agent, now_ms),
+        _agent_condition(agent, now_ms, (client.spec.broker.name, client.spec.broker.server)),
         _condition("TierCompliant", not findings, findings[0].reason if findings else "WithinLimits",
                    "; ".join(f.message for f in findings) or f"within the limits of tier {desired.tier.name}"),
     ]
@@ -199,18 +204,21 @@ def status_for(client: TradingClient, desired: Desired, outcome: ApplyOutcome, a
 
 
 def invalid_status(client_generation: int, problems: Sequence[str], previous: TradingClientStatus,
-                   now_ms: int) -> TradingClientStatus:
-    """A resource the schema refuses (local mode only: the API server refuses it in a cluster)."""
+                   now_ms: int, *, reason: str = "InvalidSpec") -> TradingClientStatus:
+    """A resource the schema refuses (local mode only: the API server refuses it in a cluster),
+    or one the platform refuses (``reason``: e.g. BrokerNotApproved)."""
     message = "; ".join(problems)
-    conditions = [_condition("Ready", False, "InvalidSpec", message)]
+    conditions = [_condition("Ready", False, reason, message)]
     return replace(previous, phase="Invalid", observed_generation=client_generation,
                    conditions=_stamped(conditions, previous.conditions, client_generation, now_ms))
 
 
-def with_agent(status: TradingClientStatus, agent: AgentSeen, now_ms: int) -> TradingClientStatus:
-    """The timer's update: only the AgentConnected condition and the heartbeat figures."""
+def with_agent(status: TradingClientStatus, agent: AgentSeen, now_ms: int,
+               broker: tuple[str, str] | None = None) -> TradingClientStatus:
+    """The timer's update: only the AgentConnected condition and the heartbeat figures.
+    ``broker``: the declared (company, server) the agent's account must match."""
     others = tuple(c for c in status.conditions if c.type != "AgentConnected")
-    fresh = _stamped([_agent_condition(agent, now_ms)], status.conditions, status.observed_generation, now_ms)
+    fresh = _stamped([_agent_condition(agent, now_ms, broker)], status.conditions, status.observed_generation, now_ms)
     return replace(status, conditions=others + fresh, agent_version=agent.version or status.agent_version,
                    last_heartbeat=rfc3339(agent.at_ms) if agent.at_ms else status.last_heartbeat,
                    latency_ms=agent.latency_ms)
@@ -224,12 +232,15 @@ def _credentials_condition(desired: Desired, outcome: ApplyOutcome) -> Condition
     return _condition("CredentialsIssued", False, "NotIssued", outcome.error or "not issued yet")
 
 
-def _agent_condition(agent: AgentSeen, now_ms: int) -> Condition:
+def _agent_condition(agent: AgentSeen, now_ms: int, broker: tuple[str, str] | None = None) -> Condition:
     if agent.at_ms is None:
         return _condition("AgentConnected", None, "NeverSeen", "no heartbeat from the agent yet")
     age_s = max(now_ms - agent.at_ms, 0) / 1000
     if now_ms - agent.at_ms > AGENT_SILENCE_MS:
         return _condition("AgentConnected", False, "HeartbeatMissing", f"last heartbeat {age_s:.0f} s ago")
+    wrong = mismatch(*broker, agent.company, agent.server) if broker else None
+    if wrong:  # logged into another broker's account than declared: not the user's agent to trust
+        return _condition("AgentConnected", False, "BrokerMismatch", wrong)
     if not agent.terminal_connected:
         return _condition("AgentConnected", True, "TerminalDisconnected",
                           "the agent is connected but its MT5 terminal is not")

@@ -80,6 +80,12 @@ def config_direct_get_subject(user_id: str) -> str:
     return f"$JS.API.DIRECT.GET.{subjects.config_stream_name()}.{subjects.config_key_subject(user_id)}"
 
 
+def calendar_direct_get_subject() -> str:
+    """The calendar's one key by direct get: what an agent reads on every (re)connect; the
+    same for every tenant, read-only (a direct get changes nothing)."""
+    return f"$JS.API.DIRECT.GET.{subjects.calendar_stream_name()}.{subjects.calendar_key_subject()}"
+
+
 def signal_wildcard() -> str:
     """``signals.*``: what a producer publishes on, the SIGNALS stream's subjects."""
     return f"{subjects.SIGNALS_PREFIX}.*"
@@ -109,7 +115,14 @@ def platform_exports(*, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> t
                token_req=True),
         Export(name=subjects.CONFIG_BUCKET, subject=config_wildcard(), type=ExportType.STREAM, token_req=True),
     )
-    return (*services, direct_get, signals, *streams)
+    # The calendar, read-only: its puts (a stream) and the direct get of its one key.
+    calendar = (
+        Export(name=f"{subjects.CALENDAR_BUCKET}-get", subject=calendar_direct_get_subject(), type=ExportType.SERVICE,
+               token_req=True, response_type=ResponseType.SINGLETON, response_threshold_ns=response_threshold_ns),
+        Export(name=subjects.CALENDAR_BUCKET, subject=subjects.calendar_key_subject(), type=ExportType.STREAM,
+               token_req=True),
+    )
+    return (*services, direct_get, signals, *streams, *calendar)
 
 
 def platform_account(claims: AccountClaims, *, response_threshold_ns: int = RESPONSE_THRESHOLD_NS) -> AccountClaims:
@@ -163,13 +176,14 @@ def _imported(subject: str, kind: ExportType, *, importer: str, platform: Platfo
 def tenant_requests(user_id: str) -> tuple[str, ...]:
     """Every subject a tenant sends requests on: each must join the reply-subject attacks."""
     return (*(subjects.user_subject(user_id, channel) for channel in SERVICE_CHANNELS),
-            config_direct_get_subject(user_id))
+            config_direct_get_subject(user_id), calendar_direct_get_subject())
 
 
 def tenant_subjects(user_id: str, symbols: Iterable[str]) -> tuple[tuple[str, ExportType], ...]:
     """What the tenant imports: its requests (services), then what it reads (streams)."""
     requests = tuple((subject, ExportType.SERVICE) for subject in tenant_requests(user_id))
     reads = (subjects.user_subject(user_id, Channel.COMMANDS), subjects.config_key_subject(user_id),
+             subjects.calendar_key_subject(),
              *(subjects.market_data_subject(symbol) for symbol in sorted(set(symbols))))
     return requests + tuple((subject, ExportType.STREAM) for subject in reads)
 
@@ -246,7 +260,8 @@ def worker_permissions() -> UserPermissions:
 __all__ = [
     "WORKER_USER", "worker_permissions",
     "PRODUCER_ACCOUNT", "PRODUCER_PAYLOAD", "PRODUCER_USER", "RESPONSE_THRESHOLD_NS", "SERVICE_CHANNELS",
-    "TENANT_CONNECTIONS", "Platform", "TenantLimits", "config_direct_get_subject", "config_direct_get_wildcard",
+    "TENANT_CONNECTIONS", "Platform", "TenantLimits", "calendar_direct_get_subject",
+    "config_direct_get_subject", "config_direct_get_wildcard",
     "config_wildcard", "market_data_wildcard", "platform_account", "platform_exports", "producer_account",
     "producer_imports", "producer_inbox_prefix", "producer_limits", "producer_permissions", "signal_wildcard",
     "tenant_account", "tenant_imports", "tenant_requests", "tenant_subjects",

@@ -113,8 +113,12 @@ class _Disconnected(RuntimeError):
 class Follower:
     def __init__(self, nc: Any, stream: str, handler: Handler, *,
                  start: Callable[[], StartPosition] = LastPerSubject, ensure: Ensure | None = None,
-                 options: FollowOptions | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 options: FollowOptions | None = None, clock: Callable[[], float] = time.monotonic,
+                 filter_subjects: tuple[str, ...] = (), label: str = "") -> None:
         self.nc, self.js = nc, nc.jetstream()
+        self.label = label    # what part of the stream it reads, in its task name and consumer description
+        # Only the stored subjects matching these (one partition's prices); () = the whole stream.
+        self.filter_subjects = tuple(filter_subjects)
         self.stream, self.handler, self.start_position, self.ensure = stream, handler, start, ensure
         self.options = options or FollowOptions()
         self.clock = clock
@@ -147,8 +151,15 @@ class Follower:
             await self._look(force="start")
         except Exception as exc:  # NATS or JetStream away: the watcher keeps trying
             self._failed(exc)
-        self._task = asyncio.create_task(self._watch(), name=f"follow-{self.stream}")
+        self._task = asyncio.create_task(self._watch(), name=f"follow-{self.stream}{self._label()}")
         return self
+
+    def _label(self) -> str:
+        if self.label:
+            return f" ({self.label})"
+        if len(self.filter_subjects) == 1:
+            return f" ({self.filter_subjects[0]})"
+        return f" ({len(self.filter_subjects)} subjects)" if self.filter_subjects else ""
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -186,6 +197,32 @@ class Follower:
                 progressed_at = now
             await asyncio.sleep(poll_s)
         return True
+
+    async def drained(self, timeout_s: float, poll_s: float = 0.2) -> bool:
+        """Waits until the consumer has nothing pending and everything it delivered has been
+        handled: what its filter holds now is known (a partition's quotes after taking it
+        over). Unlike ``caught_up`` it does not wait for stream sequences the filter does not
+        match. It asks the server every ``poll_s``: a consumer info of a consumer filtering on
+        thousands of subjects is not free for the server (tens of ms under load). False if
+        ``timeout_s`` passed first."""
+        started = self.clock()
+        while self.clock() - started < timeout_s:
+            consumer = self.consumer
+            if consumer is not None and self._failing_since is None:
+                try:
+                    info = await self.js.consumer_info(self.stream, consumer)
+                except Exception:  # being re-created: look again
+                    info = None
+                if info is not None and consumer == self.consumer and not info.num_pending:
+                    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+                    while self._delivered < delivered and consumer == self.consumer:
+                        if self.clock() - started >= timeout_s:
+                            return False
+                        await asyncio.sleep(0.01)  # local: what was delivered being handled
+                    if consumer == self.consumer:
+                        return True
+            await asyncio.sleep(poll_s)
+        return False
 
     async def _nudge(self) -> None:
         if not self.following:
@@ -327,13 +364,13 @@ class Follower:
     def _config(self, inbox: str, position: StartPosition, info: Any) -> api.ConsumerConfig:
         options = self.options
         # "Last per subject" needs a filter: the stream's own subjects, i.e. all of it.
-        stream_subjects = list(info.config.subjects or [])
+        stream_subjects = list(self.filter_subjects or info.config.subjects or [])
         filters: dict[str, Any] = ({"filter_subject": stream_subjects[0]} if len(stream_subjects) == 1
                                    else {"filter_subjects": stream_subjects})
         return api.ConsumerConfig(
             deliver_subject=inbox, ack_policy=api.AckPolicy.NONE, flow_control=True,
             idle_heartbeat=options.idle_heartbeat_s, inactive_threshold=options.inactive_threshold_s,
-            mem_storage=True, num_replicas=1, description=f"mt5fleet follower of {self.stream}",
+            mem_storage=True, num_replicas=1, description=f"mt5fleet follower of {self.stream}{self._label()}",
             **filters, **deliver_fields(position))
 
     async def _drop_consumer(self) -> None:

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("signal_id", "user_id", "decided_at", "command_ttl_ms", "worker_version", "worker_replica", "signal", "policy", "quotes", "specs", "account", "stopped_out", "positions", "quote_age_ms", "spec_version", "commands", "skip_reason", "skip_detail", "notes", "sizing")
+    __slots__ = ("signal_id", "user_id", "decided_at", "command_ttl_ms", "worker_version", "worker_replica", "signal", "policy", "quotes", "specs", "account", "stopped_out", "positions", "quote_age_ms", "spec_version", "news", "commands", "skip_reason", "skip_detail", "notes", "sizing")
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class DecisionRecord(_message.Message):
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     QUOTE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NEWS_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     SKIP_DETAIL_FIELD_NUMBER: _ClassVar[int]
@@ -49,15 +50,16 @@ class DecisionRecord(_message.Message):
     positions: _containers.RepeatedCompositeFieldContainer[DecisionPosition]
     quote_age_ms: int
     spec_version: str
+    news: DecisionNews
     commands: _containers.RepeatedCompositeFieldContainer[_commands_pb2.TradingCommand]
     skip_reason: str
     skip_detail: str
     notes: _containers.RepeatedScalarFieldContainer[str]
     sizing: DecisionSizing
-    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., decided_at: _Optional[int] = ..., command_ttl_ms: _Optional[int] = ..., worker_version: _Optional[str] = ..., worker_replica: _Optional[str] = ..., signal: _Optional[_Union[_signals_pb2.UniversalSignal, _Mapping]] = ..., policy: _Optional[_Union[DecisionPolicy, _Mapping]] = ..., quotes: _Optional[_Iterable[_Union[_prices_pb2.ClientPrice, _Mapping]]] = ..., specs: _Optional[_Iterable[_Union[_symbols_pb2.SymbolSpec, _Mapping]]] = ..., account: _Optional[_Union[_account_pb2.AccountProfile, _Mapping]] = ..., stopped_out: _Optional[bool] = ..., positions: _Optional[_Iterable[_Union[DecisionPosition, _Mapping]]] = ..., quote_age_ms: _Optional[int] = ..., spec_version: _Optional[str] = ..., commands: _Optional[_Iterable[_Union[_commands_pb2.TradingCommand, _Mapping]]] = ..., skip_reason: _Optional[str] = ..., skip_detail: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., sizing: _Optional[_Union[DecisionSizing, _Mapping]] = ...) -> None: ...
+    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., decided_at: _Optional[int] = ..., command_ttl_ms: _Optional[int] = ..., worker_version: _Optional[str] = ..., worker_replica: _Optional[str] = ..., signal: _Optional[_Union[_signals_pb2.UniversalSignal, _Mapping]] = ..., policy: _Optional[_Union[DecisionPolicy, _Mapping]] = ..., quotes: _Optional[_Iterable[_Union[_prices_pb2.ClientPrice, _Mapping]]] = ..., specs: _Optional[_Iterable[_Union[_symbols_pb2.SymbolSpec, _Mapping]]] = ..., account: _Optional[_Union[_account_pb2.AccountProfile, _Mapping]] = ..., stopped_out: _Optional[bool] = ..., positions: _Optional[_Iterable[_Union[DecisionPosition, _Mapping]]] = ..., quote_age_ms: _Optional[int] = ..., spec_version: _Optional[str] = ..., news: _Optional[_Union[DecisionNews, _Mapping]] = ..., commands: _Optional[_Iterable[_Union[_commands_pb2.TradingCommand, _Mapping]]] = ..., skip_reason: _Optional[str] = ..., skip_detail: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., sizing: _Optional[_Union[DecisionSizing, _Mapping]] = ...) -> None: ...
 
 class DecisionPolicy(_message.Message):
-    __slots__ = ("tier", "tier_name", "trading_symbols", "allowed_symbols", "paused", "close_only", "max_spread_points", "max_quote_age_ms", "max_signal_age_ms", "sizing_mode", "sizing_value", "preferred_lot_size", "max_risk_per_trade_pct", "max_lot", "conservative_mode", "max_deviation_points")
+    __slots__ = ("tier", "tier_name", "trading_symbols", "allowed_symbols", "paused", "close_only", "max_spread_points", "max_quote_age_ms", "max_signal_age_ms", "sizing_mode", "sizing_value", "preferred_lot_size", "max_risk_per_trade_pct", "max_lot", "conservative_mode", "max_deviation_points", "allow_news_trading")
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIER_NAME_FIELD_NUMBER: _ClassVar[int]
     TRADING_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +76,7 @@ class DecisionPolicy(_message.Message):
     MAX_LOT_FIELD_NUMBER: _ClassVar[int]
     CONSERVATIVE_MODE_FIELD_NUMBER: _ClassVar[int]
     MAX_DEVIATION_POINTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NEWS_TRADING_FIELD_NUMBER: _ClassVar[int]
     tier: _common_pb2.SubscriptionTier
     tier_name: str
     trading_symbols: _containers.RepeatedScalarFieldContainer[str]
@@ -90,7 +93,30 @@ class DecisionPolicy(_message.Message):
     max_lot: float
     conservative_mode: bool
     max_deviation_points: int
-    def __init__(self, tier: _Optional[_Union[_common_pb2.SubscriptionTier, str]] = ..., tier_name: _Optional[str] = ..., trading_symbols: _Optional[_Iterable[str]] = ..., allowed_symbols: _Optional[_Iterable[str]] = ..., paused: _Optional[bool] = ..., close_only: _Optional[bool] = ..., max_spread_points: _Optional[float] = ..., max_quote_age_ms: _Optional[int] = ..., max_signal_age_ms: _Optional[int] = ..., sizing_mode: _Optional[_Union[_account_pb2.SizingMode, str]] = ..., sizing_value: _Optional[float] = ..., preferred_lot_size: _Optional[float] = ..., max_risk_per_trade_pct: _Optional[float] = ..., max_lot: _Optional[float] = ..., conservative_mode: _Optional[bool] = ..., max_deviation_points: _Optional[int] = ...) -> None: ...
+    allow_news_trading: bool
+    def __init__(self, tier: _Optional[_Union[_common_pb2.SubscriptionTier, str]] = ..., tier_name: _Optional[str] = ..., trading_symbols: _Optional[_Iterable[str]] = ..., allowed_symbols: _Optional[_Iterable[str]] = ..., paused: _Optional[bool] = ..., close_only: _Optional[bool] = ..., max_spread_points: _Optional[float] = ..., max_quote_age_ms: _Optional[int] = ..., max_signal_age_ms: _Optional[int] = ..., sizing_mode: _Optional[_Union[_account_pb2.SizingMode, str]] = ..., sizing_value: _Optional[float] = ..., preferred_lot_size: _Optional[float] = ..., max_risk_per_trade_pct: _Optional[float] = ..., max_lot: _Optional[float] = ..., conservative_mode: _Optional[bool] = ..., max_deviation_points: _Optional[int] = ..., allow_news_trading: _Optional[bool] = ...) -> None: ...
+
+class DecisionNews(_message.Message):
+    __slots__ = ("before_ms", "after_ms", "events")
+    BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    before_ms: int
+    after_ms: int
+    events: _containers.RepeatedCompositeFieldContainer[DecisionNewsEvent]
+    def __init__(self, before_ms: _Optional[int] = ..., after_ms: _Optional[int] = ..., events: _Optional[_Iterable[_Union[DecisionNewsEvent, _Mapping]]] = ...) -> None: ...
+
+class DecisionNewsEvent(_message.Message):
+    __slots__ = ("at", "currency", "impact", "title")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    at: int
+    currency: str
+    impact: str
+    title: str
+    def __init__(self, at: _Optional[int] = ..., currency: _Optional[str] = ..., impact: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
 
 class DecisionPosition(_message.Message):
     __slots__ = ("signal_id", "opened_by", "ticket", "volume", "volume_known")

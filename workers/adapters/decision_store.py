@@ -11,6 +11,7 @@ its record, even when the user's quote moved between the first delivery and the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -61,6 +62,36 @@ class DecisionStore:
             return await self._earlier(subject)
         self.on_recorded(STORED)
         return list(record.commands)
+
+    async def record_many(self, decisions: list[Decision],
+                          publish_many: Callable[[list[tuple[str, bytes, dict[str, str]]]], Awaitable[list[Any]]],
+                          ) -> list[list[commands_pb2.TradingCommand] | BaseException]:
+        """``record`` for many decisions with their records published together
+        (``streams.BatchPublisher``): per decision, the commands to publish, or the error
+        of its publish (the caller retries that one through ``record``)."""
+        items, records = [], []
+        for decision in decisions:
+            subject = subjects.decision_subject(decision.user_id, decision.signal_id)
+            record = record_message(decision, worker_version=self.worker_version, worker_replica=self.worker_replica)
+            records.append((subject, record))
+            items.append((subject, record.SerializeToString(),
+                          {"Nats-Msg-Id": subject, "Nats-Expected-Last-Subject-Sequence": "0"}))
+        out: list[Any] = []
+        earlier: dict[int, Awaitable[list[commands_pb2.TradingCommand]]] = {}
+        for (subject, record), result in zip(records, await publish_many(items), strict=True):
+            wrong_last = isinstance(result, APIError) and result.err_code == WRONG_LAST_SEQUENCE
+            if isinstance(result, BaseException) and not wrong_last:
+                out.append(result)
+            elif wrong_last or result.duplicate:
+                earlier[len(out)] = self._earlier(subject)  # decided before: looked up together below
+                out.append(None)
+            else:
+                self.on_recorded(STORED)
+                out.append(list(record.commands))
+        for index, found in zip(earlier, await asyncio.gather(*earlier.values(), return_exceptions=True),
+                                strict=True):
+            out[index] = found
+        return out
 
     async def _earlier(self, subject: str) -> list[commands_pb2.TradingCommand]:
         """The earlier record's commands that are not in ``TC_COMMANDS`` yet. Those stored

@@ -11,6 +11,10 @@ a domain ``None`` is the field's 0 or "".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from mt5fleet.proto.domain import calendar
 from mt5fleet.proto.domain.account import AccountSnapshot
 from mt5fleet.proto.domain.config import SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
@@ -27,21 +31,44 @@ DecisionRecord = decision_pb2.DecisionRecord
 
 # ----------------------------------------------------------------------------- encode
 
+class _Encoded:
+    """Messages encoded once per value: a signal is the same for every user of a fan-out, a
+    policy changes with its config, a spec or an account snapshot when the agent sends a
+    new one, so a fan-out encodes each once instead of once per (signal, user). Keyed by
+    identity (the values are frozen and kept alive here, so an id is never reused while
+    cached); emptied when full."""
+
+    def __init__(self, encode: Callable[[Any], Any], size: int = 1 << 16) -> None:
+        self.encode, self.size = encode, size
+        self.cache: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, value: Any) -> Any:
+        hit = self.cache.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        if len(self.cache) >= self.size:
+            self.cache.clear()
+        encoded = self.encode(value)
+        self.cache[id(value)] = (value, encoded)
+        return encoded
+
+
 def record_message(decision: Decision, *, worker_version: str = "", worker_replica: str = "") -> DecisionRecord:
     inputs = decision.inputs
     state, spec, age = inputs.state, inputs.spec, inputs.quote_age_ms
     record = DecisionRecord(
         signal_id=decision.signal_id, user_id=decision.user_id, decided_at=inputs.decided_at_ms,
         command_ttl_ms=inputs.command_ttl_ms, worker_version=worker_version, worker_replica=worker_replica,
-        signal=signal_message(inputs.signal), policy=policy_message(state.policy),
+        signal=_signal_message(inputs.signal), policy=_policy_message(state.policy),
         quotes=[quote_message(q) for _, q in sorted(state.quotes.items())],
-        specs=[spec_message(s) for _, s in sorted(state.specs.items())],
+        specs=[_spec_message(s) for _, s in sorted(state.specs.items())],
         stopped_out=state.stopped_out, positions=positions_message(state),
-        quote_age_ms=-1 if age is None else age, spec_version=spec_version(spec) if spec else "",
+        quote_age_ms=-1 if age is None else age, spec_version=_spec_version(spec) if spec else "",
         commands=[command_message(c) for c in decision.commands], skip_reason=decision.skip_reason,
         skip_detail=decision.skip_detail, notes=list(decision.notes))
     if state.account is not None:
-        record.account.CopyFrom(account_message(state.account))
+        record.account.CopyFrom(_account_message(state.account))
+    record.news.CopyFrom(news_message(state, inputs.signal.symbol, inputs.decided_at_ms))
     if decision.sizing is not None:
         record.sizing.CopyFrom(sizing_message(decision.sizing))
     return record
@@ -65,7 +92,23 @@ def policy_message(policy: UserPolicy) -> decision_pb2.DecisionPolicy:
         max_signal_age_ms=policy.max_signal_age_ms, sizing_mode=int(policy.sizing_mode),
         sizing_value=policy.sizing_value, preferred_lot_size=policy.preferred_lot_size,
         max_risk_per_trade_pct=policy.max_risk_per_trade_pct, max_lot=policy.max_lot,
-        conservative_mode=policy.conservative_mode, max_deviation_points=policy.max_deviation_points)
+        conservative_mode=policy.conservative_mode, max_deviation_points=policy.max_deviation_points,
+        allow_news_trading=policy.allow_news_trading)
+
+
+def news_message(state: UserState, symbol: str, now_ms: int) -> decision_pb2.DecisionNews:
+    window = state.news_window
+    return decision_pb2.DecisionNews(
+        before_ms=window.before_ms, after_ms=window.after_ms,
+        events=[decision_pb2.DecisionNewsEvent(at=e.at_ms, currency=e.currency, impact=e.impact.value, title=e.title)
+                for e in calendar.events_near(state.calendar, symbol, now_ms)])
+
+
+def news_of(msg: decision_pb2.DecisionNews) -> tuple[calendar.Calendar, calendar.NewsWindow]:
+    if not msg.before_ms and not msg.after_ms and not msg.events:  # a record from before issue 17
+        return calendar.EMPTY, calendar.NewsWindow()
+    events = tuple(calendar.CalendarEvent(e.at, e.currency, calendar.Impact(e.impact), e.title) for e in msg.events)
+    return calendar.Calendar(events), calendar.NewsWindow(msg.before_ms, msg.after_ms)
 
 
 def quote_message(quote: Quote) -> prices_pb2.ClientPrice:
@@ -120,6 +163,13 @@ def sizing_message(sizing: SizingInputs) -> decision_pb2.DecisionSizing:
     return message
 
 
+_signal_message = _Encoded(signal_message, size=64)
+_policy_message = _Encoded(policy_message)
+_spec_message = _Encoded(spec_message)
+_spec_version = _Encoded(spec_version)
+_account_message = _Encoded(account_message)
+
+
 def rate_message(rate: Rate) -> decision_pb2.DecisionRate:
     message = decision_pb2.DecisionRate(source=rate.source, target=rate.target, value=rate.value, how=rate.how,
                                         pair=rate.pair, side=rate.side)
@@ -135,12 +185,14 @@ def decision_of_record(record: DecisionRecord) -> Decision:
     positions: dict[str, list[PositionRef]] = {}
     for position in record.positions:
         positions.setdefault(position.signal_id, []).append((position.opened_by, position.ticket))
+    news = news_of(record.news)
     state = UserState(
         policy=policy_of(record.user_id, record.policy),
         quotes={q.symbol: quote_of(q) for q in record.quotes}, specs={s.symbol: spec_info(s) for s in record.specs},
         account=account_snapshot(record.account) if record.HasField("account") else None,
         stopped_out=record.stopped_out, positions_by_signal={k: tuple(v) for k, v in positions.items()},
-        position_volumes={p.ticket: p.volume for p in record.positions if p.volume_known})
+        position_volumes={p.ticket: p.volume for p in record.positions if p.volume_known},
+        calendar=news[0], news_window=news[1])
     inputs = DecisionInputs(signal_of(record.signal), state, record.decided_at, record.command_ttl_ms)
     return Decision(inputs, commands=tuple(command_of(c) for c in record.commands), skip_reason=record.skip_reason,
                     skip_detail=record.skip_detail, notes=tuple(record.notes),
@@ -179,7 +231,8 @@ def policy_of(user_id: str, msg: decision_pb2.DecisionPolicy) -> UserPolicy:
         max_quote_age_ms=msg.max_quote_age_ms, max_signal_age_ms=msg.max_signal_age_ms,
         sizing_mode=SizingMode(msg.sizing_mode), sizing_value=msg.sizing_value,
         preferred_lot_size=msg.preferred_lot_size, max_risk_per_trade_pct=msg.max_risk_per_trade_pct,
-        max_lot=msg.max_lot, conservative_mode=msg.conservative_mode, max_deviation_points=msg.max_deviation_points)
+        max_lot=msg.max_lot, conservative_mode=msg.conservative_mode, max_deviation_points=msg.max_deviation_points,
+        allow_news_trading=msg.allow_news_trading)
 
 
 def quote_of(msg: prices_pb2.ClientPrice) -> Quote:

@@ -33,6 +33,9 @@ class AdjustMetrics:
         self.adjust_time = Histogram("mt5fleet_worker_adjust_seconds",
                                      "Adjusting one signal for every user of a partition and publishing",
                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.take_over = Histogram("mt5fleet_worker_take_over_seconds",
+                                   "Taking a partition over: its users' state decoded and their prices read",
+                                   buckets=LATENCY_BUCKETS, registry=r)
         self.fetch_errors = Counter("mt5fleet_worker_fetch_errors_total",
                                     "Failed pulls from a partition's consumer (NATS away, consumer missing)",
                                     registry=r)

@@ -35,7 +35,7 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 import nats.errors
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.trading import CommandType, Signal
@@ -53,7 +53,7 @@ from mt5fleet.workers.adapters.durable import DurablePuller
 from mt5fleet.workers.adapters.fleet_state import FleetState
 from mt5fleet.workers.adapters.leases import LeaseKeeper
 from mt5fleet.workers.adapters.metrics import AdjustMetrics
-from mt5fleet.workers.adapters.streams import StreamPublisher
+from mt5fleet.workers.adapters.streams import BatchPublisher, StreamPublisher
 from mt5fleet.workers.core.decision import ERROR, Decision, decide
 
 log = logging.getLogger("mt5fleet.worker.adjust")
@@ -69,7 +69,9 @@ TRANSIENT_PUBLISH_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersEr
                             nats.errors.ConnectionReconnectingError, NoStreamResponseError, ServiceUnavailableError)
 T = TypeVar("T")
 PUBLISH_CONCURRENCY = 256
-# Users adjusted between two chances for their commands to be published.
+# Users adjusted between two chances for their commands to be published: a small first
+# chunk, so that the first commands leave while the rest is adjusted.
+FIRST_CHUNK = 32
 FAN_OUT_CHUNK = 256
 
 
@@ -121,8 +123,10 @@ class AdjustWorker:
         self.clock = clock
         self.on_skip = on_skip or (lambda signal_id, user_id, reason: None)  # (signal, user, reason)
         self.state = FleetState(now_ms=now_ms, on_invalid=lambda kind, why: self.metrics.invalid.labels(kind).inc(),
-                                on_applied=lambda stream: self.metrics.state_messages.labels(stream).inc())
+                                on_applied=lambda stream: self.metrics.state_messages.labels(stream).inc(),
+                                partitions=partitions)
         self.publisher = StreamPublisher(self.js, self.layout, on_recreated=self._recreated)
+        self.batch = BatchPublisher(nc)
         self.decisions = DecisionStore(self.js, worker_version=_version(), worker_replica=self.replica_id,
                                        on_recorded=lambda outcome: self.metrics.decisions.labels(outcome).inc(),
                                        publish=self.publisher.publish)
@@ -135,9 +139,11 @@ class AdjustWorker:
         self._leases_renewed = clock()
         self._lease_error = ""
         self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+        self._repairing: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
-        await self.state.follow(self.nc, ensure=self._create_missing, options=self.follow_options)
+        # Shared: only the owned partitions' users are decoded, only their prices followed.
+        await self.state.follow(self.nc, ensure=self._create_missing, options=self.follow_options, shared=True)
         self._leases_renewed = self.clock()
         self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
         self._add_checks()
@@ -150,10 +156,14 @@ class AdjustWorker:
         if release and self._keeper is not None:
             await within(self._keeper.release_all(self.now_ms()), timeout=5)
         await self.state.close()
+        await within(self.batch.close(), timeout=2)
 
     async def _create_missing(self, name: str) -> None:
-        if (await bootstrap.create_missing(self.js, self.layout, name)).action is bootstrap.Action.CREATED:
-            self._recreated(name)
+        # One at a time per name: the followers of several partitions find TC_PRICES gone
+        # together, and a create racing an identical one also succeeds (counted twice).
+        async with self._repairing.setdefault(name, asyncio.Lock()):
+            if (await bootstrap.create_missing(self.js, self.layout, name)).action is bootstrap.Action.CREATED:
+                self._recreated(name)
 
     def _recreated(self, name: str) -> None:
         self.metrics.recreated.labels(name).inc()
@@ -236,6 +246,20 @@ class AdjustWorker:
         return set() if lapsed else set(self.owned)
 
     async def _pull(self, partition: int) -> None:
+        # The partition's users known and their quotes read before its first signal: a
+        # signal taken over from a dead replica is decided on the state it would have had.
+        started = self.clock()
+        if not await self.state.take(partition):
+            log.warning("partition %d taken over before its state was read (%.1f s)", partition,
+                        self.clock() - started)
+        self.metrics.take_over.observe(self.clock() - started)
+        try:
+            await self._pull_signals(partition)
+        finally:
+            if self.owned.get(partition) is not asyncio.current_task():  # given up, not restarted
+                await within(self.state.release(partition), timeout=5)
+
+    async def _pull_signals(self, partition: int) -> None:
         puller = DurablePuller(self.nc, self.layout, subjects.adjust_consumer(partition), clock=self.clock,
                                on_error=self.metrics.fetch_errors.inc, on_recreated=self._recreated)
         self.pullers[partition] = puller
@@ -306,17 +330,21 @@ class AdjustWorker:
             await cancel_and_wait([task])
 
     async def _fan_out(self, signal: Signal, partition: int, now: int) -> None:
-        """Publish while adjusting, chunk by chunk: the first users' commands leave while
-        the rest of the partition is still being adjusted. Returns once every record and
-        command is stored; raises the first failure (the caller naks: ids make the retry safe)."""
+        """Publish while adjusting, chunk by chunk: each chunk's records go out together, then
+        the commands of the records stored, while the next chunk is being adjusted (the
+        first chunk is small, so the first commands leave at once). Returns once every
+        record and command is stored; raises the first failure (the caller naks: ids make
+        the retry safe)."""
         if signal.action in POSITION_ACTIONS:
             await self._positions_current(signal)
         users = self.state.users(partition, self.partitions)
         publishing: list[asyncio.Task] = []
         try:
-            for start in range(0, len(users), FAN_OUT_CHUNK):
-                chunk = self.decisions_for_users(signal, users[start:start + FAN_OUT_CHUNK], now)
-                publishing.extend(asyncio.create_task(self._store(decision)) for decision in chunk)
+            start, size = 0, FIRST_CHUNK
+            while start < len(users):
+                chunk = self.decisions_for_users(signal, users[start:start + size], now)
+                publishing.append(asyncio.create_task(self._store_many(chunk)))
+                start, size = start + size, FAN_OUT_CHUNK
                 await asyncio.sleep(0)
             results = await asyncio.gather(*publishing, return_exceptions=True)
         finally:
@@ -325,6 +353,33 @@ class AdjustWorker:
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise failure
+
+    async def _store_many(self, decisions: list[Decision]) -> None:
+        """``_store`` for a chunk: its records in one batch, then the recorded commands in
+        one batch; whatever failed in a batch goes again one by one, with retries."""
+        if not decisions:
+            return
+        recorded = await self.decisions.record_many(decisions, self.batch.publish_many)
+        commands: list[commands_pb2.TradingCommand] = []
+        retry: list[Awaitable[None]] = []
+        for decision, outcome in zip(decisions, recorded, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, (*TRANSIENT_PUBLISH_ERRORS, APIError)):
+                    raise outcome
+                retry.append(self._store(decision))
+            else:
+                commands.extend(outcome)
+        items = [(subjects.user_subject(c.user_id, subjects.Channel.COMMANDS), c.SerializeToString(),
+                  {"Nats-Msg-Id": c.command_id}) for c in commands]
+        for command, ack in zip(commands, await self.batch.publish_many(items), strict=True):
+            if isinstance(ack, BaseException):
+                if not isinstance(ack, (*TRANSIENT_PUBLISH_ERRORS, APIError)):
+                    raise ack
+                retry.append(self._publish(command))
+            elif not ack.duplicate:
+                self.metrics.commands.inc()
+        if retry:
+            await asyncio.gather(*retry)
 
     async def _positions_current(self, signal: Signal) -> None:
         """A close or modify is decided on the positions the stream holds now, not on what

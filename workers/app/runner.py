@@ -1,4 +1,4 @@
-"""``mt5fleet worker adjust|marketdata|feedback|health|catchup``: one asyncio main per worker kind.
+"""``mt5fleet worker adjust|marketdata|feedback|health|catchup|calendar``: one asyncio main per worker kind.
 
 Each connects to NATS, serves ``/metrics``, ``/healthz`` and ``/readyz`` for Kubernetes
 probes, and on SIGTERM stops taking work, hands its partitions over (adjust), drains the
@@ -34,11 +34,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from mt5fleet.proto.domain.calendar import NewsWindow
 from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime.probes import Health, probe_app
 from mt5fleet.proto.runtime.tasks import cancel_and_wait
 from mt5fleet.proto.subjects import JetStreamLayout
+from mt5fleet.workers.adapters.calendar_source import CalendarSource
 from mt5fleet.workers.adapters.feeds import ReferenceTickFeed
 
 log = logging.getLogger("mt5fleet.worker")
@@ -54,6 +56,9 @@ class WorkerOptions:
     feed: ReferenceTickFeed | None = None                     # marketdata only
     feed_clock: Clock = field(default_factory=SystemClock)   # the clock the feed's ticks are stamped with
     layout: JetStreamLayout = field(default_factory=JetStreamLayout)  # what a missing resource is re-created from
+    news_window: NewsWindow = field(default_factory=NewsWindow)          # calendar: published with the events
+    calendar_source: CalendarSource | None = None                       # calendar only: file or URL
+    calendar_interval_s: float = 900.0                                  # calendar: refresh period
 
 
 @dataclass
@@ -68,10 +73,24 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
     layout = options.layout
     if options.kind == "adjust":
         from mt5fleet.workers.app.adjust_service import AdjustWorker
+        from mt5fleet.workers.app.news import follow_news
 
         worker = AdjustWorker(nc, partitions=options.partitions, layout=layout)
+        news = await follow_news(worker, nc)   # the window comes with the calendar
         await worker.start()
-        return Service(worker.metrics.registry, _forever, worker.stop, worker.health)
+
+        async def stop() -> None:
+            await worker.stop()
+            await news.close()
+        return Service(worker.metrics.registry, _forever, stop, worker.health)
+    if options.kind == "calendar":
+        from mt5fleet.workers.app.calendar_service import CalendarService
+
+        if options.calendar_source is None:
+            raise ValueError("the calendar worker needs --calendar-source FILE or URL")
+        service = CalendarService(nc, options.calendar_source, interval_s=options.calendar_interval_s, layout=layout,
+                                  window=options.news_window)
+        return Service(service.metrics.registry, service.run, service.stop, service.health)
     if options.kind == "catchup":
         from mt5fleet.workers.app.catchup_service import CatchupService
 
@@ -98,7 +117,7 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
         # Timestamps from the feed's clock: a simulated instant and the wall clock must not mix.
         worker = MarketDataWorker(nc, feed, now_ms=lambda: now_ms(clock), layout=layout)
         return Service(worker.metrics.registry, worker.run, feed.close, worker.health)
-    raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback, health or catchup")
+    raise ValueError(f"unknown worker kind {options.kind!r}: adjust, marketdata, feedback, health, catchup or calendar")
 
 
 async def _forever() -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.calendar import EMPTY as NO_CALENDAR
+from mt5fleet.proto.domain.calendar import Calendar, NewsWindow, blocking_event
 from mt5fleet.proto.domain.config import ClientConfig, SizingMode
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.sessions import MarketState, market_state
@@ -56,6 +58,9 @@ class UserPolicy:
     max_lot: float = 0.0                            # 0: the broker's volume_max
     conservative_mode: bool = False
     max_deviation_points: int = DEFAULT_MAX_DEVIATION_POINTS
+    # RiskProfile.allow_news_trading; True here so that a policy built without a config
+    # (tests, tools) is not silently restricted; the config's value always replaces it.
+    allow_news_trading: bool = True
 
     def __post_init__(self) -> None:
         # Accept any iterable of names but keep the value frozen and hashable.
@@ -98,6 +103,7 @@ def policy_from_config(config: ClientConfig) -> UserPolicy:
         max_lot=risk.max_lot,
         conservative_mode=prefs.conservative_mode,
         max_deviation_points=risk.max_deviation_points or DEFAULT_MAX_DEVIATION_POINTS,
+        allow_news_trading=risk.allow_news_trading,
     )
 
 
@@ -120,6 +126,9 @@ class UserState:
     stopped_out: bool = False
     positions_by_signal: Mapping[str, tuple[PositionRef, ...]] = field(default_factory=dict)
     position_volumes: Mapping[int, float] = field(default_factory=dict)
+    # The platform's economic calendar and news window (the same for every user).
+    calendar: Calendar = NO_CALENDAR
+    news_window: NewsWindow = field(default_factory=NewsWindow)
 
     @property
     def user_id(self) -> str:
@@ -148,6 +157,7 @@ class SkipReason(enum.StrEnum):
     NO_STOP_LOSS = "no_stop_loss"             # risk-% sizing needs a distance to the stop
     NO_CONVERSION = "no_conversion"           # no quote converts the account's money to USD
     STALE_CONVERSION = "stale_conversion"     # a conversion quote older than the max quote age
+    NEWS_WINDOW = "news_window"               # news trading off and a high-impact event of the pair is near
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +233,21 @@ def _rollover(signal: Signal, user: UserState, now: int) -> Skip | None:
     return None
 
 
+def _news_window(signal: Signal, user: UserState, now: int) -> Skip | None:
+    """Only new positions: open ones are neither closed nor kept from being closed or
+    modified around news (the user did not ask for that; closing them would be a trade
+    of its own that the user's news setting forbids as much as opening one)."""
+    if user.policy.allow_news_trading:
+        return None
+    event = blocking_event(user.calendar, signal.symbol, now, user.news_window)
+    if event is None:
+        return None
+    window = user.news_window
+    return Skip(SkipReason.NEWS_WINDOW, f"news trading is off and {event.describe()} is within the news window "
+                                        f"({window.before_ms // 60_000} min before to {window.after_ms // 60_000} "
+                                        f"min after) of {signal.symbol}")
+
+
 def _no_quote(signal: Signal, user: UserState, now: int) -> Skip | None:
     if signal.symbol not in user.quotes:
         return Skip(SkipReason.NO_QUOTE, f"no broker quote of {signal.symbol} from the user")
@@ -285,7 +310,7 @@ def spread_points(quote: Quote, spec: SymbolSpecInfo | None) -> float:
 SIGNAL_GATES: tuple[Gate, ...] = (_expired, _too_old)
 GATES: dict[CommandType, tuple[Gate, ...]] = {
     CommandType.OPEN_POSITION: (*SIGNAL_GATES, _paused, _stopped_out, _close_only, _not_traded, _market_closed,
-                                _rollover, _no_quote, _stale_quote, _wide_spread, _no_spec, _no_account),
+                                _rollover, _news_window, _no_quote, _stale_quote, _wide_spread, _no_spec, _no_account),
     CommandType.CLOSE_POSITION: (*SIGNAL_GATES, _no_position, _market_closed),
     CommandType.MODIFY_POSITION: (*SIGNAL_GATES, _no_position, _market_closed, _no_quote, _stale_quote, _no_spec),
     CommandType.CLOSE_ALL: (*SIGNAL_GATES, _market_closed),
