@@ -243,12 +243,18 @@ class FleetState:
         self._taking.add(partition)
         await asyncio.sleep(0)
         state_followers = [f for stream, f in self.followers.items() if stream != subjects.PRICES_STREAM]
-        ready = all(await asyncio.gather(*(f.caught_up(timeout_s) for f in state_followers)))
+        caught_up = await asyncio.gather(*(f.caught_up(timeout_s) for f in state_followers), return_exceptions=True)
+        ready = all(result is True for result in caught_up)  # an unanswered stream info: go on, not ready
         if partition not in self._taking:
             return False  # released meanwhile
         if self.partitioned_prices:
             # Prices first: a user is known (has a policy) only once their quotes are read.
-            ready = await self._follow_prices(partition, timeout_s) and ready
+            try:
+                ready = await self._follow_prices(partition, timeout_s) and ready
+            except Exception as exc:  # NATS slow or away: the refilter round starts it again
+                log.warning("following partition %d's prices failed: %s", partition, exc)
+                self._price_filters.pop(partition, None)
+                ready = False
         if partition not in self._taking:
             return False  # released meanwhile
         self._taking.discard(partition)

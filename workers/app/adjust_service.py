@@ -71,8 +71,8 @@ T = TypeVar("T")
 PUBLISH_CONCURRENCY = 256
 # Users adjusted between two chances for their commands to be published: a small first
 # chunk, so that the first commands leave while the rest is adjusted.
-FIRST_CHUNK = 32
-FAN_OUT_CHUNK = 256
+FIRST_CHUNK = 16
+FAN_OUT_CHUNK = 64
 
 
 def wall_ms() -> int:
@@ -140,6 +140,7 @@ class AdjustWorker:
         self._lease_error = ""
         self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
         self._repairing: dict[str, asyncio.Lock] = {}
+        self._deciding = asyncio.Lock()
 
     async def start(self) -> None:
         # Shared: only the owned partitions' users are decoded, only their prices followed.
@@ -342,7 +343,12 @@ class AdjustWorker:
         try:
             start, size = 0, FIRST_CHUNK
             while start < len(users):
-                chunk = self.decisions_for_users(signal, users[start:start + size], now)
+                # One chunk at a time in the whole replica: the partitions take turns, so the
+                # event loop gets back every few ms and stored records' acks turn into
+                # published commands while the rest is adjusted (eight partitions adjusting
+                # side by side made each loop turn as long as eight chunks).
+                async with self._deciding:
+                    chunk = self.decisions_for_users(signal, users[start:start + size], now)
                 publishing.append(asyncio.create_task(self._store_many(chunk)))
                 start, size = start + size, FAN_OUT_CHUNK
                 await asyncio.sleep(0)
