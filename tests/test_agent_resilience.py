@@ -10,6 +10,7 @@ import pytest
 from agent_harness import QUICK_HEALTH, WEDNESDAY_MORNING, AgentHarness, open_positions, stream_messages
 from waiting import wait_for
 
+from mt5fleet.client.app.market_data import MarketDataFeed
 from mt5fleet.client.app.status_view import agent_status
 from mt5fleet.client.core.health import Reason
 from mt5fleet.proto import subjects
@@ -126,3 +127,26 @@ async def test_without_the_catch_up_service_the_agent_keeps_asking_and_says_so(f
         assert "catch-up succeeded on attempt" in caplog.text and h.agent.metrics.catchup_failing._value.get() == 0
         await wait_for(lambda: h.agent.health.ready, "ready again")
         assert agent_status(h.agent).catchup.state == "done"
+
+
+async def test_a_connection_that_fails_half_way_is_made_again_and_commands_still_arrive(fresh_nats_server, tmp_path,
+                                                                                        monkeypatch):
+    """The connection is made, then a later step of setting it up fails (a subscription
+    refused while the server restarts): the agent starts over instead of keeping a
+    connection that has no subscription for commands."""
+    async with AgentHarness(fresh_nats_server, tmp_path, start_agent=False) as h:
+        real = MarketDataFeed.attach
+        failures = []
+
+        def fail_once(feed, nc):  # before the subscription for commands is made
+            if not failures:
+                failures.append(nc)
+                raise RuntimeError("refused in a server restart")
+            return real(feed, nc)
+
+        monkeypatch.setattr(MarketDataFeed, "attach", fail_once)
+        await h.start_agent()
+        command = h.command()
+        await h.send(command)
+        assert (await h.report(command.command_id)).status == FILLED
+        assert failures and failures[0].is_closed and h.agent.nc.is_connected

@@ -203,6 +203,12 @@ class Agent:
                     self.reconnects += 1
                     self.metrics.nats_reconnects.inc()
             except Exception as exc:  # server away or credentials refused: try again
+                # A connection made before a later step failed (a subscription refused in a
+                # server restart) would look connected here for ever, with no subscription
+                # for commands and no catch-up: close it so the next attempt starts over.
+                if self.nc is not None and not self.nc.is_closed:
+                    with contextlib.suppress(Exception):
+                        await self.nc.close()
                 log.warning("NATS connection failed (%s); next attempt in %.1f s", exc, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 30.0)
