@@ -213,12 +213,12 @@ async def replicas_current(js: Any, stream: str, names: Iterable[str]) -> bool:
 
 # ---------------------------------------------------------------------- a worker replica as a process
 def adjust_process(servers: Iterable[str], *, offset_ms: int, replica: str, lease_ttl_ms: int,
-                   folder: Path, publish_concurrency: int = 0) -> subprocess.Popen[bytes]:
+                   folder: Path, publish_delay_ms: int = 0) -> subprocess.Popen[bytes]:
     """``python tests/fault_kit.py adjust``: one AdjustWorker replica in an OS process of its own.
     Its log goes to ``folder/<replica>.log``; what it owns and sees, to ``folder/<replica>.json``."""
     command = [sys.executable, str(Path(__file__).resolve()), "adjust", "--offset-ms", str(offset_ms),
                "--replica", replica, "--lease-ttl-ms", str(lease_ttl_ms), "--status", str(folder / f"{replica}.json"),
-               "--publish-concurrency", str(publish_concurrency)]
+               "--publish-delay-ms", str(publish_delay_ms)]
     for url in servers:
         command += ["--server", url]
     with (folder / f"{replica}.log").open("ab") as log:
@@ -249,10 +249,15 @@ async def _run_adjust(args: argparse.Namespace) -> None:
                                              reconnect_wait_s=0.2))
     worker = AdjustWorker(nc, replica_id=args.replica, lease_ttl_ms=args.lease_ttl_ms,
                           now_ms=shifted_clock(args.offset_ms))
-    if args.publish_concurrency:
-        # One publish in flight: a fan-out slow enough that a kill at its first output lands
-        # mid-way (with batched publishes a fast replica could finish 500 users before it).
-        worker._publish_slots = asyncio.Semaphore(args.publish_concurrency)
+    if args.publish_delay_ms:
+        # Each batch of records or commands held up a moment: a fan-out slow enough that a kill
+        # at its first output lands mid-way (a fast replica finished 500 users before it).
+        publish_many, delay_s = worker.batch.publish_many, args.publish_delay_ms / 1000
+
+        async def held_up(*a: Any, **kw: Any) -> Any:
+            await asyncio.sleep(delay_s)
+            return await publish_many(*a, **kw)
+        worker.batch.publish_many = held_up
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     adjust.add_argument("--replica", required=True)
     adjust.add_argument("--lease-ttl-ms", type=int, default=10_000)
     adjust.add_argument("--status", required=True)
-    adjust.add_argument("--publish-concurrency", type=int, default=0, help="0: the worker's own")
+    adjust.add_argument("--publish-delay-ms", type=int, default=0, help="hold each batch publish up (0: never)")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_run_adjust(args))

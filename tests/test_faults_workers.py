@@ -109,7 +109,7 @@ async def test_a_replica_killed_mid_fan_out_hands_its_users_over(fresh_nats_serv
     await populate(js, USERS, now_ms())
     servers = (fresh_nats_server.url,)
     doomed = adjust_process(servers, offset_ms=offset_ms, replica="doomed",
-                            lease_ttl_ms=LEASE_TTL_MS, folder=tmp_path, publish_concurrency=1)
+                            lease_ttl_ms=LEASE_TTL_MS, folder=tmp_path, publish_delay_ms=100)
     heir: Any = None
     try:
         # The first replica takes every partition; the second then gets half of them.
