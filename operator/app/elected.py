@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import uuid
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from typing import Any
 from mt5fleet.operator.adapters.kube_config import KubeAccess
 from mt5fleet.operator.adapters.lease import LeaseElector
 from mt5fleet.operator.core.leadership import LeaseTiming
+from mt5fleet.proto.runtime.tasks import stop_on_signals
 
 log = logging.getLogger("mt5fleet.operator")
 
@@ -70,7 +70,7 @@ async def run(registry: Any, memo: Any, namespace: str, access: KubeAccess, elec
 
     coordination = kubernetes.client.CoordinationV1Api(access.api_client())
     elector = LeaseElector(coordination, namespace, election.lease_name, election.identity, election.timing)
-    signalled = _stop_on_signals()
+    signalled = stop_on_signals()
     log.info("candidate %s for Lease %s/%s (%s)", election.identity, namespace, election.lease_name, access.source)
     if not await elector.acquire(signalled):
         return 0
@@ -98,11 +98,3 @@ async def _keep(elector: LeaseElector, signalled: asyncio.Event, stop_kopf: asyn
     lost = not signalled.is_set()
     stop_kopf.set()
     return lost
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop

@@ -47,6 +47,7 @@ from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime.natsconn import NatsSettings
 from mt5fleet.proto.runtime.probes import probe_app
+from mt5fleet.proto.runtime.tasks import stop_on_signals
 from mt5fleet.proto.subjects import JetStreamLayout
 
 log = logging.getLogger("mt5fleet.operator")
@@ -216,23 +217,13 @@ async def run_local(options: OperatorOptions, folder: Path, state_dir: Path | No
     running.metrics.leader.set(1)   # one process over one folder: it always reconciles
     runner = await serve_http(running.metrics, running.nc, options.http_host, options.http_port)
     local = LocalOperator(folder, running.reconciler, secrets)
-    stop = stop or _stop_on_signals()
+    stop = stop or stop_on_signals()
     log.info("operator in local mode over %s (state in %s); metrics on :%d", folder, state_dir, options.http_port)
     try:
         await local.run(stop)
     finally:
         await runner.cleanup()
         await running.close()
-
-
-def _stop_on_signals() -> asyncio.Event:
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 # ---------------------------------------------------------------------- cluster (kopf)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from mt5fleet.proto.domain.calendar import NewsWindow
 from mt5fleet.proto.domain.clock import Clock, SystemClock, now_ms
 from mt5fleet.proto.runtime import natsconn
 from mt5fleet.proto.runtime.probes import Health, probe_app
-from mt5fleet.proto.runtime.tasks import cancel_and_wait
+from mt5fleet.proto.runtime.tasks import cancel_and_wait, stop_on_signals
 from mt5fleet.proto.subjects import JetStreamLayout
 from mt5fleet.workers.adapters.calendar_source import CalendarSource
 from mt5fleet.workers.adapters.feeds import ReferenceTickFeed
@@ -138,10 +137,7 @@ async def run_worker(options: WorkerOptions,
     await runner.setup()
     await web.TCPSite(runner, options.http_host, options.http_port).start()
     log.info("%s worker running; metrics on :%d/metrics", options.kind, options.http_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     work = asyncio.create_task(service.run(), name=f"{options.kind}-work")
     stopping = asyncio.create_task(stop.wait())
     watching = asyncio.create_task(service.health.watch() if service.health else _forever(), name="health")
