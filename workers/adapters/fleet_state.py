@@ -46,6 +46,8 @@ from typing import Any
 
 from mt5fleet.proto import subjects
 from mt5fleet.proto.domain.account import AccountSnapshot
+from mt5fleet.proto.domain.calendar import EMPTY as NO_CALENDAR
+from mt5fleet.proto.domain.calendar import Calendar, NewsWindow
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import CommandType, Execution, ExecutionStatus
 from mt5fleet.proto.runtime.follow import (
@@ -71,6 +73,8 @@ from mt5fleet.workers.core.policy import PositionRef, UserPolicy, UserState, pol
 from mt5fleet.workers.core.stop_out import StopOut, after_report
 
 log = logging.getLogger("mt5fleet.worker.state")
+
+DEFAULT_WINDOW = NewsWindow()
 
 # How far back the positions index reads execution reports on start.
 POSITIONS_LOOKBACK_MS = 7 * 86_400_000
@@ -140,6 +144,9 @@ class FleetState:
                  partitions: int = subjects.ADJUST_PARTITIONS) -> None:
         self.now_ms = now_ms
         self.partitions = partitions
+        # The platform's economic calendar and news window, the same for every user: none
+        # until a calendar is followed (workers/app/news.py sets this).
+        self.news: Callable[[], tuple[Calendar, NewsWindow]] = lambda: (NO_CALENDAR, DEFAULT_WINDOW)
         # The partitions whose users are decoded; None: every user (nothing shared out).
         self.owned: set[int] | None = None
         # The last bytes of each user's config, specs and account, by kind and partition:
@@ -174,11 +181,13 @@ class FleetState:
 
     def user_state(self, user_id: str) -> UserState:
         book = self.positions.get(user_id)
+        calendar, window = self.news()
         return UserState(policy=self.policies[user_id], quotes=self.quotes.get(user_id, {}),
                          specs=self.specs.get(user_id, {}), account=self.accounts.get(user_id),
                          stopped_out=self.is_stopped_out(user_id),
                          positions_by_signal=book.by_signal() if book is not None else {},
-                         position_volumes=book.volumes() if book is not None else {})
+                         position_volumes=book.volumes() if book is not None else {},
+                         calendar=calendar, news_window=window)
 
     def is_stopped_out(self, user_id: str) -> bool:
         stop = self.stopped_out.get(user_id)

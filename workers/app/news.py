@@ -2,20 +2,17 @@
 
 The worker's ``UserState`` carries the calendar and the news window, and the ``news_window``
 gate of ``workers.core.policy`` reads them. The calendar is followed here, beside the worker,
-and put into each user's state as it is built: ``FleetState.user_state`` is wrapped on the
-instance (the fleet state and the worker do not know the calendar; the worker's metrics
+and ``FleetState.news`` hands it to each user's state as it is built (the worker's metrics
 count a refused calendar value as ``invalid{kind="Calendar"}``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
-from mt5fleet.proto.domain.calendar import NewsWindow
+from mt5fleet.proto.domain.calendar import Calendar, NewsWindow
 from mt5fleet.proto.runtime.calendar_follow import CalendarBoard
-from mt5fleet.workers.core.policy import UserState
 
 
 class NewsFollower:
@@ -35,13 +32,11 @@ def with_news(state: Any, board: CalendarBoard, window: NewsWindow | None = None
     """Every ``state.user_state(uid)`` from now on carries the board's current calendar and
     its window (the one the calendar worker publishes, which the agents use too), unless
     ``window`` overrides it (tests)."""
-    plain = state.user_state
-
-    def user_state(user_id: str) -> UserState:
+    def news() -> tuple[Calendar, NewsWindow]:
         current = board.current
-        return dataclasses.replace(plain(user_id), calendar=current, news_window=window or current.window)
+        return current, window or current.window
 
-    state.user_state = user_state
+    state.news = news
 
 
 async def follow_news(worker: Any, nc: Any, window: NewsWindow | None = None) -> NewsFollower:
