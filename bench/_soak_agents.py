@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import raise_nofile, rss_mb
+from _heap import HeapGrowth
 
 from mt5fleet.client.app.agent import Agent
 from mt5fleet.client.core import mt5_constants as mt5
@@ -182,9 +183,11 @@ class _Child:
         self.feed = ReferenceFeed(seed=FEED_SEED)
         self.slots: dict[str, AgentSlot] = {}
         self.samples: list[tuple[float, float]] = []     # (wall s since the platform's start, RSS MB)
+        self.heap: HeapGrowth | None = None
 
     async def run(self) -> None:
         raise_nofile()
+        heap = HeapGrowth() if self.spec.get("heap_top") else None
         began = time.monotonic()
         gate = asyncio.Semaphore(self.spec.get("concurrency", 8))
 
@@ -201,6 +204,9 @@ class _Child:
 
         await asyncio.gather(*(start(i, u) for i, u in self.spec["share"]))
         log.info("%d agents started in %.1f s", len(self.slots), time.monotonic() - began)
+        if heap:
+            heap.mark()
+        self.heap = heap
         sampler = asyncio.create_task(self._sample())
         self.conn.send({"ready": len(self.slots), "start_s": round(time.monotonic() - began, 1),
                         "rss_mb": round(rss_mb(), 1)})
@@ -226,7 +232,9 @@ class _Child:
             return {"detail": await drop_ipc(self.slots[uid], down_s)}
         if kind == "books":
             executed, twice, evidence = terminal_orders(self.slots.values())
+            grown = self.heap.top(self.spec["heap_top"]) if self.heap else []
             return {"executed": executed, "twice": twice, "evidence": evidence, "rss": list(self.samples),
+                    "heap_growth": grown,
                     "restarts": sum(s.restarts for s in self.slots.values())}
         if kind == "stop":
             began = time.monotonic()

@@ -70,6 +70,7 @@ from _common import (
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap, natsconn
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
+from mt5fleet.proto.v1 import commands_pb2
 from mt5fleet.workers.app.adjust_service import AdjustWorker
 
 ECHO_PAYLOAD = b"x" * 256
@@ -309,6 +310,29 @@ async def signal_phase(js: Any, requester: Any, pool: AgentPool, tag: str, signa
             "request_reply_failures": failures[0], "per_signal": per_signal}
 
 
+async def floor_phase(nc: Any, pool: AgentPool, uids: list[str], signals: int, every: float) -> dict[str, Any]:
+    """The delivery floor: per "signal", one command for every agent core-published by a bare
+    nats-py loop in this process (no worker, no JetStream, no decision), received and decoded by
+    the same agents under the same price load. What no worker could beat on this machine."""
+    await pool.arm(signals)
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    for n in range(signals):
+        await asyncio.sleep(max(started + n * every - time.monotonic(), 0))
+        signal_id = f"floor-{n}"
+        payloads = [(subjects.user_subject(uid, subjects.Channel.COMMANDS), commands_pb2.TradingCommand(
+            command_id=f"{signal_id}-{uid}", user_id=uid, symbol="EURUSD", lot_size=0.1, entry_price=1.085,
+            signal_id=signal_id, adjustment_reason="floor").SerializeToString()) for uid in uids]
+        sent[signal_id] = time.monotonic()
+        for subject, payload in payloads:
+            await nc.publish(subject, payload)
+        await nc.flush()
+    received = await pool.collect(timeout=10)
+    latencies = [at - sent[signal_id] for at, signal_id in received if signal_id in sent]
+    return {"signals": signals, "expected": signals * len(uids), "received": len(latencies),
+            "publish_to_agent": latency_summary(latencies)}
+
+
 async def main(arguments: argparse.Namespace) -> None:
     raise_nofile()
     run_started = time.perf_counter()
@@ -328,7 +352,8 @@ async def main(arguments: argparse.Namespace) -> None:
                      "JetStream state, leases, 8 partition pull consumers) in its own process; signals "
                      "published to signals.EURUSD via JetStream from the bench process",
             "baseline": "NATS request/reply round trip (256 B) bench process -> responder on an agent "
-                        "connection -> back, every 10 ms during the same phase",
+                        "connection -> back, every 10 ms during the same phase; and the delivery floor: one "
+                        "command per agent core-published by a bare loop in the bench process, same load",
         }
         client = await nats.connect(server.url, name="signal-engine")
         js = client.jetstream()
@@ -371,6 +396,11 @@ async def main(arguments: argparse.Namespace) -> None:
             measured["worker_stages"] = stage_summary(worker_phase["stages"], measured.pop("sent"))
             results["measured"] = measured
             report("measured", measured)
+            floor = await floor_phase(client, pool, uids, signals, arguments.every)
+            results["delivery_floor"] = floor
+            print(f"delivery floor (bare core publish of one command per agent): "
+                  f"p50 {floor['publish_to_agent']['p50_ms']} ms, p99 {floor['publish_to_agent']['p99_ms']} ms "
+                  f"({floor['received']} of {floor['expected']} received)", flush=True)
             if arguments.profile_signals:
                 await worker.ask("profile")
                 profiled = await signal_phase(js, requester, pool, "profiled", arguments.profile_signals,
@@ -394,6 +424,9 @@ async def main(arguments: argparse.Namespace) -> None:
     m = results["measured"]
     results["ratio_p50_to_request_reply"] = round(m["signal_to_command"]["p50_ms"] / m["request_reply"]["p50_ms"], 1)
     results["ratio_p99_to_request_reply"] = round(m["signal_to_command"]["p99_ms"] / m["request_reply"]["p99_ms"], 1)
+    floor = results["delivery_floor"]["publish_to_agent"]
+    results["ratio_p50_to_delivery_floor"] = round(m["signal_to_command"]["p50_ms"] / floor["p50_ms"], 1)
+    results["ratio_p99_to_delivery_floor"] = round(m["signal_to_command"]["p99_ms"] / floor["p99_ms"], 1)
     results["run_time_s"] = round(time.perf_counter() - run_started)
     print(f"signal -> command p50 is {results['ratio_p50_to_request_reply']}x the request/reply p50; "
           f"run time {results['run_time_s']} s")

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import OUT, command_line, machine, raise_nofile, rss_mb
+from _heap import HeapGrowth
 from _soak_agents import (
     AgentSlot,
     child_main,
@@ -224,6 +225,7 @@ class ChildAgents:
         answers = await asyncio.gather(*(c.ask(("books", None, 0), 600) for c in self.children))
         return {"executed": sum(a["executed"] for a in answers), "twice": sum(a["twice"] for a in answers),
                 "evidence": [e for a in answers for e in a["evidence"]],
+                "heap_growth": {c.name: a.get("heap_growth", []) for c, a in zip(self.children, answers, strict=True)},
                 "processes": {c.name: {"pid": c.process.pid, "agents": len(c.uids), "start_s": c.ready.get("start_s"),
                                        "restarts": a["restarts"], "rss_own_samples": a["rss"]}
                               for c, a in zip(self.children, answers, strict=True)}}
@@ -307,7 +309,8 @@ class SoakPlatform(Demo):
                 "run_root": str(self.paths.root), "secrets_root": str(self.operator.secrets.root),
                 "servers": list(self.servers), "intervals": self.intervals,
                 "switch_interval_s": self.args.gil_switch_ms / 1000,
-                "concurrency": self.args.start_concurrency, "sample_every": self.args.sample_every}
+                "concurrency": self.args.start_concurrency, "sample_every": self.args.sample_every,
+                "heap_top": self.args.heap_top}
         stack.push_async_callback(self.fleet.stop)
         await self.fleet.start(shares, spec, self.paths.root)
         self.endpoints["agents"] = []
@@ -510,6 +513,7 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
     wall_s = args.minutes * 60 / args.speed
     options = DemoOptions(users=args.agents, duration_s=wall_s, signals_per_minute=args.signals_per_minute * args.speed)
     started = args.started = time.monotonic()
+    heap = HeapGrowth() if args.heap_top else None
     platform = SoakPlatform(options, paths, stats, args)
     samples: list[MemorySample] = []
     faults = Faults(platform, args, started)
@@ -528,12 +532,15 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
             print(f"[{ready_s:7.1f}s] platform running: {args.agents} agents, {len(platform.pool.running)} "
                   f"adjustment replicas; {args.minutes:g} min of market time at {args.speed:g}x ({wall_s:.0f} s)",
                   flush=True)
+            if heap:
+                heap.mark()
             sampler = asyncio.create_task(sample_memory(platform, stats, samples, args.sample_every, started))
             injector = asyncio.create_task(faults.run(), name="faults")
             await run                           # the signal engine's duration, or Ctrl-C
             faults.stopping.set()
             await injector                      # the fault in progress ends repaired
             engine_stopped_s = time.monotonic() - started
+            heap_growth = {"python (platform)": heap.top(args.heap_top)} if heap else {}
             users = platform.fleet.users
             js = platform_js(platform)
             deadline = time.monotonic() + args.settle
@@ -571,6 +578,7 @@ async def soak(args: argparse.Namespace, paths: RunPaths) -> dict[str, Any]:
                 # while the platform runs: reading the books at the end holds them in this process
                 "memory_summary_mb": memory_summary([s for s in samples if s.at_s <= engine_stopped_s + 1]),
                 "agent_processes_detail": terminals["processes"],
+                "heap_growth": {**heap_growth, **terminals["heap_growth"]},
                 "run_dir": str(paths.root),
             }
     finally:
@@ -683,6 +691,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="market s between account updates when nothing changed, default 5")
     parser.add_argument("--sample-every", type=float, default=15, help="wall seconds between memory samples")
     parser.add_argument("--settle", type=float, default=120, help="s to wait at the end for everything to settle")
+    parser.add_argument("--heap-top", type=int, default=0,
+                        help="diagnostic: trace allocations (slower) and report the N sites whose memory grew most "
+                             "between the platform's start and the end, in every Python process")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--run-dir", type=Path, help="new or empty folder (default: a temporary one)")
     parser.add_argument("--output", default=str(OUT / "soak.json"), help="JSON results file")

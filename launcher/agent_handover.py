@@ -72,7 +72,26 @@ async def _secret(args: argparse.Namespace, name: str) -> dict[str, bytes] | Non
 
     access = kube_config.load(args.kubeconfig)
     api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(access.configuration))
-    return await KubernetesSecretStore(api, args.namespace).get(name)
+    try:
+        return await KubernetesSecretStore(api, args.namespace).get(name)
+    except kubernetes.client.ApiException as exc:
+        raise _api_refusal(exc, name, args.namespace) from None
+
+
+def _api_refusal(exc: Exception, name: str, namespace: str) -> Exception:
+    """The API server's refusal in one line: its exception's text is the whole HTTP
+    response, headers and all."""
+    from mt5fleet.client.core.bundle import BundleError
+
+    status = getattr(exc, "status", None)
+    if status == 403:
+        return BundleError(f"not allowed to read Secret {name} in namespace {namespace} (HTTP 403): the kubeconfig's "
+                           f"user needs `get` on it, e.g. kubectl create role mt5fleet-handover -n {namespace} "
+                           f"--verb=get --resource=secrets --resource-name={name}, bound to that user")
+    if status == 401:
+        return BundleError("the API server refused the kubeconfig's credentials (HTTP 401): log in again")
+    reason = getattr(exc, "reason", "")
+    return BundleError(f"reading Secret {name} in namespace {namespace} failed: HTTP {status} {reason}")
 
 
 def bundle(args: argparse.Namespace) -> int:

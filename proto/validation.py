@@ -9,26 +9,24 @@ is dropped and reported, the good ones around it are kept.
 Time is injected (``now_ms``) so checks are deterministic. Agent reports (account,
 symbol specs, heartbeat) live in ``validation_reports``, market data in
 ``validation_market``, ClientConfig in ``validation_config``, catch-up requests and pages in
-``validation_catchup``; their checks are re-exported
+``validation_catchup``, price batches in ``validation_prices``; their checks are re-exported
 here, so callers import only this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from mt5fleet.proto.domain.market import PriceBatch, Quote
 from mt5fleet.proto.domain.trading import Command, CommandType, Execution, ExecutionStatus, OrderType, Signal
 from mt5fleet.proto.v1.commands_pb2 import TradingCommand
 from mt5fleet.proto.v1.execution_pb2 import ExecutionReport
-from mt5fleet.proto.v1.prices_pb2 import ClientPrice, ClientPriceStream
 from mt5fleet.proto.v1.signals_pb2 import UniversalSignal
 from mt5fleet.proto.validation_catchup import check_catchup_batch, check_catchup_request
 from mt5fleet.proto.validation_config import check_client_config
 from mt5fleet.proto.validation_market import check_correlation_snapshot, check_market_data
+from mt5fleet.proto.validation_prices import CheckedBatch, check_price_batch
 from mt5fleet.proto.validation_reports import check_account, check_heartbeat, check_symbol_specs
 from mt5fleet.proto.validation_rules import (
     DEFAULT_LIMITS,
@@ -36,7 +34,6 @@ from mt5fleet.proto.validation_rules import (
     Limits,
     ValidationError,
     Violation,
-    check_entries,
     none_if_zero,
 )
 
@@ -64,60 +61,6 @@ def decode(message_type: type[M], payload: bytes, limits: Limits = DEFAULT_LIMIT
     except DecodeError as exc:
         raise ValidationError(kind, [Violation(PAYLOAD, f"not a valid {kind}: {exc}")]) from None
     return message
-
-
-# ---------------------------------------------------------------------------- prices
-
-
-@dataclass(frozen=True)
-class CheckedBatch:
-    """A price batch with its good quotes, and why each dropped quote was dropped."""
-
-    batch: PriceBatch
-    rejected: tuple[Violation, ...] = ()
-
-
-def check_price_batch(msg: ClientPriceStream, now_ms: int,
-                      limits: Limits = DEFAULT_LIMITS) -> CheckedBatch:
-    """Envelope problems refuse the batch; a bad quote only costs itself."""
-    checks = Checks(now_ms, limits)
-    checks.user_id("user_id", msg.user_id)
-    checks.text("broker_name", msg.broker_name)
-    checks.account_number("account_number", msg.account_number, required=False)
-    checks.timestamp("batch_timestamp", msg.batch_timestamp)
-    checks.non_negative("sequence", msg.sequence)
-    if len(msg.prices) > limits.max_quotes_per_batch:
-        # Checked before touching the quotes: a flood must not cost a full scan.
-        checks.add("prices", f"{len(msg.prices)} quotes, more than the "
-                             f"{limits.max_quotes_per_batch} allowed per batch")
-    checks.raise_if_any("ClientPriceStream")
-
-    kept, rejected = check_entries(
-        checks, msg.prices, path="prices", what="quote", check=_check_quote, build=_quote,
-        key=lambda q: q.symbol, age=lambda q: q.time_ms)
-    batch = PriceBatch(
-        user_id=msg.user_id, broker_name=msg.broker_name, account_number=msg.account_number,
-        sent_at_ms=msg.batch_timestamp, sequence=msg.sequence, quotes=kept)
-    return CheckedBatch(batch, rejected)
-
-
-def _check_quote(checks: Checks, price: ClientPrice) -> None:
-    checks.symbol("symbol", price.symbol)
-    checks.price("bid", price.bid)
-    checks.price("ask", price.ask)
-    checks.bid_ask(price.bid, price.ask)
-    checks.non_negative("spread", price.spread)
-    checks.timestamp("timestamp", price.timestamp)
-    checks.in_range("digits", price.digits, 0, 10)
-    checks.text("broker_symbol", price.broker_symbol)
-    checks.text("broker_server", price.broker_server)
-
-
-def _quote(price: ClientPrice) -> Quote:
-    return Quote(
-        symbol=price.symbol, bid=price.bid, ask=price.ask, time_ms=price.timestamp,
-        spread_points=price.spread, broker_symbol=price.broker_symbol, digits=price.digits,
-        broker_server=price.broker_server)
 
 
 # --------------------------------------------------------------------------- signals
@@ -227,6 +170,7 @@ def _check_command_provenance(checks: Checks, msg: TradingCommand) -> None:
     """Where the command's prices came from: all optional, but sane when present."""
     checks.text("reason", msg.reason)
     checks.text("adjustment_reason", msg.adjustment_reason)
+    checks.text("sizing_reason", msg.sizing_reason)
     checks.price("original_entry", msg.original_entry, optional=True)
     checks.finite("price_adjustment", msg.price_adjustment)
     checks.price("reference_price", msg.reference_price, optional=True)
@@ -255,7 +199,7 @@ def _command(msg: TradingCommand) -> Command:
         price_adjustment=msg.price_adjustment, adjustment_reason=msg.adjustment_reason,
         reference_price=none_if_zero(msg.reference_price),
         quote_bid=none_if_zero(msg.quote_bid), quote_ask=none_if_zero(msg.quote_ask),
-        quote_time_ms=msg.quote_time or None)
+        quote_time_ms=msg.quote_time or None, sizing_reason=msg.sizing_reason)
 
 
 # ------------------------------------------------------------------------ executions

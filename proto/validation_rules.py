@@ -32,7 +32,7 @@ _ID_RE = re.compile(r"^[!-~]+$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Symbol currencies are labelled freely by brokers (USDT, XAU, US30 for CFDs).
 _ASSET_CODE_RE = re.compile(r"^[A-Z0-9]{2,8}$")
-_ACCOUNT_NUMBER_RE = re.compile(r"^[0-9]{1,20}$")
+ACCOUNT_NUMBER_RE = re.compile(r"^[0-9]{1,20}$")
 _SHOWN_CHARS = 40
 
 
@@ -302,7 +302,7 @@ class Checks:
         """An MT5 login as a decimal string."""
         if not value and not required:
             return True
-        if _ACCOUNT_NUMBER_RE.match(value):
+        if ACCOUNT_NUMBER_RE.match(value):
             return True
         self.add(field, f"{_name(field)} {show(value)} is not a decimal MT5 login")
         return False

@@ -37,6 +37,7 @@ from selenium import webdriver  # noqa: E402
 pytestmark = [pytest.mark.slow]
 
 SCREENSHOT_DIR_ENV = "MT5FLEET_SCREENSHOT_DIR"
+SIZING = "risk 1.0% of equity 10,000.00 USD over 50.0 pips SL -> 0.10 lots"
 
 
 def _browser() -> Any:
@@ -133,7 +134,8 @@ async def _check_page(h: AgentHarness, browser: Any, url: str, tmp_path: Path) -
     tick = h.quote("EURUSD")
     reference = round(tick.ask - 0.00012, 5)
     command = h.command(original_entry=reference, price_adjustment=round(tick.ask - reference, 5),
-                        adjustment_reason="market order at the user's ask (+12.0 points); SL/TP distances kept")
+                        adjustment_reason="market order at the user's ask (+12.0 points); SL/TP distances kept",
+                        sizing_reason=SIZING)
     before = await _run(updates)
     await h.send(command)
     status_cell = f'tr[data-command-id="{command.command_id}"] td[data-field="status"]'
@@ -150,6 +152,9 @@ async def _check_page(h: AgentHarness, browser: Any, url: str, tmp_path: Path) -
     assert "+12.0 points" in await _run(_text, browser, f'{row} td[data-field="adjustment"]')
     lot = await _run(_text, browser, f'{row} td[data-field="lot"]')
     assert lot.startswith("0.1") and "of equity" in lot, lot  # the lot and why
+    # Why this lot, in the server's words, as the worker sent it in sizing_reason.
+    assert await _run(_text, browser, f'{row} td[data-field="lot"] [data-field="sizing-reason"]') == SIZING
+    assert "agent check:" in await _run(_text, browser, f'{row} td[data-field="lot"] [data-field="lot-check"]')
     report = await h.report(command.command_id)
     assert await _run(_text, browser, f'{row} td[data-field="fill"]') == price(report.fill_price)
     assert "ms" in await _run(_text, browser, f'{row} td[data-field="latency"]')

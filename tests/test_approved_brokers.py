@@ -81,8 +81,8 @@ def test_the_agents_account_must_match_the_declared_broker():
     # The legal entity MT5 reports is not the brand a TradingClient names: the server decides.
     assert mismatch("IC Markets", "ICMarketsSC-Demo", "Raw Trading Ltd", "icmarketssc-demo") is None
     why = mismatch("IC Markets", "ICMarketsSC-Demo", "Other Broker Ltd", "OtherBroker-Live")
-    assert why == ("the agent's MT5 account is on server 'OtherBroker-Live', declared 'ICMarketsSC-Demo' "
-                   "(company 'Other Broker Ltd', declared 'IC Markets')")
+    assert why == ("the agent's MT5 account is with 'Other Broker Ltd' on server 'OtherBroker-Live', "
+                   "but the TradingClient declares 'IC Markets' on server 'ICMarketsSC-Demo'")
 
 
 def test_a_mismatch_is_visible_in_agent_connected():
@@ -93,7 +93,8 @@ def test_a_mismatch_is_visible_in_agent_connected():
     status = reconcile.status_for(c, desired, outcome, seen, TradingClientStatus(), NOW)
     agent = {x.type: x for x in status.conditions}["AgentConnected"]
     assert (agent.status, agent.reason) == ("False", "BrokerMismatch")
-    assert "on server 'OtherSrv-Live', declared 'ICMarketsSC-Demo'" in agent.message
+    assert "'IC Markets' on server 'OtherSrv-Live', but the TradingClient declares 'IC Markets' on server " \
+           "'ICMarketsSC-Demo'" in agent.message and "close-only" in agent.message
     # The timer's pass says the same, and recovers once the account matches.
     again = reconcile.with_agent(status, seen, NOW, ("IC Markets", "ICMarketsSC-Demo"))
     assert {x.type: x.reason for x in again.conditions}["AgentConnected"] == "BrokerMismatch"
@@ -101,3 +102,17 @@ def test_a_mismatch_is_visible_in_agent_connected():
                                                   company="IC Markets", server="ICMarketsSC-Demo"),
                                 NOW, ("IC Markets", "ICMarketsSC-Demo"))
     assert {x.type: x.reason for x in fine.conditions}["AgentConnected"] == "Heartbeating"
+
+
+def test_a_mismatch_makes_the_desired_config_close_only_and_a_match_gives_back_the_specs_own():
+    c = client()
+    desired = reconcile.desired_state(c, DEFAULT_TIERS["pro"])
+    wrong = reconcile.broker_mismatch(c, AgentSeen(at_ms=NOW, company="Other Ltd", server="Other-Live"))
+    assert wrong is not None and "'Other Ltd' on server 'Other-Live'" in wrong and "'IC Markets'" in wrong
+    guarded = reconcile.guarded(desired, wrong)
+    assert guarded.config.close_only and not guarded.config.paused
+    assert guarded.credentials_active  # not paused: the agent keeps its credentials, can close and report
+    assert guarded.config.evolve(close_only=False) == desired.config  # nothing else differs
+    assert reconcile.guarded(desired, None) is desired
+    assert reconcile.broker_mismatch(c, AgentSeen(at_ms=NOW, company="Raw Trading Ltd", server="ICMarketsSC-Demo")) \
+        is None

@@ -165,7 +165,7 @@ def test_rendered_objects_are_valid_kubernetes_objects(variant, request):
 def test_every_component_runs_with_the_pod_security_and_probes(defaults):
     deployments = by_kind(defaults, "Deployment")
     assert set(deployments) == {f"mt5fleet-{c}" for c in ("operator", "adjust", "marketdata", "feedback",
-                                                           "catchup", "health")}
+                                                           "catchup", "health", "calendar")}
     for name, pod, container in containers(defaults):
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -290,8 +290,81 @@ def test_network_policies_allow_nats_dns_and_scrapes_from_monitoring_only(defaul
         port = by_kind(defaults, "Service")[name]["spec"]["ports"][0]["port"]
         assert ingress["ports"] == [{"port": port, "protocol": "TCP"}]
         ports = sorted(p["port"] for rule in spec["egress"] for p in rule["ports"])
-        extra = {"mt5fleet-operator": [443, 6443], "mt5fleet-marketdata": [443]}.get(name, [])
+        extra = {"mt5fleet-operator": [443, 6443], "mt5fleet-marketdata": [443],
+                 "mt5fleet-calendar": [443]}.get(name, [])
         assert ports == sorted([4222, 53, 53, *extra]), name
+
+
+def test_the_calendar_worker_downloads_its_url_or_reads_a_mounted_configmap(capture, defaults):
+    """Issue 17: `mt5fleet worker calendar`, one replica like the other workers (pod security,
+    probes, metrics Service, budget, policy: the tests above), configured from values."""
+    from mt5fleet.launcher.cli import build_parser
+
+    parser = build_parser()
+    deployment = by_kind(defaults, "Deployment")["mt5fleet-calendar"]
+    assert deployment["spec"]["replicas"] == 1
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = parser.parse_args(container["args"])
+    assert (args.kind, args.calendar_source) == ("calendar", "https://nfs.faireconomy.media/ff_calendar_thisweek.json")
+    assert (args.calendar_interval, args.news_before_min, args.news_after_min, args.calendar_format) == (
+        900, 15, 15, "")
+    [download] = [r for r in by_kind(defaults, "NetworkPolicy")["mt5fleet-calendar"]["spec"]["egress"]
+                  if r.get("to", [{}])[0].get("ipBlock")]
+    assert download == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    assert "mt5fleet-calendar" in by_kind(defaults, "Service")
+
+    air_gapped = merged(ACCOUNT_ID, {"calendar": {
+        "source": {"configMap": {"name": "fx-calendar", "key": "week.xml"}}, "refreshSeconds": 300,
+        "newsWindow": {"beforeMinutes": 30, "afterMinutes": 5}}})
+    documents, notes = capture.render(air_gapped)
+    pod = by_kind(documents, "Deployment")["mt5fleet-calendar"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = parser.parse_args(container["args"])
+    assert (args.calendar_source, args.calendar_interval, args.news_before_min, args.news_after_min) == (
+        "/etc/mt5fleet/calendar/week.xml", 300, 30, 5)
+    mount = {m["name"]: m for m in container["volumeMounts"]}["calendar-source"]
+    assert mount == {"name": "calendar-source", "mountPath": "/etc/mt5fleet/calendar", "readOnly": True}
+    assert "subPath" not in mount  # a changed ConfigMap reaches the file, read at the next refresh
+    volume = {v["name"]: v for v in pod["volumes"]}["calendar-source"]
+    assert volume["configMap"] == {"name": "fx-calendar", "items": [{"key": "week.xml", "path": "week.xml"}]}
+    egress = by_kind(documents, "NetworkPolicy")["mt5fleet-calendar"]["spec"]["egress"]
+    assert sorted(p["port"] for rule in egress for p in rule["ports"]) == [53, 53, 4222]  # no download: no 443
+    assert "/etc/mt5fleet/calendar/week.xml every 300 s" in notes
+
+    off, notes = capture.render(merged(ACCOUNT_ID, {"calendar": {"enabled": False}}))
+    for kind in ("Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"):
+        assert "mt5fleet-calendar" not in by_kind(off, kind), kind
+    assert "no news window is enforced" in notes
+    with pytest.raises(helm.HelmError, match="calendar"):
+        capture.render(merged(ACCOUNT_ID, {"calendar": {"source": {"url": "ftp://calendar.example/week.json"}}}))
+    with pytest.raises(helm.HelmError, match="calendar"):
+        capture.render(merged(ACCOUNT_ID, {"calendar": {"replicaCount": 2}}))
+    with pytest.raises(helm.HelmError, match="calendar.source.url or calendar.source.configMap.name"):
+        capture.render(merged(ACCOUNT_ID, {"calendar": {"source": {"url": ""}}}))
+
+
+def test_approved_brokers_reach_the_operator_and_the_notes_say_when_every_broker_is_approved(capture, defaults):
+    from mt5fleet.operator.app.runtime import load_brokers
+    from mt5fleet.operator.core.brokers import ANY_BROKER, ApprovedBrokers
+
+    raw = by_kind(defaults, "ConfigMap")["mt5fleet-config"]["data"]["brokers.yaml"]
+    assert ANY_BROKER == _brokers(raw, load_brokers)
+    values = merged(ACCOUNT_ID, {"approvedBrokers": {"companies": ["IC Markets"], "servers": ["Pepperstone-*"]}})
+    documents, notes = capture.render(values)
+    raw = by_kind(documents, "ConfigMap")["mt5fleet-config"]["data"]["brokers.yaml"]
+    assert _brokers(raw, load_brokers) == ApprovedBrokers(("IC Markets",), ("Pepperstone-*",))
+    assert "every broker is approved" not in notes
+    assert "every broker is approved" in capture.render(ACCOUNT_ID)[1]
+
+
+def _brokers(raw: str, load: Any) -> Any:
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "brokers.yaml"
+        path.write_text(raw)
+        return load(path)
 
 
 def test_pod_disruption_budgets_never_block_a_drain(defaults):
@@ -443,7 +516,7 @@ def test_install_upgrade_and_uninstall_on_a_real_api_server(kube_cluster):
     config, _ = install_on(kube_cluster, namespace, values)
     deployments = kube_cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]
     components = {d["metadata"]["name"] for d in deployments}
-    assert len(components) == 6
+    assert len(components) == 7 and "mt5fleet-calendar" in components
     # The budgets and policies, as the server stored them (defaulted, validated).
     budgets = {b["metadata"]["name"]: b for b in kube_cluster.kubectl_json("get", "pdb", "-n", namespace)["items"]}
     assert set(budgets) == components

@@ -90,7 +90,7 @@ def test_reject_codes_are_a_stable_contract():
     assert {c.value for c in RejectCode} == {
         "expired", "paused", "close_only", "stopped_out", "symbol_not_allowed", "max_open_positions",
         "max_risk_per_trade", "daily_loss", "drawdown", "market_closed", "rollover", "max_spread", "invalid",
-        "news_window"}
+        "news_window", "broker_mismatch"}
     assert f"{RejectCode.MAX_SPREAD}" == "max_spread"
 
 
@@ -425,3 +425,20 @@ def test_explicit_reset_lifts_the_block_without_closing_again_today():
     assert not close_all and not after.is_active(TUESDAY_11 + 2)
     # The daily loss rule itself still refuses new positions while the loss stands.
     assert refused(check(command(), limits(), ctx(equity=9_500.0, stop_out=after)), RejectCode.DAILY_LOSS)
+
+
+# ------------------------------------------------------------------------------ broker mismatch (issue 17)
+
+
+def test_an_open_on_another_brokers_account_is_refused_naming_both_brokers_closes_pass():
+    declared = limits(broker_name="IC Markets", broker_server="ICMarketsSC-Demo")
+    wrong = ctx(account_company="Other Broker Ltd", account_server="OtherBroker-Live")
+    decision = check(command(), declared, wrong)
+    assert refused(decision, RejectCode.BROKER_MISMATCH)
+    assert "'Other Broker Ltd' on server 'OtherBroker-Live'" in decision.reason
+    assert "declares 'IC Markets' on server 'ICMarketsSC-Demo'" in decision.reason
+    assert check(close_command(), declared, wrong).allowed               # closing stays possible
+    # The server decides (the company is the legal entity, rarely the brand), without case.
+    assert check(command(), declared, ctx(account_company="Raw Trading Ltd", account_server="icmarketssc-demo")).allowed
+    assert check(command(), declared, ctx()).allowed                     # the terminal said nothing yet
+    assert check(command(), limits(), wrong).allowed                     # no server config: nothing declared

@@ -108,6 +108,9 @@ class AgentMetrics:
         self.clock_correction = Gauge(
             "mt5fleet_agent_clock_correction_seconds", "What the agent subtracts from the host clock to stamp "
             "messages and judge expiry (0: the host clock is used as it is)", registry=r)
+        self.chart_history_unusable = Counter(
+            "mt5fleet_agent_chart_history_unusable", "Chart history files found unusable at start (corrupt, "
+            "too large, not ours): ignored, the status page's charts started empty", registry=r)
         self.md_refused = Counter(
             "mt5fleet_agent_md_refused_total", "md.<symbol> subscriptions the server refused (permissions "
             "violation); each is asked for once per connection", registry=r)

@@ -76,6 +76,10 @@ class AgentSettings:
     def server_time_path(self) -> Path:
         return self.data_dir / "server_time.json"
 
+    @property
+    def charts_path(self) -> Path:
+        return self.data_dir / "charts.json"
+
 
 def default_data_dir(user_id: str, *, platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
     """%PROGRAMDATA%\\mt5fleet\\agent\\<uid> on Windows (a service has no useful home),

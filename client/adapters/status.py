@@ -59,7 +59,8 @@ class CommandRow:
     at_ms: int
     order_type: str = ""
     lots: float = 0.0
-    lot_why: str = ""
+    lot_why: str = ""                 # the agent's risk check on that lot
+    sizing_reason: str = ""           # the server's words: why this lot size ("" when it did not say)
     filled_volume: float = 0.0
     reference_entry: float = 0.0      # the signal's entry on the reference feed
     adjusted_entry: float = 0.0       # the entry adjusted to this broker's prices

@@ -146,12 +146,26 @@ def _command_row(c: CommandRow) -> str:
         ("reference_entry", esc(price(c.reference_entry))), ("adjusted_entry", esc(price(c.adjusted_entry))),
         ("adjustment", f"{_signed(c.adjustment)}<br><small>{esc(c.adjustment_reason)}</small>"
          if c.adjustment_reason or c.adjustment else ""),
-        ("lot", f"{esc(lots)}{esc(filled)}<br><small>{esc(c.lot_why)}</small>"),
+        ("lot", f"{esc(lots)}{esc(filled)}{_lot_why(c)}"),
         ("fill", esc(price(c.fill_price))), ("slippage", esc(slippage)),
         ("latency", f"{c.latency_ms} ms" if c.latency_ms is not None else ""), ("reason", esc(c.reason)),
     ]
     tds = "".join(f'<td data-field="{name}">{value}</td>' for name, value in cells)
     return f'<tr data-command-id="{esc(c.command_id)}">{tds}</tr>'
+
+
+def _lot_why(c: CommandRow) -> str:
+    """Why this lot: the server's sizing in its own words, then the agent's risk check on it.
+    A worker older than the field sends no sizing reason: say so for an order that opens a
+    position (a lot that came with no reason), and stay quiet on a close."""
+    if c.sizing_reason:
+        sizing = f'<small data-field="sizing-reason">{esc(c.sizing_reason)}</small>'
+    elif c.lots and c.type == "OPEN_POSITION":
+        sizing = '<small data-field="sizing-reason" class="muted">sizing: the server did not say why</small>'
+    else:
+        sizing = ""
+    check = f'<small data-field="lot-check">agent check: {esc(c.lot_why)}</small>' if c.lot_why else ""
+    return "".join(f"<br>{part}" for part in (sizing, check) if part)
 
 
 def _signed(value: float) -> str:

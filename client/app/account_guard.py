@@ -77,5 +77,7 @@ class AccountGuard:
             self.marks, at_ms=at_ms, equity=account.equity, balance=account.balance,
             position_symbols=[p.symbol for p in positions], spec=view.spec if view else None,
             bid=view.bid if view else 0.0, ask=view.ask if view else 0.0, netting=not self.executor.hedging,
-            calendar=self.news.current, news_window=self.news.current.window)
+            calendar=self.news.current, news_window=self.news.current.window,
+            account_company=str(getattr(account, "company", "") or ""),
+            account_server=str(getattr(account, "server", "") or ""))
         return risk.check(command, limits, context)

@@ -33,6 +33,7 @@ from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.terminal import Mt5Login, Terminal
 from mt5fleet.client.app.account_guard import AccountGuard
 from mt5fleet.client.app.catchup_runner import CatchupRunner
+from mt5fleet.client.app.chart_keeper import SAVE_EVERY_S, ChartKeeper
 from mt5fleet.client.app.commands import CommandPipeline
 from mt5fleet.client.app.config_watch import ConfigWatch
 from mt5fleet.client.app.health import HealthMonitor, Lasting, agent_facts
@@ -109,6 +110,9 @@ class Agent:
             metrics=self.metrics, mt5_thread=self.mt5, terminal=self.terminal, executor=self.executor,
             publisher=self.publisher, config=self.config, guard=self.guard, market_data=self.market_data,
             submit=self.pipeline.submit)
+        # The page's charts as the last run left them (before anything samples).
+        self.chart_keeper = ChartKeeper(self.streams.charts, settings.charts_path, self.metrics)
+        self.chart_keeper.restore()
         self.catchup = CatchupRunner(user_id=self.user_id, connection=lambda: self.nc,
                                      submit=lambda raw: self.pipeline.submit(raw, "catchup"), metrics=self.metrics,
                                      clock=self.clock)
@@ -144,6 +148,7 @@ class Agent:
         self._spawn(every(self._stop, self.settings.intervals.heartbeat_s, self.publish_heartbeat, clock=self.clock,
                           after=self.streams.show_terminal_state), "heartbeat")
         self._spawn(self.health.run(self._stop), "health")
+        self._spawn(every(self._stop, SAVE_EVERY_S, self.chart_keeper.save, clock=self.clock), "charts")
 
     async def stop(self) -> None:
         if self._stop.is_set():
@@ -151,6 +156,7 @@ class Agent:
         self._stop.set()
         await self.catchup.stop()
         await cancel_and_wait(self._tasks)
+        await self.chart_keeper.save()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 if self.nc.is_connected:

@@ -41,6 +41,7 @@ class CommandFacts:
     adjustment: float = 0.0         # adjusted - reference, quote currency
     adjustment_reason: str = ""
     lot_why: str = ""               # the agent's risk check: what the lot risks, against the limit
+    sizing_reason: str = ""         # the server's words: why this lot size ("" from an older worker)
     stop_loss: float = 0.0
     take_profit: float = 0.0
 
@@ -49,6 +50,7 @@ class CommandFacts:
         return cls(lots=command.lot_size, reference_entry=command.original_entry or command.reference_price or 0.0,
                    adjusted_entry=command.entry_price or 0.0, adjustment=command.price_adjustment,
                    adjustment_reason=command.adjustment_reason, lot_why=lot_why,
+                   sizing_reason=command.sizing_reason,
                    stop_loss=command.stop_loss or 0.0, take_profit=command.take_profit or 0.0)
 
 

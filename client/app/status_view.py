@@ -47,6 +47,7 @@ def agent_status(agent: Agent) -> AgentStatus:
         outbox_depth=agent.outbox.depth(), reconnects=agent.reconnects, tier=agent.config.effective.tier,
         trading_symbols=agent.config.effective.trading_symbols, quotes=quotes, positions=agent.streams.position_rows,
         commands=commands, indicators=indicators, server_time=server_time, charts=agent.streams.charts,
+        notes=agent.chart_keeper.notes,
         risk=risk_state(agent.marks, agent.config.effective.limits, equity=account.equity if account else 0.0,
                         now_ms=now) if account else None,
         **_health(agent))
@@ -55,7 +56,8 @@ def agent_status(agent: Agent) -> AgentStatus:
 def _command_row(h: Handled) -> CommandRow:
     f = h.facts
     return CommandRow(h.command_id, h.type, h.symbol, h.status, h.reason, h.fill_price, h.slippage_points, h.at_ms,
-                      order_type=h.order_type, lots=f.lots, lot_why=f.lot_why, filled_volume=h.filled_volume,
+                      order_type=h.order_type, lots=f.lots, lot_why=f.lot_why, sizing_reason=f.sizing_reason,
+                      filled_volume=h.filled_volume,
                       reference_entry=f.reference_entry, adjusted_entry=f.adjusted_entry, adjustment=f.adjustment,
                       adjustment_reason=f.adjustment_reason, slippage_reference_points=h.slippage_reference_points,
                       latency_ms=h.latency_ms)

@@ -42,8 +42,9 @@ def issued_from_secret(data: Mapping[str, bytes], user_id: str) -> Issued:
     if "bootstrap.json" not in data:
         raise BundleError(f"the bootstrap Secret of {user_id!r} has no bootstrap.json: has the operator reconciled it?")
     if not data.get(CREDS):
-        raise BundleError(f"the bootstrap Secret of {user_id!r} has no user.creds yet: the operator issues them "
-                          "once the user's NATS account exists")
+        raise BundleError(f"the bootstrap Secret of {user_id!r} has no user.creds: the operator issues them once "
+                          "the user's NATS account exists, and takes them back when it revokes them (a paused "
+                          "TradingClient); see its CredentialsIssued condition")
     boot = json.loads(data["bootstrap.json"])
     if boot.get("user_id") != user_id:
         raise BundleError(f"the bootstrap Secret is for {boot.get('user_id')!r}, not {user_id!r}")

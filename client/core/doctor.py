@@ -73,8 +73,11 @@ def credentials(accepted: bool, error: str = "", expires_in_s: float | None = No
     if not accepted:
         revoked = "authorization violation" in error.lower() or "revoked" in error.lower()
         return Finding("NATS credentials", False, f"refused by the server: {error}",
-                       "your credentials were revoked or replaced: get a new bundle from your platform"
-                       if revoked else "check nats.creds_file points at the user.creds your platform issued")
+                       "the server no longer accepts these credentials: your platform revoked or replaced them "
+                       "(an account paused or closed, or new credentials issued), or they are for another server. "
+                       "Ask your platform for a new bundle, unpack it with `mt5fleet agent init BUNDLE --force` "
+                       "and run the doctor again" if revoked
+                       else "check nats.creds_file points at the user.creds your platform issued")
     if expires_in_s is not None and expires_in_s < 7 * 86_400:
         return Finding("NATS credentials", False, f"valid, but they expire in {expires_in_s / 86_400:.1f} days",
                        "ask your platform for new credentials")

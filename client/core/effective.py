@@ -68,6 +68,7 @@ def from_client_config(config: ClientConfig, local: LocalRiskLimits, symbols: Sy
         max_spread_points=risk.max_spread_points or local.max_spread_points,
         allowed_symbols=frozenset(risk.allowed_symbols or local.allowed_symbols),
         paused=config.paused, close_only=config.close_only, allow_news_trading=risk.allow_news_trading,
+        broker_name=config.broker_name, broker_server=config.broker_server,
     )
     overrides = {**symbols.symbol_map, **dict(config.symbol_map)}
     return EffectiveConfig(

@@ -75,9 +75,11 @@ def guard_account(marks: Watermarks, limits: RiskLimits, *, auto_close_friday: b
 
 def risk_context(marks: Watermarks, *, at_ms: int, equity: float, balance: float, position_symbols: Sequence[str],
                  spec: SymbolSpecInfo | None, bid: float = 0.0, ask: float = 0.0, netting: bool,
-                 calendar: Calendar = NO_CALENDAR, news_window: NewsWindow | None = None) -> RiskContext:
+                 calendar: Calendar = NO_CALENDAR, news_window: NewsWindow | None = None,
+                 account_company: str = "", account_server: str = "") -> RiskContext:
     """``position_symbols``: the broker symbol of each open position; ``spec``/``bid``/``ask``:
-    the command's symbol as the terminal shows it, None/0 when it has none (CLOSE_ALL)."""
+    the command's symbol as the terminal shows it, None/0 when it has none (CLOSE_ALL);
+    ``account_company``/``account_server``: the account the terminal is logged into."""
     broker = spec.broker_symbol if spec else None
     return RiskContext(
         now_ms=at_ms, equity=equity, balance=balance,
@@ -86,7 +88,8 @@ def risk_context(marks: Watermarks, *, at_ms: int, equity: float, balance: float
         open_positions=len(position_symbols), symbol_positions=sum(1 for s in position_symbols if s == broker),
         bid=bid, ask=ask, spread_points=round((ask - bid) / spec.point) if spec else 0.0, spec=spec,
         market=market_state(at_ms), stop_out=marks.stop_out, netting=netting, calendar=calendar,
-        news_window=news_window or calendar.window)
+        news_window=news_window or calendar.window, account_company=account_company,
+        account_server=account_server)
 
 
 # ----------------------------------------------------------------------------- stop-out

@@ -5,7 +5,8 @@ limits again on what it actually sees (its equity, its quote, its positions), so
 or replayed command from the server cannot hurt the account. Pure: the caller passes
 the time, the account figures and the market state; nothing here reads a clock or MT5.
 
-Commands that open risk (OPEN_POSITION) must pass every rule. Commands that reduce it
+Commands that open risk (OPEN_POSITION) must pass every rule, the broker check among them
+(the terminal logged into another account than the TradingClient declares: ``broker_mismatch``). Commands that reduce it
 (CLOSE_POSITION, CLOSE_ALL, MODIFY_POSITION) pass while paused, close-only, stopped out or
 outside the trading set, because refusing a close would keep the trader exposed; they are
 refused only when expired or while the market is closed (the broker would refuse them).
@@ -27,6 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mt5fleet.proto.domain.brokers import account_mismatch
 from mt5fleet.proto.domain.calendar import EMPTY as NO_CALENDAR
 from mt5fleet.proto.domain.calendar import Calendar, NewsWindow, blocking_event
 from mt5fleet.proto.domain.market import SymbolSpecInfo
@@ -55,6 +57,7 @@ class RejectCode(enum.StrEnum):
     MAX_SPREAD = "max_spread"
     INVALID = "invalid"
     NEWS_WINDOW = "news_window"     # news trading off and a high-impact event of the pair is near
+    BROKER_MISMATCH = "broker_mismatch"  # the terminal's account is not the broker the TradingClient declares
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,11 @@ class RiskLimits:
     # RiskProfile.allow_news_trading; True without a server config (the local file has no
     # calendar to judge by), the config's value otherwise.
     allow_news_trading: bool = True
+    # The broker the TradingClient declares (ClientConfig.broker_name/broker_server): the
+    # terminal's logged-in account must be on this server for anything to be opened. Empty
+    # without a server config: nothing to compare.
+    broker_name: str = ""
+    broker_server: str = ""
 
     def __post_init__(self) -> None:
         # Accept any iterable of names (a list from the config) but keep the value frozen.
@@ -143,6 +151,9 @@ class RiskContext:
     netting: bool = False     # one position per symbol: an order there opens no new one
     calendar: Calendar = NO_CALENDAR                                # the platform's, through the account's imports
     news_window: NewsWindow = field(default_factory=NewsWindow)
+    # What the terminal says it is logged into (account_info().company/.server); empty: not read.
+    account_company: str = ""
+    account_server: str = ""
 
     @property
     def daily_loss(self) -> float:
@@ -339,10 +350,21 @@ def _news_window(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> Decision
                                                    f"news window of {cmd.symbol}")
 
 
+def _broker_mismatch(cmd: Command, limits: RiskLimits, ctx: RiskContext) -> Decision | None:
+    # Only opening commands: a position already open on whatever account the terminal holds
+    # can still be closed (refusing a close would keep the trader exposed).
+    wrong = account_mismatch(limits.broker_name, limits.broker_server, ctx.account_company, ctx.account_server)
+    if wrong is None:
+        return None
+    return Decision.refuse(RejectCode.BROKER_MISMATCH, f"{wrong}: no new positions until the terminal is logged "
+                                                       "into the declared account or the TradingClient is corrected")
+
+
 _OPEN_RULES: tuple[Rule, ...] = (
     # Outside the trading set comes before "invalid": an unknown symbol has no spec or quote,
     # and "not allowed" is the reason that tells the user what to change.
-    _expired, _symbol_not_allowed, _invalid_open, _paused, _close_only, _stopped_out, _market_closed,
+    # A wrong account comes right after expiry: nothing else about the order matters then.
+    _expired, _broker_mismatch, _symbol_not_allowed, _invalid_open, _paused, _close_only, _stopped_out, _market_closed,
     _rollover, _news_window, _max_open_positions, _max_spread, _daily_loss, _drawdown, _max_risk_per_trade,
 )
 _REDUCE_RULES: tuple[Rule, ...] = (_expired, _market_closed)

@@ -425,6 +425,10 @@ USER = Board(
                 ),
                 q(f"increase(mt5fleet_agent_catchup_commands_total[1h]){OF_USER}", "commands read by catch-up"),
                 q(f"increase(mt5fleet_agent_md_refused_total[1h]){OF_USER}", "md subscriptions refused"),
+                q(
+                    f"increase(mt5fleet_agent_chart_history_unusable_total[1h]){OF_USER}",
+                    "chart history unusable at start",
+                ),
             ],
             unit="short",
             desc="Counts over the last hour",
@@ -681,6 +685,12 @@ OPERATOR = Board(
             unit="ops",
         ),
         table("TradingClients by tier and phase", [q("sum by (tier, phase) (mt5fleet_operator_clients)")]),
+        series(
+            "Broker mismatches",
+            [q("max(mt5fleet_operator_broker_mismatches)", "users close-only")],
+            unit="short",
+            desc="Users whose agent is on another trade server than declared: close-only (alert Mt5fleetBrokerMismatch)",
+        ),
     ],
 )
 

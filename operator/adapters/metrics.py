@@ -25,6 +25,10 @@ class OperatorMetrics:
                                registry=r)
         self.worker_replicas = Gauge("mt5fleet_operator_worker_replicas",
                                      "Adjustment-worker replicas the operator asked for", registry=r)
+        self.broker_mismatches = Gauge(
+            "mt5fleet_operator_broker_mismatches",
+            "Users whose agent reports an MT5 account on another broker's server than their TradingClient "
+            "declares (AgentConnected=False, BrokerMismatch; their config is close-only)", registry=r)
         # Every replica serves /metrics, the followers too: this says which one reconciles.
         self.leader = Gauge("mt5fleet_operator_leader",
                             "1 while this replica holds the Lease and reconciles, 0 while it stands by", registry=r)

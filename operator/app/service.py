@@ -18,7 +18,7 @@ from mt5fleet.operator.adapters.appliers import (
 from mt5fleet.operator.adapters.errors import describe
 from mt5fleet.operator.adapters.metrics import OperatorMetrics
 from mt5fleet.operator.core import reconcile
-from mt5fleet.operator.core.brokers import ANY_BROKER, ApprovedBrokers
+from mt5fleet.operator.core.brokers import ANY_BROKER, ApprovedBrokers, mismatch
 from mt5fleet.operator.core.changes import Applied, Change
 from mt5fleet.operator.core.models import TradingClient, TradingClientStatus
 from mt5fleet.operator.core.reconcile import AgentSeen, ApplyOutcome, Desired
@@ -75,6 +75,10 @@ class Reconciler:
         # user -> the (company, server) its TradingClient declares: the timer checks the
         # agent's reported account against it without the spec at hand.
         self.declared: dict[str, tuple[str, str]] = {}
+        # user -> the spec's own close_only: what the config returns to when a broker
+        # mismatch is lifted by the timer's cheap pass (``observe``).
+        self.own_close_only: dict[str, bool] = {}
+        self.mismatched: set[str] = set()   # users whose agent reports another broker's account
         self.metrics = metrics or OperatorMetrics()
         self.now_ms = now_ms
         self.users_per_worker = users_per_worker
@@ -98,14 +102,19 @@ class Reconciler:
         refusal = self.brokers.refusal(broker.name, broker.server)
         if refusal is not None:  # nothing is provisioned for an unapproved broker's account
             return self._invalid(client, [f"spec.broker: {refusal}"], previous, reason="BrokerNotApproved")
-        self.declared[client.spec.user_id] = (broker.name, broker.server)
+        user = client.spec.user_id
+        self.declared[user] = (broker.name, broker.server)
+        self.own_close_only[user] = client.spec.close_only
         try:
             desired = reconcile.desired_state(client, tier, self.correlations)
         except ValueError as exc:  # e.g. a tier whose subscription limit cannot hold the user's symbols
             return self._invalid(client, [f"spec: {exc}"], previous)
+        seen = await self.agent_seen(user)
+        wrong = reconcile.broker_mismatch(client, seen)
+        self._note_mismatch(user, wrong)
+        desired = reconcile.guarded(desired, wrong)   # another broker's account: close-only
         applied, outcome = await self._apply(client, desired, streams_checked)
-        status = reconcile.status_for(client, desired, outcome, await self.agent_seen(client.spec.user_id),
-                                      previous, self.now_ms())
+        status = reconcile.status_for(client, desired, outcome, seen, previous, self.now_ms())
         self.metrics.reconciles.labels("error" if outcome.error else "ok").inc()
         self.metrics.duration.observe(time.perf_counter() - started)
         self._count(applied)
@@ -190,14 +199,47 @@ class Reconciler:
         self.metrics.reconciles.labels("deleted").inc()
         self.fleet.forget(client_key)
         self.declared.pop(user_id, None)
+        self.own_close_only.pop(user_id, None)
+        self._note_mismatch(user_id, None)
         self.metrics.set_clients(self.fleet.by_key.values())
         return applied
 
     # ------------------------------------------------------------------ timer
     async def observe(self, user_id: str, status: TradingClientStatus) -> TradingClientStatus:
-        """The timer's cheap pass: the agent's heartbeat into AgentConnected."""
-        return reconcile.with_agent(status, await self.agent_seen(user_id), self.now_ms(),
-                                    self.declared.get(user_id))
+        """The timer's cheap pass: the agent's heartbeat into AgentConnected, and the config
+        made close-only (or given back its own close_only) when the agent's account stopped
+        (or started) matching the declared broker."""
+        seen, declared = await self.agent_seen(user_id), self.declared.get(user_id)
+        wrong = mismatch(*declared, seen.company, seen.server) if declared else None
+        self._note_mismatch(user_id, wrong)
+        if declared is not None:
+            await self._guard_config(user_id, wrong)
+        return reconcile.with_agent(status, seen, self.now_ms(), declared)
+
+    async def _guard_config(self, user_id: str, wrong: str | None) -> None:
+        """Only the close_only of the entry the last reconcile wrote: the rest of it is the
+        reconcile's to decide."""
+        now = self.now_ms()
+        try:
+            current = await self.appliers.current_config(user_id, now)
+            if current is None:
+                return   # not provisioned (yet): the reconcile writes it, guarded
+            want = self.own_close_only.get(user_id, False) or wrong is not None
+            if current.close_only != want:
+                applied = await self.appliers.ensure_config(user_id, current.evolve(close_only=want), now,
+                                                            current=current)
+                log.warning("%s: config %s close-only (%s)", user_id, "made" if want else "no longer",
+                            wrong or "the agent's account matches the declared broker again")
+                self._count([applied])
+        except Exception as exc:  # NATS away: the next pass (or the reconcile) converges
+            log.warning("could not update %s's config for its broker check: %s", user_id, exc)
+
+    def _note_mismatch(self, user_id: str, wrong: str | None) -> None:
+        if wrong is None:
+            self.mismatched.discard(user_id)
+        else:
+            self.mismatched.add(user_id)
+        self.metrics.broker_mismatches.set(len(self.mismatched))
 
     async def agent_seen(self, user_id: str) -> AgentSeen:
         subject = subjects.user_subject(user_id, subjects.Channel.HEARTBEAT)

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mt5fleet.proto.domain.brokers import account_mismatch
+from mt5fleet.proto.domain.brokers import normalised as _norm
+
 MAX_ENTRIES = 1000
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -53,17 +52,9 @@ ANY_BROKER = ApprovedBrokers()
 
 def mismatch(declared_company: str, declared_server: str, reported_company: str, reported_server: str) -> str | None:
     """Why the account the agent's terminal is logged into is not the one the TradingClient
-    declares, or None. Nothing reported yet (empty) is no mismatch: the agent has not said.
-
-    The trade server decides: it names one broker's one MT5 server exactly, whereas
-    ``ACCOUNT_COMPANY`` is the legal entity (IC Markets' accounts report "Raw Trading Ltd"),
-    which a TradingClient's broker name, usually the brand, rarely spells the same. A
-    company that differs too is named in the message."""
-    if not reported_server or _norm(reported_server) == _norm(declared_server):
-        return None
-    company = (f" (company {reported_company!r}, declared {declared_company!r})"
-               if reported_company and _norm(reported_company) != _norm(declared_company) else "")
-    return f"the agent's MT5 account is on server {reported_server!r}, declared {declared_server!r}{company}"
+    declares, naming both brokers, or None (nothing reported yet is no mismatch). The one
+    definition the agent checks too: ``mt5fleet.proto.domain.brokers``."""
+    return account_mismatch(declared_company, declared_server, reported_company, reported_server)
 
 
 def approved_brokers_from_mapping(raw: Mapping[str, Any] | None) -> ApprovedBrokers:

@@ -34,6 +34,10 @@ SIZING_MODES = {
 }
 ACCOUNT_TYPES = {"demo": AccountType.DEMO, "live": AccountType.LIVE}
 
+# What a BrokerMismatch condition adds: what the platform does about it (``guarded``).
+MISMATCH_GUARD = ("new positions are blocked (the user's config is close-only, the agent refuses opening commands) "
+                  "until the agent reports the declared account")
+
 # An agent heartbeats every 5 s; three missed ones mean it is gone.
 AGENT_SILENCE_MS = 15_000
 
@@ -112,6 +116,23 @@ def desired_state(client: TradingClient, tier: Tier, correlations: Mapping[Pair,
     return Desired(user_id=spec.user_id, tier=tier, selection=selection,
                    config=client_config(client, tier, symbols, shard), shard=shard,
                    subjects=user_subjects(spec.user_id), credentials_active=not spec.paused, access=access)
+
+
+def broker_mismatch(client: TradingClient, agent: AgentSeen) -> str | None:
+    """Why the agent's reported account is not the TradingClient's broker, or None."""
+    broker = client.spec.broker
+    return mismatch(broker.name, broker.server, agent.company, agent.server)
+
+
+def guarded(desired: Desired, wrong: str | None) -> Desired:
+    """The desired state with the config close-only while the agent's terminal is logged into
+    another broker's account than declared (``wrong``, from ``broker_mismatch``): workers send
+    that user no opening command, closes still flow. Not paused: pausing revokes the agent's
+    NATS credentials, and a revoked agent could neither close what it holds nor report the
+    matching account that lifts the guard."""
+    if not wrong or desired.config.close_only:
+        return desired
+    return replace(desired, config=desired.config.evolve(close_only=True))
 
 
 def access_for(user_id: str, md_symbols: Sequence[str], tier: Tier) -> UserAccess:
@@ -240,7 +261,7 @@ def _agent_condition(agent: AgentSeen, now_ms: int, broker: tuple[str, str] | No
         return _condition("AgentConnected", False, "HeartbeatMissing", f"last heartbeat {age_s:.0f} s ago")
     wrong = mismatch(*broker, agent.company, agent.server) if broker else None
     if wrong:  # logged into another broker's account than declared: not the user's agent to trust
-        return _condition("AgentConnected", False, "BrokerMismatch", wrong)
+        return _condition("AgentConnected", False, "BrokerMismatch", f"{wrong}; {MISMATCH_GUARD}")
     if not agent.terminal_connected:
         return _condition("AgentConnected", True, "TerminalDisconnected",
                           "the agent is connected but its MT5 terminal is not")

@@ -151,6 +151,7 @@ class Command:
     quote_bid: float | None = None
     quote_ask: float | None = None
     quote_time_ms: int | None = None
+    sizing_reason: str = ""          # the worker's words: why this lot size
 
     def is_expired(self, now_ms: int) -> bool:
         return now_ms >= self.expires_at_ms

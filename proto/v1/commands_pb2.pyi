@@ -32,7 +32,7 @@ BUY_STOP: OrderType
 SELL_STOP: OrderType
 
 class TradingCommand(_message.Message):
-    __slots__ = ("command_id", "user_id", "type", "symbol", "order_type", "lot_size", "entry_price", "stop_loss", "take_profit", "reason", "confidence_score", "expires_at", "original_entry", "price_adjustment", "adjustment_reason", "position_ticket", "target_command_id", "max_deviation_points", "created_at", "signal_id", "signal_created_at", "reference_price", "quote_bid", "quote_ask", "quote_time")
+    __slots__ = ("command_id", "user_id", "type", "symbol", "order_type", "lot_size", "entry_price", "stop_loss", "take_profit", "reason", "confidence_score", "expires_at", "original_entry", "price_adjustment", "adjustment_reason", "position_ticket", "target_command_id", "max_deviation_points", "created_at", "signal_id", "signal_created_at", "reference_price", "quote_bid", "quote_ask", "quote_time", "sizing_reason")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class TradingCommand(_message.Message):
     QUOTE_BID_FIELD_NUMBER: _ClassVar[int]
     QUOTE_ASK_FIELD_NUMBER: _ClassVar[int]
     QUOTE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SIZING_REASON_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     user_id: str
     type: CommandType
@@ -83,4 +84,5 @@ class TradingCommand(_message.Message):
     quote_bid: float
     quote_ask: float
     quote_time: int
-    def __init__(self, command_id: _Optional[str] = ..., user_id: _Optional[str] = ..., type: _Optional[_Union[CommandType, str]] = ..., symbol: _Optional[str] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., lot_size: _Optional[float] = ..., entry_price: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reason: _Optional[str] = ..., confidence_score: _Optional[float] = ..., expires_at: _Optional[int] = ..., original_entry: _Optional[float] = ..., price_adjustment: _Optional[float] = ..., adjustment_reason: _Optional[str] = ..., position_ticket: _Optional[int] = ..., target_command_id: _Optional[str] = ..., max_deviation_points: _Optional[int] = ..., created_at: _Optional[int] = ..., signal_id: _Optional[str] = ..., signal_created_at: _Optional[int] = ..., reference_price: _Optional[float] = ..., quote_bid: _Optional[float] = ..., quote_ask: _Optional[float] = ..., quote_time: _Optional[int] = ...) -> None: ...
+    sizing_reason: str
+    def __init__(self, command_id: _Optional[str] = ..., user_id: _Optional[str] = ..., type: _Optional[_Union[CommandType, str]] = ..., symbol: _Optional[str] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., lot_size: _Optional[float] = ..., entry_price: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reason: _Optional[str] = ..., confidence_score: _Optional[float] = ..., expires_at: _Optional[int] = ..., original_entry: _Optional[float] = ..., price_adjustment: _Optional[float] = ..., adjustment_reason: _Optional[str] = ..., position_ticket: _Optional[int] = ..., target_command_id: _Optional[str] = ..., max_deviation_points: _Optional[int] = ..., created_at: _Optional[int] = ..., signal_id: _Optional[str] = ..., signal_created_at: _Optional[int] = ..., reference_price: _Optional[float] = ..., quote_bid: _Optional[float] = ..., quote_ask: _Optional[float] = ..., quote_time: _Optional[int] = ..., sizing_reason: _Optional[str] = ...) -> None: ...

@@ -252,7 +252,7 @@ def command_of(msg: commands_pb2.TradingCommand) -> Command:
         original_entry=_none_if_zero(msg.original_entry), price_adjustment=msg.price_adjustment,
         adjustment_reason=msg.adjustment_reason, reference_price=_none_if_zero(msg.reference_price),
         quote_bid=_none_if_zero(msg.quote_bid), quote_ask=_none_if_zero(msg.quote_ask),
-        quote_time_ms=msg.quote_time or None)
+        quote_time_ms=msg.quote_time or None, sizing_reason=msg.sizing_reason)
 
 
 def _none_if_zero(value: float) -> float | None:

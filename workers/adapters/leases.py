@@ -10,6 +10,7 @@ replica that dies stops renewing; its leases expire after ``ttl`` and are taken.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -30,16 +31,20 @@ class LeaseKeeper:
         self.kv, self.me, self.partitions, self.ttl_ms = kv, me, partitions, ttl_ms
 
     async def step(self, now_ms: int) -> set[int]:
-        await self._announce(now_ms)
-        leases = {p: await self._read(p) for p in range(self.partitions)}
-        decided = plan(self.me, leases, await self._members(now_ms), self.partitions, now_ms)
-        owned: set[int] = set()
-        for partition in (*decided.renew, *decided.claim):
-            if await self._write(partition, leases[partition], now_ms + self.ttl_ms):
-                owned.add(partition)
-        for partition in decided.release:
-            await self._write(partition, leases[partition], now_ms)  # expired at once: free for others
-        return owned
+        # The reads, then the writes, each sent together: a step is a few round trips, not
+        # one per partition. On a replica starved of CPU (the 1,000-agent soak) one request
+        # after another made a step outlast the ttl, and the replica lost and retook its
+        # partitions over and over.
+        await self._announce(now_ms)   # first: the member count below includes this replica
+        read, members = await asyncio.gather(
+            asyncio.gather(*(self._read(p) for p in range(self.partitions))), self._members(now_ms))
+        leases = dict(enumerate(read))
+        decided = plan(self.me, leases, members, self.partitions, now_ms)
+        keep = (*decided.renew, *decided.claim)
+        written = await asyncio.gather(
+            *(self._write(p, leases[p], now_ms + self.ttl_ms) for p in keep),
+            *(self._write(p, leases[p], now_ms) for p in decided.release))  # released: expired at once
+        return {partition for partition, ok in zip(keep, written, strict=False) if ok}
 
     async def release_all(self, now_ms: int) -> None:
         """On a clean shutdown: hand everything over now instead of after the ttl."""

@@ -32,7 +32,8 @@ def command_message(command: Command) -> TradingCommand:
         max_deviation_points=command.max_deviation_points, created_at=command.created_at_ms,
         signal_id=command.signal_id or "", signal_created_at=command.signal_created_at_ms or 0,
         reference_price=command.reference_price or 0.0, quote_bid=command.quote_bid or 0.0,
-        quote_ask=command.quote_ask or 0.0, quote_time=command.quote_time_ms or 0)
+        quote_ask=command.quote_ask or 0.0, quote_time=command.quote_time_ms or 0,
+        sizing_reason=command.sizing_reason)
 
 
 def bar_message(bar: Bar) -> market_data_pb2.OHLCVBar:

@@ -20,10 +20,11 @@ so the agent's slippage against the reference compares like with like.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from mt5fleet.proto.domain import ids
+from mt5fleet.proto.domain.evolve import evolve
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import Command, CommandType, OrderType, Signal
 from mt5fleet.workers.core.policy import Skip, SkipReason, UserState, first_skip
@@ -171,7 +172,7 @@ def _keep_out(levels: Levels, *, buy: bool, fences: tuple[Fence, ...], grid: Gri
     if not notes:
         return levels
     reason = f"{levels.reason}; {'; '.join(notes)} (broker stops level {stops_level} points)"
-    return replace(levels, stop_loss=sl, take_profit=tp, reason=reason)
+    return evolve(levels, stop_loss=sl, take_profit=tp, reason=reason)
 
 
 def _fenced(name: str, level: Decimal | None, sign: int, fences: tuple[Fence, ...], grid: Grid,
@@ -217,7 +218,7 @@ def _guarded_levels(signal: Signal, quote: Quote, spec: SymbolSpecInfo) -> Level
     stops, entry = spec.stops_level, Fence(levels.entry, f"the entry {grid.show(levels.entry)}", 0)
     if kind.is_pending and signal.action is CommandType.OPEN_POSITION:
         # MT5 checks a pending order's SL/TP against its price.
-        fences: tuple[Fence, ...] = (replace(entry, min_points=stops),)
+        fences: tuple[Fence, ...] = (evolve(entry, min_points=stops),)
     else:
         # Market orders and open positions: against the price that would close them, as
         # MT5 does. A new market position's levels must also lie beyond its entry: with a
@@ -271,7 +272,7 @@ def _build_open(signal: Signal, user: UserState, now: int, expires: int) -> Resu
         return Skip(SkipReason.LOT_BELOW_MINIMUM, sizing.detail, sizing.inputs)
     command = _base_command(signal, user, now, expires, type=CommandType.OPEN_POSITION, lot_size=sizing.lots,
                             command_id=ids.command_id_for(signal.signal_id, user.user_id, "open"),
-                            **_priced(levels))
+                            sizing_reason=sizing.detail, **_priced(levels))
     return Adjusted((command,), (sizing.detail,), sizing.inputs)
 
 
@@ -320,7 +321,7 @@ def _build_close(signal: Signal, user: UserState, now: int, expires: int) -> Res
         notes.append(why)
         commands.append(_base_command(
             signal, user, now, expires, type=CommandType.CLOSE_POSITION, lot_size=lots, position_ticket=ticket,
-            target_command_id=opened_by, adjustment_reason=why, **_closing_reference(signal),
+            target_command_id=opened_by, adjustment_reason=why, sizing_reason=why, **_closing_reference(signal),
             command_id=close_command_id(signal.signal_id, user.user_id, ticket)))
     return Adjusted(tuple(commands), tuple(notes))
 

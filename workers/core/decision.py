@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from mt5fleet.proto.domain.evolve import evolve
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.trading import Command, Signal
 from mt5fleet.workers.core.adjust import DEFAULT_COMMAND_TTL_MS, Adjusted, Result, Skip, adjust
@@ -122,13 +123,13 @@ def decide(signal: Signal, user: UserState, now_ms: int, *,
     decision, so one user's odd state never costs the others their commands."""
     quotes, specs = ReadLog(user.quotes), ReadLog(user.specs)
     positions, volumes = ReadLog(user.positions_by_signal), ReadLog(user.position_volumes)
-    watched = dataclasses.replace(user, quotes=quotes, specs=specs, positions_by_signal=positions,
+    watched = evolve(user, quotes=quotes, specs=specs, positions_by_signal=positions,
                                   position_volumes=volumes)
     try:
         result: Result | str = adjust(signal, watched, now_ms, command_ttl_ms=command_ttl_ms)
     except (ValueError, KeyError, ArithmeticError) as exc:
         result = f"{type(exc).__name__}: {exc}"
-    state = dataclasses.replace(user, quotes=dict(quotes.read), specs=dict(specs.read),
+    state = evolve(user, quotes=dict(quotes.read), specs=dict(specs.read),
                                 positions_by_signal=dict(positions.read), position_volumes=dict(volumes.read))
     return decision_of(DecisionInputs(signal, state, now_ms, command_ttl_ms), result)
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from mt5fleet.proto.domain.account import AccountSnapshot
 from mt5fleet.proto.domain.config import SizingMode
+from mt5fleet.proto.domain.evolve import evolve
 from mt5fleet.proto.domain.market import Quote, SymbolSpecInfo
 from mt5fleet.proto.domain.risk import SIZING_HEADROOM, lots_for, risk_limit, sizing_budget, worst_entry
 from mt5fleet.proto.validation_rules import DEFAULT_LIMITS
@@ -90,7 +91,7 @@ def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_los
     base = _base_inputs(policy, spec, account, entry, stop_loss)
     if policy.sizing_mode is SizingMode.FIXED_LOT:
         raw: _Raw | Skip = _Raw(policy.preferred_lot_size, f"fixed lot {policy.preferred_lot_size:g}",
-                                replace(base, preferred_lot=policy.preferred_lot_size))
+                                evolve(base, preferred_lot=policy.preferred_lot_size))
     else:
         assert account is not None  # checked above: every other mode reads the account
         raw = (_risk_percent(policy, spec, account, quotes, now_ms, base, move_allowance, headroom)
@@ -99,8 +100,8 @@ def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_los
     if isinstance(raw, Skip):
         return raw
     sizing = fit_to_broker(raw.lots, raw.how, policy, spec)
-    inputs = replace(raw.inputs, raw_lots=raw.lots, lots=sizing.lots, conservative=policy.conservative_mode)
-    return replace(sizing, inputs=inputs)
+    inputs = evolve(raw.inputs, raw_lots=raw.lots, lots=sizing.lots, conservative=policy.conservative_mode)
+    return evolve(sizing, inputs=inputs)
 
 
 def _base_inputs(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot | None, entry: float,
@@ -109,7 +110,7 @@ def _base_inputs(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnaps
                         tick_size=spec.tick_size)
     if account is None:
         return base
-    return replace(base, account_currency=account.currency, equity=account.equity, balance=account.balance,
+    return evolve(base, account_currency=account.currency, equity=account.equity, balance=account.balance,
                    account_time_ms=account.time_ms)
 
 
@@ -117,12 +118,12 @@ def _per_thousand_usd(policy: UserPolicy, account: AccountSnapshot, quotes: Mapp
                       base: SizingInputs) -> _Raw | Skip:
     what, money = (("balance", account.balance) if policy.sizing_mode is SizingMode.BALANCE_MULTIPLIER
                    else ("equity", account.equity))
-    inputs = replace(base, lots_per_thousand_usd=policy.sizing_value)
+    inputs = evolve(base, lots_per_thousand_usd=policy.sizing_value)
     # The lower side: converted money never buys more lots than it is worth.
     rate = conversion_rate(account.currency, MULTIPLIER_CURRENCY, quotes, now_ms=now_ms,
                            max_age_ms=policy.max_quote_age_ms, higher=False)
     if isinstance(rate, Skip):
-        return replace(rate, detail=f"{policy.sizing_mode.name} sizing counts lots per 1,000 USD: {rate.detail}",
+        return evolve(rate, detail=f"{policy.sizing_mode.name} sizing counts lots per 1,000 USD: {rate.detail}",
                        sizing=inputs)
     usd = money * rate.value
     lots = policy.sizing_value * usd / MULTIPLIER_BASE
@@ -130,7 +131,7 @@ def _per_thousand_usd(policy: UserPolicy, account: AccountSnapshot, quotes: Mapp
                                                  else f"{rate.how} = {usd:.2f} USD")
     how = f"{policy.sizing_value:g} lots per 1,000 USD of {what} {shown} = {lots:g} lots"
     conversions = (rate,) if rate.value != 1 else ()
-    return _Raw(lots, how, replace(inputs, money_usd=usd, conversions=conversions))
+    return _Raw(lots, how, evolve(inputs, money_usd=usd, conversions=conversions))
 
 
 def _risk_percent(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot, quotes: Mapping[str, Quote],
@@ -138,15 +139,15 @@ def _risk_percent(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnap
     pct, stop_loss, entry = policy.max_risk_per_trade_pct, base.stop_loss, base.entry
     limit = risk_limit(account.equity, pct)
     budget = sizing_budget(limit, headroom)
-    inputs = replace(base, risk_pct=pct, risk_limit=limit, budget=budget, headroom=headroom,
+    inputs = evolve(base, risk_pct=pct, risk_limit=limit, budget=budget, headroom=headroom,
                      move_allowance=move_allowance)
     if stop_loss is None or entry is None:
         return Skip(SkipReason.NO_STOP_LOSS, f"risk {pct:g}% sizing needs a stop loss to size by, and the signal "
                                              "has none: its risk is unbounded, the agent would refuse it", inputs)
     tick = tick_value(spec, account.currency, quotes, now_ms=now_ms, max_age_ms=policy.max_quote_age_ms)
     if isinstance(tick, Skip):
-        return replace(tick, sizing=inputs)
-    inputs = replace(inputs, tick_value=tick.value, tick_value_source=tick.source,
+        return evolve(tick, sizing=inputs)
+    inputs = evolve(inputs, tick_value=tick.value, tick_value_source=tick.source,
                      conversions=() if tick.rate is None else (tick.rate,))
     worst = worst_entry(entry, stop_loss, move_allowance)
     lots = lots_for(budget, worst, stop_loss, tick_size=spec.tick_size, tick_value=tick.value)

@@ -133,11 +133,21 @@ affinity:
 {{/* The components this release runs, with their HTTP port: a JSON list for fromJsonArray. */}}
 {{- define "mt5fleet.components" -}}
 {{- $out := list (dict "name" "operator" "port" .Values.operator.httpPort) (dict "name" "adjust" "port" .Values.adjust.httpPort) -}}
-{{- range $kind := list "marketdata" "feedback" "catchup" "health" -}}
+{{- range $kind := list "marketdata" "feedback" "catchup" "health" "calendar" -}}
 {{- $w := index $.Values $kind -}}
 {{- if $w.enabled -}}
 {{- $out = append $out (dict "name" $kind "port" $w.httpPort) -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $out -}}
+{{- end -}}
+
+{{/* The calendar worker's --calendar-source: the mounted ConfigMap's file (air-gapped), else the URL. */}}
+{{- define "mt5fleet.calendarSource" -}}
+{{- $s := .Values.calendar.source -}}
+{{- if $s.configMap.name -}}
+/etc/mt5fleet/calendar/{{ $s.configMap.key }}
+{{- else -}}
+{{ required "calendar.source.url or calendar.source.configMap.name is required with calendar.enabled" $s.url }}
+{{- end -}}
 {{- end -}}
