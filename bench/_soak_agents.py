@@ -35,6 +35,7 @@ from _common import raise_nofile, rss_mb
 from _heap import HeapGrowth
 
 from mt5fleet.client.app.agent import Agent
+from mt5fleet.client.app.log_context import tag_handlers
 from mt5fleet.client.core import mt5_constants as mt5
 from mt5fleet.client.sim.broker import BROKERS
 from mt5fleet.client.sim.feed import ReferenceFeed
@@ -93,8 +94,13 @@ async def connected(agent: Agent, timeout: float) -> bool:
 
 async def kill_agent(agent: Agent) -> None:
     """As near a kill -9 as one process allows: every task cancelled where it is, the NATS
-    connection closed without flushing, the outbox and ledger files closed as they are."""
-    await cancel_and_wait(list(agent._tasks))
+    connection closed without flushing, the outbox and ledger files closed as they are. A
+    process killed keeps nothing running: the stop flag is set too, so that no loop of the
+    dead agent goes on beside its successor (one did, once: a ``streams`` loop calling a shut
+    MT5 thread for the rest of a soak)."""
+    agent._stop.set()
+    catchup = agent.catchup._task
+    await cancel_and_wait([*agent._tasks, *([catchup] if catchup is not None else [])])
     if agent.nc is not None:
         with contextlib.suppress(Exception):
             await agent.nc.close()
@@ -159,7 +165,7 @@ def child_main(conn: Any, spec: dict[str, Any]) -> None:
     if spec.get("switch_interval_s"):
         sys.setswitchinterval(spec["switch_interval_s"])
     handler = logging.FileHandler(spec["log_file"])
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    tag_handlers(handler)   # each line names its agent's user
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -93,18 +93,19 @@ async def populate(js: Any, users: int) -> None:
 
 # ---------------------------------------------------------------------- the worker process
 def _worker_child(conn: Any, url: str, origin_at: float, users: int, replica_id: str = "e2e",
-                  replicas: int = 1) -> None:
+                  replicas: int = 1, settle_heap: bool = True) -> None:
     try:
-        asyncio.run(_worker_main(conn, url, origin_at, users, replica_id, replicas))
+        asyncio.run(_worker_main(conn, url, origin_at, users, replica_id, replicas, settle_heap))
     except Exception as exc:
         conn.send({"error": repr(exc)})
 
 
 async def _worker_main(conn: Any, url: str, origin_at: float, users: int, replica_id: str = "e2e",
-                       replicas: int = 1) -> None:
+                       replicas: int = 1, settle_heap: bool = True) -> None:
     set_origin(origin_at)
     nc = await natsconn.connect(natsconn.NatsSettings(servers=(url,), name=f"adjust-worker-{replica_id}"))
-    worker = AdjustWorker(nc, replica_id=replica_id, now_ms=now_ms, lease_ttl_ms=3_000 if replicas > 1 else 10_000)
+    worker = AdjustWorker(nc, replica_id=replica_id, now_ms=now_ms, lease_ttl_ms=3_000 if replicas > 1 else 10_000,
+                         settle_heap=settle_heap)   # as the runner does; --no-settle-heap to compare
     stages = trace_stages(worker)
     await worker.start()
     state = worker.state
@@ -241,11 +242,12 @@ def profile_of(profiler: cProfile.Profile | None, top: int = 25) -> dict[str, An
 
 
 class WorkerProcess:
-    def __init__(self, url: str, users: int, replica_id: str = "e2e", replicas: int = 1) -> None:
+    def __init__(self, url: str, users: int, replica_id: str = "e2e", replicas: int = 1,
+                 settle_heap: bool = True) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_child, args=(child, url, origin(), users, replica_id, replicas),
-                                       daemon=True)
+        self.process = context.Process(target=_worker_child, daemon=True,
+                                       args=(child, url, origin(), users, replica_id, replicas, settle_heap))
         self.process.start()
 
     async def ask(self, message: Any, timeout: float = 120) -> dict[str, Any]:
@@ -343,6 +345,7 @@ async def main(arguments: argparse.Namespace) -> None:
             "benchmark": "end_to_end",
             "agents": users,
             "replicas": arguments.replicas,
+            "settle_heap": arguments.settle_heap,
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "command": command_line("end_to_end.py", sys.argv[1:]),
             "machine": machine(server.version),
@@ -361,7 +364,7 @@ async def main(arguments: argparse.Namespace) -> None:
         await populate(js, users)
         async with AgentPool(server.url, uids, processes=arguments.processes, prices=True, echo=True) as pool:
             print(f"{users} agents connected in {pool.connect_s:.1f} s, streaming prices", flush=True)
-            replicas = [WorkerProcess(server.url, users, f"e2e-{n}", arguments.replicas)
+            replicas = [WorkerProcess(server.url, users, f"e2e-{n}", arguments.replicas, arguments.settle_heap)
                         for n in range(arguments.replicas)]
             worker = replicas[0]
             for replica in replicas:
@@ -551,6 +554,8 @@ if __name__ == "__main__":
     parser.add_argument("--every", type=float, default=3, help="seconds between signals")
     parser.add_argument("--profile-signals", type=int, default=5, help="signals under cProfile after (0: none)")
     parser.add_argument("--processes", type=int, default=2, help="agent processes")
+    parser.add_argument("--no-settle-heap", dest="settle_heap", action="store_false",
+                        help="the worker without gc.freeze() after its take-over (the runner freezes)")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2, 4, 8),
                         help="adjustment replicas, each its own process (the profile is replica 0's)")
     parser.add_argument("--output", default="end_to_end", help="docs/benchmarks/<output>.json")

@@ -692,8 +692,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-every", type=float, default=15, help="wall seconds between memory samples")
     parser.add_argument("--settle", type=float, default=120, help="s to wait at the end for everything to settle")
     parser.add_argument("--heap-top", type=int, default=0,
-                        help="diagnostic: trace allocations (slower) and report the N sites whose memory grew most "
-                             "between the platform's start and the end, in every Python process")
+                        help="diagnostic: count live objects by type once the platform runs and at the end, and "
+                             "report the N types that grew most, in every Python process")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--run-dir", type=Path, help="new or empty folder (default: a temporary one)")
     parser.add_argument("--output", default=str(OUT / "soak.json"), help="JSON results file")

@@ -19,6 +19,7 @@ from mt5fleet.client.adapters.settings import AgentSettings
 from mt5fleet.client.adapters.status import AgentStatus, build_app, build_metrics_app, serve
 from mt5fleet.client.adapters.terminal import load_metatrader5
 from mt5fleet.client.app.agent import Agent
+from mt5fleet.client.app.log_context import tag_handlers
 from mt5fleet.client.app.status_view import agent_status
 from mt5fleet.client.core.settings import Backend, ConfigError
 from mt5fleet.proto.domain.clock import AcceleratedClock, Clock, SystemClock
@@ -93,6 +94,7 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
 def main(config_path: str) -> int:
     settings = load_settings(config_path)
     check_simulated_broker(settings)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level)
+    tag_handlers(*logging.getLogger().handlers)
     asyncio.run(run_agent(settings))
     return 0

@@ -114,8 +114,12 @@ class Publisher:
         try:
             await self._js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": msg_id})
         except Exception as exc:  # timeouts, no responders while NATS is away, JetStream errors
-            log.debug("publish of %s %s failed: %s", kind, msg_id, exc)
-            self.last_error[kind] = f"{type(exc).__name__} {exc}".strip()
+            why = f"{type(exc).__name__} {exc}".strip()
+            # Said once per new reason: an outbox whose head keeps failing holds everything
+            # behind it, and a debug line only would leave that silent.
+            (log.debug if self.last_error.get(kind) == why else log.warning)(
+                "publish of %s %s failed: %s; it stays in the outbox and is tried again", kind, msg_id, why)
+            self.last_error[kind] = why
             return False
         self.last_error[kind] = ""
         elapsed = time.perf_counter() - started

@@ -37,6 +37,7 @@ from mt5fleet.client.app.chart_keeper import SAVE_EVERY_S, ChartKeeper
 from mt5fleet.client.app.commands import CommandPipeline
 from mt5fleet.client.app.config_watch import ConfigWatch
 from mt5fleet.client.app.health import HealthMonitor, Lasting, agent_facts
+from mt5fleet.client.app.log_context import AGENT_USER, agent_context
 from mt5fleet.client.app.loops import every
 from mt5fleet.client.app.market_data import MarketDataFeed
 from mt5fleet.client.app.mt5_thread import Mt5Thread
@@ -63,6 +64,12 @@ CATCHUP_MARGIN_MS = 60_000
 # On a first start (or after a long absence) look back this far: commands expire sooner.
 CATCHUP_WINDOW_MS = 3_600_000
 # The loops that run for as long as the agent does: one that stops wedges the agent (/healthz).
+# The most one attempt to connect (TLS, CONNECT, subscriptions) may take before it is given up
+# and made again: a few of nats-py's own per-step timeouts, at least 10 s.
+def connect_budget_s(nats: natsconn.NatsSettings) -> float:
+    return max(10.0, 3 * nats.connect_timeout_s)
+
+
 FOREVER = ("nats", "outbox", "commands", "streams", "heartbeat", "health")
 _STARTED = time.monotonic()
 
@@ -139,8 +146,12 @@ class Agent:
     async def start(self) -> None:
         """Commands left in flight by a crash are settled from the terminal by the pipeline
         before any other command runs (and wait for the terminal if it is not there yet)."""
-        await self.mt5.run(self._connect_terminal)
-        self.pipeline.requeue_unreported()
+        named = AGENT_USER.set(self.user_id)   # this task's lines name the user; the caller's again after
+        try:
+            await self.mt5.run(self._connect_terminal)
+            self.pipeline.requeue_unreported()
+        finally:
+            AGENT_USER.reset(named)
         self._spawn(self._stay_connected(), "nats")
         self._spawn(self.publisher.drain_forever(self._stop), "outbox")
         self._spawn(self.pipeline.run(self._stop), "commands")
@@ -168,7 +179,7 @@ class Agent:
         self.ledger.close()
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}")
+        task = asyncio.create_task(coroutine, name=f"{self.user_id}:{name}", context=agent_context(self.user_id))
         task.add_done_callback(_log_crash)
         self._tasks = [t for t in self._tasks if not t.done() or _name(t) in FOREVER]  # keep the list short
         self._tasks.append(task)
@@ -202,8 +213,12 @@ class Agent:
                 continue
             first = self.nc is None
             try:
-                await self._connect_nats(catch_up_from=self._first_catchup_start() if first
-                                         else self._lost_at_ms - CATCHUP_MARGIN_MS)
+                # Bounded: after a failed TLS handshake (a CA the server's certificate does not
+                # verify against) nats-py 2.16's connect never returned nor retried, and the agent
+                # sat disconnected and silent for good (the soak's silent restarted agents).
+                await asyncio.wait_for(self._connect_nats(catch_up_from=self._first_catchup_start() if first
+                                                          else self._lost_at_ms - CATCHUP_MARGIN_MS),
+                                       timeout=connect_budget_s(self.settings.nats))
                 wait = self.settings.nats.reconnect_wait_s
                 if not first:
                     self.reconnects += 1

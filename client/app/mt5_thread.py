@@ -9,6 +9,8 @@ a restart cures, so ``/healthz`` fails on it."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,9 @@ class Mt5Thread:
         self._started: float | None = None  # monotonic start of the call running now
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, function, args)
+        # In the caller's context, as asyncio.to_thread does: log lines name the agent's user.
+        call = functools.partial(contextvars.copy_context().run, self._timed, function, args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def _timed(self, function: Callable[..., Any], args: tuple) -> Any:
         self._started = time.monotonic()

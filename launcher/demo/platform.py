@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mt5fleet.client.app.log_context import tag_handlers
 from mt5fleet.client.sim.feed import ReferenceFeed
 from mt5fleet.launcher.demo.agents import DemoUser, agent_settings, demo_users, start_agent
 from mt5fleet.launcher.demo.feed import SignalFactory, run_feed
@@ -115,7 +116,7 @@ class WarningCounter(logging.Handler):
 def route_logging(path: Path, stats: DemoStats) -> list[logging.Handler]:
     """Every log record to the run's log file; warnings also counted for the view."""
     handlers: list[logging.Handler] = [logging.FileHandler(path), WarningCounter(stats)]
-    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    tag_handlers(handlers[0])   # lines of the agents (run here) name their user
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

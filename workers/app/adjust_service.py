@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -110,8 +111,12 @@ class AdjustWorker:
                  metrics: AdjustMetrics | None = None,
                  on_skip: Callable[[str, str, str], None] | None = None,
                  layout: JetStreamLayout | None = None, follow_options: FollowOptions | None = None,
-                 budgets: AdjustBudgets | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 budgets: AdjustBudgets | None = None, clock: Callable[[], float] = time.monotonic,
+                 settle_heap: bool = False) -> None:
         self.nc, self.js = nc, nc.jetstream()
+        # GC policy is the process's: on for a replica in a process of its own (the runner),
+        # off where a replica shares its process (tests, the demo).
+        self.settle_heap = settle_heap
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.partitions = partitions
         self.lease_ttl_ms = lease_ttl_ms
@@ -136,6 +141,7 @@ class AdjustWorker:
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._keeper: LeaseKeeper | None = None
+        self._heap_settled = False    # the first take-over collects before it freezes (_settle_heap)
         self._leases_renewed = clock()
         self._lease_error = ""
         self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
@@ -217,6 +223,20 @@ class AdjustWorker:
             self.metrics.users.set(len(self.state.policies))
             await asyncio.sleep(self.lease_ttl_ms / 3000)
 
+    def _settle_heap(self) -> None:
+        """Out of the cyclic collector's sight: what the replica holds once a partition's state
+        is read (its users' configs, specs, quotes; the modules). Python's full collection
+        walks every tracked object, and the first one after a take-over of 10,000 users
+        stalled the event loop 230-500 ms mid-trading (measured, docs/performance.md); frozen,
+        the state is freed by reference counting as usual, only cycles among it would stay.
+        Garbage already made is collected once, at the first take-over, before any signal."""
+        if not self.settle_heap:
+            return
+        if not self._heap_settled:
+            gc.collect()
+            self._heap_settled = True
+        gc.freeze()
+
     async def _lease_round(self) -> set[int]:
         """The partitions to own after one renewal; a failed renewal keeps them only until
         the leases lapse (another replica may take them then), and repairs the bucket."""
@@ -254,6 +274,7 @@ class AdjustWorker:
             log.warning("partition %d taken over before its state was read (%.1f s)", partition,
                         self.clock() - started)
         self.metrics.take_over.observe(self.clock() - started)
+        self._settle_heap()
         try:
             await self._pull_signals(partition)
         finally:

@@ -74,7 +74,7 @@ async def build_service(options: WorkerOptions, nc: Any) -> Service:
         from mt5fleet.workers.app.adjust_service import AdjustWorker
         from mt5fleet.workers.app.news import follow_news
 
-        worker = AdjustWorker(nc, partitions=options.partitions, layout=layout)
+        worker = AdjustWorker(nc, partitions=options.partitions, layout=layout, settle_heap=True)
         news = await follow_news(worker, nc)   # the window comes with the calendar
         await worker.start()
 
