@@ -40,13 +40,45 @@ async def test_keepers_never_double_own_and_take_over_after_a_death(fresh_nats_s
     a, b = LeaseKeeper(kv, "a", ttl_ms=3000), LeaseKeeper(kv, "b", ttl_ms=3000)
     owned_a = await a.step(NOW)
     assert owned_a == set(range(8))
-    owned_b = await b.step(NOW + 100)  # b joins: nothing free until a gives up its surplus
-    owned_a = await a.step(NOW + 200)
-    owned_b = await b.step(NOW + 300)
+    owned_b = await b.step(NOW + 100)  # b joins: nothing is free
+    assert owned_b == set()
+    owned_a = await a.step(NOW + 200)  # and a keeps everything until b has been a member for a ttl
+    assert owned_a == set(range(8))
+    for at in range(NOW + 600, NOW + 4_000, 500):   # both renewing: b becomes a member, a hands half over
+        owned_a = await a.step(at)
+        owned_b = await b.step(at + 100)
     assert owned_a | owned_b == set(range(8)) and not owned_a & owned_b and len(owned_b) == 4
     # a dies (stops renewing); after the ttl b owns everything
-    owned_b = await b.step(NOW + 3500)
+    owned_b = await b.step(NOW + 7_000)
     assert owned_b == set(range(8))
+    await client.close()
+
+
+async def test_a_replica_back_from_a_lapse_does_not_bounce_partitions(fresh_nats_server):
+    """A replica starved of CPU renews late: its leases lapse and its peer takes them. When it
+    renews again it gets nothing back until it has been a member for a ttl, then half in one
+    hand-over, instead of the partitions going back and forth every round."""
+    client = await nats.connect(fresh_nats_server.url)
+    js = client.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    kv = await js.key_value(subjects.LEASES_BUCKET)
+    a, b = LeaseKeeper(kv, "a", ttl_ms=3000), LeaseKeeper(kv, "b", ttl_ms=3000)
+    for at in range(NOW, NOW + 4_000, 500):          # both settled: 4 partitions each
+        owned_a, owned_b = await a.step(at), await b.step(at + 100)
+    assert len(owned_a) == len(owned_b) == 4
+    # b starves: no renewal for 4 s, longer than the ttl. a takes everything.
+    owned_a = await a.step(NOW + 8_000)
+    assert owned_a == set(range(8))
+    owned_b = await b.step(NOW + 8_100)           # b is back: nothing is free, and a keeps all
+    owned_a = await a.step(NOW + 8_200)
+    assert owned_b == set() and owned_a == set(range(8))
+    handovers = 0
+    for at in range(NOW + 8_600, NOW + 14_000, 500):
+        before = owned_a
+        owned_a, owned_b = await a.step(at), await b.step(at + 100)
+        handovers += before != owned_a
+        assert not owned_a & owned_b
+    assert len(owned_a) == len(owned_b) == 4 and handovers == 1
     await client.close()
 
 
@@ -64,8 +96,8 @@ async def test_renewing_leases_leaves_no_consumers_behind(fresh_nats_server):
         await b.step(NOW + step * 100 + 50)
     info = await js.stream_info(f"KV_{subjects.LEASES_BUCKET}")
     assert info.state.consumer_count == 0
-    assert await a._members(NOW + 3000) == 2
-    await b.release_all(NOW + 3000)
-    assert await a._members(NOW + 3000) == 1
-    assert await a.step(NOW + 3100) == set(range(8))  # b's partitions handed over at once
+    assert await a._members(NOW + 3100) == 2       # both members for a ttl by now
+    await b.release_all(NOW + 3100)
+    assert await a._members(NOW + 3100) == 1
+    assert await a.step(NOW + 3200) == set(range(8))  # b's partitions handed over at once
     await client.close()

@@ -213,12 +213,8 @@ class Agent:
                 continue
             first = self.nc is None
             try:
-                # Bounded: after a failed TLS handshake (a CA the server's certificate does not
-                # verify against) nats-py 2.16's connect never returned nor retried, and the agent
-                # sat disconnected and silent for good (the soak's silent restarted agents).
-                await asyncio.wait_for(self._connect_nats(catch_up_from=self._first_catchup_start() if first
-                                                          else self._lost_at_ms - CATCHUP_MARGIN_MS),
-                                       timeout=connect_budget_s(self.settings.nats))
+                await self._connect_nats(catch_up_from=self._first_catchup_start() if first
+                                         else self._lost_at_ms - CATCHUP_MARGIN_MS)
                 wait = self.settings.nats.reconnect_wait_s
                 if not first:
                     self.reconnects += 1
@@ -235,10 +231,7 @@ class Agent:
                 wait = min(wait * 2, 30.0)
 
     async def _connect_nats(self, catch_up_from: int) -> None:
-        self.nc = await natsconn.connect(
-            self.settings.nats, inbox_prefix=subjects.inbox_prefix(self.user_id),
-            error_cb=self.market_data.on_server_error,
-            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        self.nc = await self._open_connection()
         self.metrics.nats_connected.set(1)
         self.publisher.attach(self.nc)
         self.config.attach(self.nc)
@@ -249,6 +242,29 @@ class Agent:
         self._spawn(self.config.watch(self._stop), "config")  # md subscriptions follow once it is read
         self.news.attach()   # a new connection: subscribe on it
         self._spawn(self.news.follow(self.nc), "calendar")
+
+    async def _open_connection(self) -> Any:
+        """nats-py's connect, given up after a budget without waiting for it to end. After a
+        failed TLS handshake nats-py 2.16's connect neither returns nor retries (it waits for
+        ever on the broken transport's close), and in the 1,000-agent soak a cancelled attempt
+        did not end either, so ``wait_for`` around it hung too: restarted agents sat
+        disconnected and silent for good. An attempt given up is cancelled and left to end
+        on its own; a client it might still produce is closed."""
+        budget = connect_budget_s(self.settings.nats)
+        attempt = asyncio.create_task(natsconn.connect(
+            self.settings.nats, inbox_prefix=subjects.inbox_prefix(self.user_id),
+            error_cb=self.market_data.on_server_error,
+            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected),
+            name=f"{self.user_id}:nats-connect")
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=budget)
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+                attempt.add_done_callback(_close_late_client)
+        if attempt not in done:
+            raise TimeoutError(f"no connection within {budget:.0f} s")
+        return attempt.result()
 
     async def _on_live_command(self, message: Any) -> None:
         self.pipeline.submit(message.data, "live")
@@ -350,6 +366,15 @@ def _login(settings: AgentSettings) -> Mt5Login:
 
 def _name(task: asyncio.Task) -> str:
     return task.get_name().rsplit(":", 1)[-1]
+
+
+def _close_late_client(attempt: asyncio.Task) -> None:
+    """A connection attempt given up that connected after all: not the agent's, closed."""
+    if attempt.cancelled() or attempt.exception() is not None:
+        return
+    late = attempt.result()
+    task = asyncio.ensure_future(late.close())
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())   # nothing to report
 
 
 def _log_crash(task: asyncio.Task) -> None:

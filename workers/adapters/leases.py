@@ -29,6 +29,8 @@ class LeaseKeeper:
 
     def __init__(self, kv, me: str, *, partitions: int = subjects.ADJUST_PARTITIONS, ttl_ms: int = 10_000) -> None:
         self.kv, self.me, self.partitions, self.ttl_ms = kv, me, partitions, ttl_ms
+        self._since_ms = 0          # when this replica's current membership began
+        self._announced_ms: int | None = None
 
     async def step(self, now_ms: int) -> set[int]:
         # The reads, then the writes, each sent together: a step is a few round trips, not
@@ -58,18 +60,31 @@ class LeaseKeeper:
             pass
 
     async def _announce(self, now_ms: int) -> None:
-        await self.kv.put(MEMBER_PREFIX + self.me, json.dumps({"expires_ms": now_ms + self.ttl_ms}).encode())
+        if self._announced_ms is None or now_ms - self._announced_ms >= self.ttl_ms:
+            self._since_ms = now_ms   # new, or back after its membership lapsed
+        await self.kv.put(MEMBER_PREFIX + self.me, json.dumps(
+            {"expires_ms": now_ms + self.ttl_ms, "since_ms": self._since_ms}).encode())
+        self._announced_ms = now_ms
 
     async def _members(self, now_ms: int) -> int:
-        live = 0
+        """This replica and the live members that have held their membership for a ttl.
+        A replica that just joined, or is back from a lapse (starved of CPU, it renewed
+        late), does not shrink the others' share until it has kept renewing for a ttl:
+        otherwise a starved replica's partitions went to its peer, came back, lapsed
+        again, and two replicas in one busy process traded partitions ~30 times a minute
+        (the 1,000-agent soak). A newcomer still claims what is free at once."""
+        stable = 0
         for key in await self._member_keys():
             try:
                 entry = await self.kv.get(key)
             except KeyNotFoundError:  # also KeyDeletedError: a replica that left cleanly
                 continue
-            if entry.value and json.loads(entry.value)["expires_ms"] > now_ms:
-                live += 1
-        return live
+            member = json.loads(entry.value) if entry.value else None
+            if member is None or member["expires_ms"] <= now_ms:
+                continue
+            if key == MEMBER_PREFIX + self.me or member.get("since_ms", 0) <= now_ms - self.ttl_ms:
+                stable += 1
+        return max(stable, 1)
 
     async def _member_keys(self) -> list[str]:
         """The member keys, from the stream's per-subject counts. Not ``kv.keys()``: that
