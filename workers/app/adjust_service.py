@@ -226,8 +226,8 @@ class AdjustWorker:
     def _settle_heap(self) -> None:
         """Out of the cyclic collector's sight: what the replica holds once a partition's state
         is read (its users' configs, specs, quotes; the modules). Python's full collection
-        walks every tracked object, and the first one after a take-over of 10,000 users
-        stalled the event loop 230-500 ms mid-trading (measured, docs/performance.md); frozen,
+        walks every tracked object, and the first one after 10,000 users' state was loaded
+        stalled the event loop 230-502 ms (measured, docs/performance.md); frozen,
         the state is freed by reference counting as usual, only cycles among it would stay.
         Garbage already made is collected once, at the first take-over, before any signal."""
         if not self.settle_heap:
