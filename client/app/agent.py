@@ -64,14 +64,14 @@ CATCHUP_MARGIN_MS = 60_000
 # On a first start (or after a long absence) look back this far: commands expire sooner.
 CATCHUP_WINDOW_MS = 3_600_000
 # The loops that run for as long as the agent does: one that stops wedges the agent (/healthz).
-# The most one attempt to connect (TLS, CONNECT, subscriptions) may take before it is given up
-# and made again: a few of nats-py's own per-step timeouts, at least 10 s.
-def connect_budget_s(nats: natsconn.NatsSettings) -> float:
-    return max(10.0, 3 * nats.connect_timeout_s)
-
-
 FOREVER = ("nats", "outbox", "commands", "streams", "heartbeat", "health")
 _STARTED = time.monotonic()
+
+
+def connect_budget_s(nats: natsconn.NatsSettings) -> float:
+    """The most one attempt to connect (TLS, CONNECT, subscriptions) may take before it is
+    given up and made again: a few of nats-py's own per-step timeouts, at least 10 s."""
+    return max(10.0, 3 * nats.connect_timeout_s)
 
 
 def agent_version() -> str:
