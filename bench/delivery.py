@@ -1,9 +1,10 @@
 """Command delivery to connected agents (SPEC §2.2), against a real embedded nats-server.
 
 Live path, as built: the real AdjustWorker adjusts one signal for every user
-(``AdjustWorker.commands_for``, timed apart) and publishes each command with its own
-publish code (``AdjustWorker._publish``: JetStream publish to ``tc.<uid>.commands``, stream
-TC_COMMANDS, ``Nats-Msg-Id`` = command id, 256 in flight, ack awaited); every agent holds a
+(``AdjustWorker.commands_for``, timed apart) and publishes the commands with its own
+publish code, in the fan-out's chunks (``AdjustWorker.publish_commands``: one batch of
+JetStream publishes to ``tc.<uid>.commands`` per chunk, stream TC_COMMANDS,
+``Nats-Msg-Id`` = command id, the chunk's acks awaited together); every agent holds a
 plain subscription on its own ``tc.<uid>.commands`` and receives the stored message's live
 copy. Measured: from the first publish until the last agent has decoded its command.
 
@@ -51,7 +52,7 @@ from _common import (
 from mt5fleet.proto import subjects
 from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.runtime.embedded_nats import EmbeddedNats
-from mt5fleet.workers.app.adjust_service import PUBLISH_CONCURRENCY, AdjustWorker
+from mt5fleet.workers.app.adjust_service import FAN_OUT_CHUNK, FIRST_CHUNK, PUBLISH_CONCURRENCY, AdjustWorker
 
 
 async def deliver(pool: AgentPool, per_uid: int, publish: Any, expected: int, pid: int) -> dict[str, Any]:
@@ -75,8 +76,13 @@ async def deliver(pool: AgentPool, per_uid: int, publish: Any, expected: int, pi
 
 
 async def publish_live(worker: AdjustWorker, commands: list[Any]) -> None:
-    """What the worker does with a signal's commands (adjust_service.AdjustWorker._handle)."""
-    await asyncio.gather(*(worker._publish(c) for c in commands))
+    """What the worker does with a signal's recorded commands (``AdjustWorker._fan_out``):
+    the first chunk of 16, then chunks of 64, each published in one batch, all in flight."""
+    chunks, start, size = [], 0, FIRST_CHUNK
+    while start < len(commands):
+        chunks.append(commands[start:start + size])
+        start, size = start + size, FAN_OUT_CHUNK
+    await asyncio.gather(*(worker.publish_commands(chunk) for chunk in chunks))
 
 
 async def publish_jetstream(js: Any, commands: list[Any]) -> None:
@@ -208,8 +214,10 @@ async def main(arguments: argparse.Namespace) -> None:
         "command": command_line("delivery.py", arguments.argv),
         "machine": machine(version),
         "rlimit_nofile": limit,
-        "live_path": "real AdjustWorker: commands_for (timed apart) then AdjustWorker._publish (JetStream publish to "
-                     "tc.<uid>.commands, stream TC_COMMANDS, Nats-Msg-Id = command id, 256 in flight, acked); "
+        "live_path": "real AdjustWorker: commands_for (timed apart) then AdjustWorker.publish_commands "
+                     f"in the fan-out's chunks ({FIRST_CHUNK}, then {FAN_OUT_CHUNK}: one batch of JetStream "
+                     "publishes to tc.<uid>.commands per chunk, stream TC_COMMANDS, Nats-Msg-Id = command id, "
+                     "acks awaited together, every chunk in flight); "
                      "agents hold a plain subscription on tc.<uid>.commands",
         "baseline": "core NATS publish of the same payloads to the same subjects, same agents, same run; also "
                     "raw nats-py JetStream publish of the same commands (ids suffixed -raw), 256 in flight",

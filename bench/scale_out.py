@@ -4,8 +4,8 @@ Against a real embedded nats-server, for each replica count R (``--replicas 1 2 
 
 * N users (``--users``) with configs, specs and accounts as in bench/end_to_end.py, and
   every user's 3-quote ClientPriceStream core-published into TC_PRICES once a second from
-  this process over 8 connections (the server stores them as it stores the agents' own;
-  TC_PRICES stores each under its partition, ``subjects.prices_transform``);
+  this process over 8 connections (the server stores them in TC_PRICES as it stores the
+  agents' own);
 * R real ``AdjustWorker`` replicas, each in its own process (``start()``: leases, the
   partitions shared out, only the owned partitions' users decoded and prices followed);
 * once every replica knows the users of its partitions: each replica's CPU over

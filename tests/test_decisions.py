@@ -10,8 +10,10 @@ even when the signal is delivered again after the user's quote moved.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+import nats
 import pytest
 from decision_fleet import USERS, commands_of, eurusd, now_ms, records_of, running_fleet, settled
 from factories import NOW_MS, fleet_signal
@@ -31,7 +33,7 @@ from mt5fleet.proto.domain.trading import CommandType, OrderType
 from mt5fleet.proto.runtime import bootstrap
 from mt5fleet.proto.v1 import commands_pb2, decision_pb2
 from mt5fleet.proto.validation import check_signal
-from mt5fleet.workers.adapters import decision_store, decisions
+from mt5fleet.workers.adapters import decision_store, decisions, streams
 from mt5fleet.workers.adapters.decisions import decision_of_record, record_message
 from mt5fleet.workers.adapters.wire import command_message
 from mt5fleet.workers.core.adjust import Adjusted, Skip
@@ -264,3 +266,39 @@ async def test_a_signal_decided_before_gets_the_recorded_commands_and_no_second_
     assert (await js.stream_info(subjects.COMMANDS_STREAM)).state.messages == len(commands) == 2
     # alice's first delivery and every user's second found their (signal, user) decided
     assert worker.metrics.decisions.labels("existing")._value.get() == 1 + len(USERS)
+
+
+async def test_a_redelivery_to_more_users_than_a_stream_takes_consumers_gets_each_its_unstored_commands(
+        fresh_nats_server):
+    """A replica stored 1,200 users' records (more than the 1,000 consumers nats-server allows
+    on a stream) and died after publishing half their commands. The signal's redelivery, in
+    the fan-out's concurrent chunks, learns every (signal, user) is decided and gets exactly
+    the commands not stored yet: one scan of TC_COMMANDS per chunk, not one per user (which
+    failed with "maximum consumers limit reached", the whole partition again each time)."""
+    nc = await nats.connect(fresh_nats_server.url)
+    js = nc.jetstream()
+    await bootstrap.bootstrap(js, subjects.build_layout())
+    base, sig = user(), signal()
+    states = [dataclasses.replace(base, policy=dataclasses.replace(base.policy, user_id=f"u{n:04d}"))
+              for n in range(1_200)]
+    decided = [decide(sig, state, NOW) for state in states]
+    chunks = [decided[start:start + 64] for start in range(0, len(decided), 64)]
+    outcomes: list[str] = []
+    store = decision_store.DecisionStore(js, worker_replica="died", on_recorded=outcomes.append)
+    batch = streams.BatchPublisher(nc)
+    try:
+        first = [r for chunk in await asyncio.gather(*(store.record_many(c, batch.publish_many) for c in chunks))
+                 for r in chunk]
+        assert outcomes == [decision_store.STORED] * 1_200
+        for commands in first[::2]:   # the died replica's half
+            await js.publish(subjects.user_subject(commands[0].user_id, subjects.Channel.COMMANDS),
+                             commands[0].SerializeToString(), headers={"Nats-Msg-Id": commands[0].command_id})
+        outcomes.clear()
+        again = [r for chunk in await asyncio.gather(*(store.record_many(c, batch.publish_many) for c in chunks))
+                 for r in chunk]
+    finally:
+        await batch.close()
+        await nc.close()
+    assert not [r for r in again if isinstance(r, BaseException)]
+    assert outcomes == [decision_store.EXISTING] * 1_200
+    assert again[::2] == [[]] * 600 and again[1::2] == first[1::2]   # only what is not stored yet

@@ -9,6 +9,7 @@ but never the magic number, so the magic is derived from the id too.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -16,7 +17,6 @@ import re
 COMMAND_ID_PREFIX = "mf1"
 COMMAND_ID_RE = re.compile(r"^mf1[0-9a-v]{24}$")
 MT5_COMMENT_MAX = 31
-_BASE32 = "0123456789abcdefghijklmnopqrstuv"
 
 
 def _digest(*parts: str) -> bytes:
@@ -24,13 +24,9 @@ def _digest(*parts: str) -> bytes:
 
 
 def command_id_for(signal_id: str, user_id: str, action: str = "") -> str:
-    """27 characters: 'mf1' + 120 bits of SHA-256 in base32hex (lower case)."""
-    number = int.from_bytes(_digest(signal_id, user_id, action)[:15], "big")
-    chars = []
-    for _ in range(24):
-        number, digit = divmod(number, 32)
-        chars.append(_BASE32[digit])
-    return COMMAND_ID_PREFIX + "".join(reversed(chars))
+    """27 characters: 'mf1' + 120 bits of SHA-256 in base32hex (lower case). 15 bytes are
+    exactly 24 base32 digits, most significant first, with no padding."""
+    return COMMAND_ID_PREFIX + base64.b32hexencode(_digest(signal_id, user_id, action)[:15]).decode().lower()
 
 
 def stop_out_key(trading_day_ms: int) -> str:

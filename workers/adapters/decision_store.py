@@ -32,6 +32,7 @@ FETCH_BATCH = 256
 READ_TIMEOUT_S = 5.0
 STORED, EXISTING = "stored", "existing"  # a new record; a (signal, user) decided before
 CLOCK_MARGIN_MS = 5_000
+SCAN_SLOTS = 16
 
 
 class DecisionStore:
@@ -45,6 +46,9 @@ class DecisionStore:
         self.publish = publish or js.publish    # the worker's: re-creates TC_DECISIONS if it is gone
         self.worker_version, self.worker_replica = worker_version, worker_replica
         self.on_recorded = on_recorded
+        # Scans of TC_COMMANDS in flight (each a consumer while it reads): far below the
+        # server's 1,000 consumers a stream, however many chunks come back at once.
+        self._scans = asyncio.Semaphore(SCAN_SLOTS)
 
     async def record(self, decision: Decision) -> list[commands_pb2.TradingCommand]:
         """Store ``decision`` unless its (signal, user) has a record; the commands of the
@@ -57,9 +61,9 @@ class DecisionStore:
         except APIError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-            return await self._earlier(subject)
+            return (await self._earlier([subject]))[0]
         if ack.duplicate:
-            return await self._earlier(subject)
+            return (await self._earlier([subject]))[0]
         self.on_recorded(STORED)
         return list(record.commands)
 
@@ -77,43 +81,60 @@ class DecisionStore:
             items.append((subject, record.SerializeToString(),
                           {"Nats-Msg-Id": subject, "Nats-Expected-Last-Subject-Sequence": "0"}))
         out: list[Any] = []
-        earlier: dict[int, Awaitable[list[commands_pb2.TradingCommand]]] = {}
+        earlier: dict[int, str] = {}
         for (subject, record), result in zip(records, await publish_many(items), strict=True):
             wrong_last = isinstance(result, APIError) and result.err_code == WRONG_LAST_SEQUENCE
             if isinstance(result, BaseException) and not wrong_last:
                 out.append(result)
             elif wrong_last or result.duplicate:
-                earlier[len(out)] = self._earlier(subject)  # decided before: looked up together below
+                earlier[len(out)] = subject  # decided before: looked up together below
                 out.append(None)
             else:
                 self.on_recorded(STORED)
                 out.append(list(record.commands))
-        for index, found in zip(earlier, await asyncio.gather(*earlier.values(), return_exceptions=True),
-                                strict=True):
-            out[index] = found
+        if earlier:
+            try:
+                found: list[Any] = await self._earlier(list(earlier.values()))
+            except Exception as exc:  # noqa: BLE001 - each of them is retried alone by the caller
+                found = [exc] * len(earlier)
+            for index, commands in zip(earlier, found, strict=True):
+                out[index] = commands
         return out
 
-    async def _earlier(self, subject: str) -> list[commands_pb2.TradingCommand]:
-        """The earlier record's commands that are not in ``TC_COMMANDS`` yet. Those stored
-        already are not published again: JetStream would drop the copy from the stream,
-        but the server still hands it to the agent's live subscription, and the agent
-        would see a command again minutes later (and report it DUPLICATE)."""
-        self.on_recorded(EXISTING)
-        message = await self.js.get_msg(subjects.DECISIONS_STREAM, subject=subject, direct=True)
-        record = decision_pb2.DecisionRecord.FromString(message.data)
-        if not record.commands:
-            return []
-        # Commands are stored after their record; the margin covers two stream leaders' clocks.
-        since_ms = max(0, _unix_ms(message.time) - CLOCK_MARGIN_MS)
-        stored = await stored_commands(self.js, record.user_id, [c.command_id for c in record.commands], since_ms)
-        return [command for command in record.commands if command.command_id not in stored]
+    async def _earlier(self, subjects_: list[str]) -> list[list[commands_pb2.TradingCommand]]:
+        """Per record subject, the earlier record's commands that are not in ``TC_COMMANDS``
+        yet. Those stored already are not published again: JetStream would drop the copy
+        from the stream, but the server still hands it to the agent's live subscription,
+        and the agent would see a command again minutes later (and report it DUPLICATE).
+
+        The records are read by direct gets, and ``TC_COMMANDS`` by one short-lived
+        consumer for all their users: a redelivered signal brings back a whole partition
+        at once, and a consumer per user ran into the server's limit of consumers on a
+        stream (1,000: "maximum consumers limit reached", 10,000 users in
+        bench/end_to_end.py), so the redelivery failed again every time."""
+        for _ in subjects_:
+            self.on_recorded(EXISTING)
+        messages = await asyncio.gather(*(self.js.get_msg(subjects.DECISIONS_STREAM, subject=subject, direct=True)
+                                          for subject in subjects_))
+        records = [decision_pb2.DecisionRecord.FromString(message.data) for message in messages]
+        with_commands = [(record, message) for record, message in zip(records, messages, strict=True)
+                         if record.commands]
+        stored: set[str] = set()
+        if with_commands:
+            # Commands are stored after their record; the margin covers two stream leaders' clocks.
+            since_ms = max(0, min(_unix_ms(message.time) for _, message in with_commands) - CLOCK_MARGIN_MS)
+            async with self._scans:
+                stored = await stored_commands(
+                    self.js, {record.user_id for record, _ in with_commands},
+                    [c.command_id for record, _ in with_commands for c in record.commands], since_ms)
+        return [[command for command in record.commands if command.command_id not in stored] for record in records]
 
 
-async def stored_commands(js: Any, user_id: str, command_ids: Iterable[str], since_ms: int) -> set[str]:
-    """Which of ``command_ids`` ``TC_COMMANDS`` holds for the user, stored since ``since_ms``."""
+async def stored_commands(js: Any, user_ids: Iterable[str], command_ids: Iterable[str], since_ms: int) -> set[str]:
+    """Which of ``command_ids`` ``TC_COMMANDS`` holds for these users, stored since ``since_ms``."""
     wanted, found = set(command_ids), set()
-    async for message in scan(js, subjects.COMMANDS_STREAM, subjects.user_subject(user_id, subjects.Channel.COMMANDS),
-                              since_ms=since_ms):
+    filters = tuple(sorted(subjects.user_subject(uid, subjects.Channel.COMMANDS) for uid in user_ids))
+    async for message in scan(js, subjects.COMMANDS_STREAM, filters, since_ms=since_ms):
         try:
             command_id = commands_pb2.TradingCommand.FromString(message.data).command_id
         except DecodeError:
@@ -169,14 +190,19 @@ async def executions_for(js: Any, user_id: str, command_ids: Iterable[str],
     return found
 
 
-async def scan(js: Any, stream: str, filter_subject: str, *, since_ms: int = 0) -> AsyncIterator[Any]:
-    """The messages on ``filter_subject`` stored since ``since_ms`` (0: all), by a short-lived
-    pull consumer: it says at creation how many there are, so an empty scan never waits."""
+async def scan(js: Any, stream: str, filter_subject: str | tuple[str, ...], *,
+               since_ms: int = 0) -> AsyncIterator[Any]:
+    """The messages on ``filter_subject`` (one, or several: nats-server 2.10+) stored since
+    ``since_ms`` (0: all), by a short-lived pull consumer: it says at creation how many
+    there are, so an empty scan never waits."""
     start = dt.datetime.fromtimestamp(since_ms / 1000, tz=dt.UTC) if since_ms else None
+    several = not isinstance(filter_subject, str) and len(filter_subject) > 1
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE, inactive_threshold=60, opt_start_time=start,
-        deliver_policy=api.DeliverPolicy.BY_START_TIME if start else api.DeliverPolicy.ALL)
-    subscription = await js.pull_subscribe(filter_subject, stream=stream, config=config)
+        deliver_policy=api.DeliverPolicy.BY_START_TIME if start else api.DeliverPolicy.ALL,
+        filter_subjects=list(filter_subject) if several else None)
+    first = filter_subject if isinstance(filter_subject, str) else filter_subject[0]
+    subscription = await js.pull_subscribe(first, stream=stream, config=config)
     info = await subscription.consumer_info()
     try:
         pending = info.num_pending

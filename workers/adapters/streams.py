@@ -92,6 +92,9 @@ class BatchPublisher:
                 futures.append(future)
                 await self.nc.publish(subject, payload, reply=token, headers=headers)
             await asyncio.wait(futures, timeout=timeout)
+        except BaseException:
+            _forget(futures)   # cancelled mid-batch (a partition handed over): nobody reads these answers
+            raise
         finally:
             for token in tokens:
                 self._waiting.pop(token, None)
@@ -127,6 +130,16 @@ class BatchPublisher:
             future.set_result(pub_ack(msg))
         except BaseException as exc:  # noqa: BLE001 - handed to the publisher, raised there
             future.set_exception(exc)
+
+
+def _forget(futures: list[asyncio.Future]) -> None:
+    """Answers no one will read: an error already in is marked seen (else asyncio logs
+    "Future exception was never retrieved" for each refused record), the rest cancelled."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 def pub_ack(msg: Any) -> Any:

@@ -396,8 +396,16 @@ class AdjustWorker:
                 retry.append(self._store(decision))
             else:
                 commands.extend(outcome)
+        await self.publish_commands(commands)
+        if retry:
+            await asyncio.gather(*retry)
+
+    async def publish_commands(self, commands: list[commands_pb2.TradingCommand]) -> None:
+        """Recorded commands in one batch (``bench/delivery.py`` times this path); each that
+        failed goes again alone, with retries."""
         items = [(subjects.user_subject(c.user_id, subjects.Channel.COMMANDS), c.SerializeToString(),
                   {"Nats-Msg-Id": c.command_id}) for c in commands]
+        retry: list[Awaitable[None]] = []
         for command, ack in zip(commands, await self.batch.publish_many(items), strict=True):
             if isinstance(ack, BaseException):
                 if not isinstance(ack, (*TRANSIENT_PUBLISH_ERRORS, APIError)):
