@@ -168,6 +168,20 @@ def test_a_user_whose_state_breaks_the_adjustment_gets_an_error_record():
     assert record.skip_reason == "error" and record.skip_detail and not record.commands
 
 
+def test_a_record_carries_the_users_current_policy_and_account_and_keeps_no_replaced_one():
+    """Encoded policies are kept one per user: a config change re-encodes and replaces, so
+    neither a stale policy reaches a record nor do replaced ones pile up (the soak's census
+    found 14 policies and 59 account snapshots per user kept alive after 10 minutes)."""
+    sig, state = signal(), user()
+    cache = decisions._policy_message
+    for n in range(50):
+        policy = dataclasses.replace(state.policy, max_lot=1.0 + n)
+        account = dataclasses.replace(state.account, equity=10_000.0 + n)
+        record = record_message(decide(sig, dataclasses.replace(state, policy=policy, account=account), NOW))
+        assert (record.policy.max_lot, record.account.equity) == (1.0 + n, 10_000.0 + n)
+    assert [value.max_lot for key, (value, _) in cache.cache.items() if key == "alice"] == [50.0]
+
+
 def test_every_input_adjust_can_read_and_every_sizing_figure_has_a_place_in_the_record():
     """A field added to the user's state, policy or sizing figures must be added to the record
     too, or records would silently stop recomputing: this fails first, naming it."""

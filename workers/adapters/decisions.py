@@ -11,7 +11,7 @@ a domain ``None`` is the field's 0 or "".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from mt5fleet.proto.domain import calendar
@@ -33,23 +33,27 @@ DecisionRecord = decision_pb2.DecisionRecord
 
 class _Encoded:
     """Messages encoded once per value: a signal is the same for every user of a fan-out, a
-    policy changes with its config, a spec or an account snapshot when the agent sends a
-    new one, so a fan-out encodes each once instead of once per (signal, user). Keyed by
-    identity (the values are frozen and kept alive here, so an id is never reused while
-    cached); emptied when full."""
+    policy changes with its config, a spec when the agent sends a new one, so a fan-out
+    encodes each once instead of once per (signal, user). An entry is found by ``key``
+    (default: identity; the values are frozen and kept alive here, so an id is never
+    reused while cached) and used only for the very value it was made from; emptied when
+    full. A key that names the value's owner (a policy's user) keeps one entry per owner:
+    the policy a config replaced is dropped at once instead of kept until the cache fills."""
 
-    def __init__(self, encode: Callable[[Any], Any], size: int = 1 << 16) -> None:
-        self.encode, self.size = encode, size
-        self.cache: dict[int, tuple[Any, Any]] = {}
+    def __init__(self, encode: Callable[[Any], Any], size: int = 1 << 16,
+                 key: Callable[[Any], Hashable] = id) -> None:
+        self.encode, self.size, self.key = encode, size, key
+        self.cache: dict[Hashable, tuple[Any, Any]] = {}
 
     def __call__(self, value: Any) -> Any:
-        hit = self.cache.get(id(value))
+        key = self.key(value)
+        hit = self.cache.get(key)
         if hit is not None and hit[0] is value:
             return hit[1]
         if len(self.cache) >= self.size:
             self.cache.clear()
         encoded = self.encode(value)
-        self.cache[id(value)] = (value, encoded)
+        self.cache[key] = (value, encoded)
         return encoded
 
 
@@ -67,7 +71,7 @@ def record_message(decision: Decision, *, worker_version: str = "", worker_repli
         commands=[command_message(c) for c in decision.commands], skip_reason=decision.skip_reason,
         skip_detail=decision.skip_detail, notes=list(decision.notes))
     if state.account is not None:
-        record.account.CopyFrom(_account_message(state.account))
+        record.account.CopyFrom(account_message(state.account))
     record.news.CopyFrom(news_message(state, inputs.signal.symbol, inputs.decided_at_ms))
     if decision.sizing is not None:
         record.sizing.CopyFrom(sizing_message(decision.sizing))
@@ -164,10 +168,12 @@ def sizing_message(sizing: SizingInputs) -> decision_pb2.DecisionSizing:
 
 
 _signal_message = _Encoded(signal_message, size=64)
-_policy_message = _Encoded(policy_message)
+_policy_message = _Encoded(policy_message, key=lambda policy: policy.user_id)
 _spec_message = _Encoded(spec_message)
 _spec_version = _Encoded(spec_version)
-_account_message = _Encoded(account_message)
+# No cache for accounts: agents send a new snapshot every few seconds, so a snapshot is
+# rarely in two fan-outs, and a cache of them only kept dead ones alive (the 1,000-agent
+# soak's census: +59,000 snapshots and their protobufs in 10 minutes). 2 µs a record.
 
 
 def rate_message(rate: Rate) -> decision_pb2.DecisionRate:

@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from mt5fleet.proto.domain.account import AccountSnapshot
 from mt5fleet.proto.domain.config import SizingMode
@@ -70,11 +71,17 @@ class TickValue:
     rate: Rate | None = None     # the conversion used, if any
 
 
+# The figures gathered so far, as SizingInputs keywords. SizingInputs (23 fields, frozen) is
+# built once, when the result is known: copying it at every step cost ~4 µs a copy, a
+# tenth of a user's adjustment (bench/adjust_breakdown.py, issue 15).
+_Fields = dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class _Raw:
     lots: float
     how: str
-    inputs: SizingInputs
+    fields: _Fields
 
 
 def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_loss: float | None,
@@ -88,10 +95,10 @@ def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_los
     """
     if policy.sizing_mode.needs_account and account is None:
         raise ValueError(f"{policy.sizing_mode.name} sizing needs the account of user {policy.user_id}")
-    base = _base_inputs(policy, spec, account, entry, stop_loss)
+    base = _base_fields(policy, spec, account, entry, stop_loss)
     if policy.sizing_mode is SizingMode.FIXED_LOT:
-        raw: _Raw | Skip = _Raw(policy.preferred_lot_size, f"fixed lot {policy.preferred_lot_size:g}",
-                                evolve(base, preferred_lot=policy.preferred_lot_size))
+        base["preferred_lot"] = policy.preferred_lot_size
+        raw: _Raw | Skip = _Raw(policy.preferred_lot_size, f"fixed lot {policy.preferred_lot_size:g}", base)
     else:
         assert account is not None  # checked above: every other mode reads the account
         raw = (_risk_percent(policy, spec, account, quotes, now_ms, base, move_allowance, headroom)
@@ -100,55 +107,55 @@ def lot_size(policy: UserPolicy, spec: SymbolSpecInfo, *, entry: float, stop_los
     if isinstance(raw, Skip):
         return raw
     sizing = fit_to_broker(raw.lots, raw.how, policy, spec)
-    inputs = evolve(raw.inputs, raw_lots=raw.lots, lots=sizing.lots, conservative=policy.conservative_mode)
-    return evolve(sizing, inputs=inputs)
+    inputs = SizingInputs(**raw.fields, raw_lots=raw.lots, lots=sizing.lots, conservative=policy.conservative_mode)
+    return Sizing(sizing.lots, sizing.detail, inputs)
 
 
-def _base_inputs(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot | None, entry: float,
-                 stop_loss: float | None) -> SizingInputs:
-    base = SizingInputs(mode=policy.sizing_mode, symbol=spec.symbol, entry=entry, stop_loss=stop_loss,
-                        tick_size=spec.tick_size)
-    if account is None:
-        return base
-    return evolve(base, account_currency=account.currency, equity=account.equity, balance=account.balance,
-                   account_time_ms=account.time_ms)
+def _base_fields(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot | None, entry: float,
+                 stop_loss: float | None) -> _Fields:
+    fields: _Fields = dict(mode=policy.sizing_mode, symbol=spec.symbol, entry=entry, stop_loss=stop_loss,
+                           tick_size=spec.tick_size)
+    if account is not None:
+        fields.update(account_currency=account.currency, equity=account.equity, balance=account.balance,
+                      account_time_ms=account.time_ms)
+    return fields
 
 
 def _per_thousand_usd(policy: UserPolicy, account: AccountSnapshot, quotes: Mapping[str, Quote], now_ms: int,
-                      base: SizingInputs) -> _Raw | Skip:
+                      fields: _Fields) -> _Raw | Skip:
     what, money = (("balance", account.balance) if policy.sizing_mode is SizingMode.BALANCE_MULTIPLIER
                    else ("equity", account.equity))
-    inputs = evolve(base, lots_per_thousand_usd=policy.sizing_value)
+    fields["lots_per_thousand_usd"] = policy.sizing_value
     # The lower side: converted money never buys more lots than it is worth.
     rate = conversion_rate(account.currency, MULTIPLIER_CURRENCY, quotes, now_ms=now_ms,
                            max_age_ms=policy.max_quote_age_ms, higher=False)
     if isinstance(rate, Skip):
         return evolve(rate, detail=f"{policy.sizing_mode.name} sizing counts lots per 1,000 USD: {rate.detail}",
-                       sizing=inputs)
+                      sizing=SizingInputs(**fields))
     usd = money * rate.value
     lots = policy.sizing_value * usd / MULTIPLIER_BASE
     shown = f"{money:.2f} {account.currency}" + ("" if account.currency == MULTIPLIER_CURRENCY
                                                  else f"{rate.how} = {usd:.2f} USD")
     how = f"{policy.sizing_value:g} lots per 1,000 USD of {what} {shown} = {lots:g} lots"
-    conversions = (rate,) if rate.value != 1 else ()
-    return _Raw(lots, how, evolve(inputs, money_usd=usd, conversions=conversions))
+    fields.update(money_usd=usd, conversions=(rate,) if rate.value != 1 else ())
+    return _Raw(lots, how, fields)
 
 
 def _risk_percent(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnapshot, quotes: Mapping[str, Quote],
-                  now_ms: int, base: SizingInputs, move_allowance: float, headroom: float) -> _Raw | Skip:
-    pct, stop_loss, entry = policy.max_risk_per_trade_pct, base.stop_loss, base.entry
+                  now_ms: int, fields: _Fields, move_allowance: float, headroom: float) -> _Raw | Skip:
+    pct, stop_loss, entry = policy.max_risk_per_trade_pct, fields["stop_loss"], fields["entry"]
     limit = risk_limit(account.equity, pct)
     budget = sizing_budget(limit, headroom)
-    inputs = evolve(base, risk_pct=pct, risk_limit=limit, budget=budget, headroom=headroom,
-                     move_allowance=move_allowance)
+    fields.update(risk_pct=pct, risk_limit=limit, budget=budget, headroom=headroom, move_allowance=move_allowance)
     if stop_loss is None or entry is None:
         return Skip(SkipReason.NO_STOP_LOSS, f"risk {pct:g}% sizing needs a stop loss to size by, and the signal "
-                                             "has none: its risk is unbounded, the agent would refuse it", inputs)
+                                             "has none: its risk is unbounded, the agent would refuse it",
+                    SizingInputs(**fields))
     tick = tick_value(spec, account.currency, quotes, now_ms=now_ms, max_age_ms=policy.max_quote_age_ms)
     if isinstance(tick, Skip):
-        return evolve(tick, sizing=inputs)
-    inputs = evolve(inputs, tick_value=tick.value, tick_value_source=tick.source,
-                     conversions=() if tick.rate is None else (tick.rate,))
+        return evolve(tick, sizing=SizingInputs(**fields))
+    fields.update(tick_value=tick.value, tick_value_source=tick.source,
+                  conversions=() if tick.rate is None else (tick.rate,))
     worst = worst_entry(entry, stop_loss, move_allowance)
     lots = lots_for(budget, worst, stop_loss, tick_size=spec.tick_size, tick_value=tick.value)
     ticks = abs(worst - stop_loss) / spec.tick_size
@@ -157,7 +164,7 @@ def _risk_percent(policy: UserPolicy, spec: SymbolSpecInfo, account: AccountSnap
     ccy = account.currency
     return _Raw(lots, (f"risk {pct:g}% of equity {account.equity:.2f} = {limit:.2f} {ccy}, sized to {budget:.2f} "
                        f"{ccy} ({headroom:.0%} headroom) over {ticks:.1f} ticks{moved} at {tick.value:.6g} {ccy} "
-                       f"per tick per lot ({tick.source}) = {lots:.4f} lots"), inputs)
+                       f"per tick per lot ({tick.source}) = {lots:.4f} lots"), fields)
 
 
 def tick_value(spec: SymbolSpecInfo, account_currency: str, quotes: Mapping[str, Quote], *, now_ms: int,
