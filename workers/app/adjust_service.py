@@ -388,33 +388,35 @@ class AdjustWorker:
             return
         recorded = await self.decisions.record_many(decisions, self.batch.publish_many)
         commands: list[commands_pb2.TradingCommand] = []
-        retry: list[Awaitable[None]] = []
+        again: list[Decision] = []
         for decision, outcome in zip(decisions, recorded, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, (*TRANSIENT_PUBLISH_ERRORS, APIError)):
                     raise outcome
-                retry.append(self._store(decision))
+                again.append(decision)
             else:
                 commands.extend(outcome)
-        await self.publish_commands(commands)
-        if retry:
-            await asyncio.gather(*retry)
+        # The retries' coroutines are made here, where they are awaited: one made before a
+        # failure raised would never run ("coroutine ... was never awaited").
+        await asyncio.gather(self.publish_commands(commands), *(self._store(d) for d in again))
 
     async def publish_commands(self, commands: list[commands_pb2.TradingCommand]) -> None:
         """Recorded commands in one batch (``bench/delivery.py`` times this path); each that
         failed goes again alone, with retries."""
+        if not commands:
+            return
         items = [(subjects.user_subject(c.user_id, subjects.Channel.COMMANDS), c.SerializeToString(),
                   {"Nats-Msg-Id": c.command_id}) for c in commands]
-        retry: list[Awaitable[None]] = []
+        again: list[commands_pb2.TradingCommand] = []
         for command, ack in zip(commands, await self.batch.publish_many(items), strict=True):
             if isinstance(ack, BaseException):
                 if not isinstance(ack, (*TRANSIENT_PUBLISH_ERRORS, APIError)):
                     raise ack
-                retry.append(self._publish(command))
+                again.append(command)
             elif not ack.duplicate:
                 self.metrics.commands.inc()
-        if retry:
-            await asyncio.gather(*retry)
+        if again:
+            await asyncio.gather(*(self._publish(c) for c in again))
 
     async def _positions_current(self, signal: Signal) -> None:
         """A close or modify is decided on the positions the stream holds now, not on what
